@@ -1,0 +1,8 @@
+#!/usr/bin/env node
+// Entry point for the `portcullis` command. Runs the TypeScript sources through tsx so the
+// command works straight after `npm ci`; the container image runs the compiled dist/ instead.
+import { register } from 'tsx/esm/api';
+
+register();
+const { main } = await import('../src/cli/main.ts');
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,172 @@
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+/** A duration string (`30s`, `15m`, `7d`) parsed to milliseconds. */
+const duration = z.string().transform((s, ctx) => {
+  const ms = parseDuration(s);
+  if (ms === undefined || ms <= 0) {
+    ctx.addIssue({ code: 'custom', message: `not a duration: "${s}" (use e.g. 500ms, 30s, 15m, 1h, 7d)` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** `host:port`, `:port` or `[v6]:port`, parsed. */
+const listenAddr = z.string().transform((s, ctx) => {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(s.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `not a listen address: "${s}" (use host:port, e.g. 127.0.0.1:8080)` });
+    return z.NEVER;
+  }
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+});
+export type ListenAddr = { host: string; port: number };
+
+const headerName = z.string().regex(/^[A-Za-z0-9-]+$/, 'not an HTTP header name');
+
+const identityHeaders = z.strictObject({
+  user: headerName.default('X-Auth-User'),
+  user_id: headerName.default('X-Auth-User-Id'),
+  email: headerName.default('X-Auth-Email'),
+  roles: headerName.default('X-Auth-Roles'),
+});
+
+const cidr = z.string().refine((s) => /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(s), 'not an IP address or CIDR range');
+
+const rateLimit = z.strictObject({
+  requests: z.number().int().positive(),
+  per: duration,
+});
+
+const role = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'role names use letters, digits and _ . : -');
+
+const access = z.union([
+  z.enum(['public', 'authenticated', 'deny']),
+  z.strictObject({ roles: z.array(role).min(1, 'list at least one role') }),
+]);
+
+const route = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'route names use letters, digits and _ . -'),
+  match: z.strictObject({
+    host: z
+      .string()
+      .regex(/^(\*\.)?[A-Za-z0-9.-]+(:\d+)?$/, 'a host name, or *.domain for any subdomain')
+      .optional(),
+    path: z.string().startsWith('/', 'a path pattern starts with /').default('/**'),
+    methods: z
+      .array(z.string().regex(/^[A-Za-z]+$/, 'an HTTP method').transform((m) => m.toUpperCase()))
+      .min(1)
+      .optional(),
+  }),
+  upstream: z.string().optional(),
+  access,
+  mfa: z.boolean().default(false),
+  rate_limit: rateLimit.optional(),
+  allow_semicolons: z.boolean().default(false),
+});
+
+const upstream = z.strictObject({
+  url: z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' }),
+  timeout: duration.default(30_000),
+  assertion: z.boolean().default(false),
+  max_sockets: z.number().int().positive().default(128),
+  identity_headers: identityHeaders.partial().optional(),
+});
+
+export const configSchema = z
+  .strictObject({
+    /** Gateway display name (TOTP issuer, page titles). */
+    name: z.string().min(1).default('Portcullis'),
+    listen: listenAddr.default({ host: '127.0.0.1', port: 8080 }),
+    tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+    public_url: z.url({ protocol: /^https?$/ }).optional(),
+    trust_proxy: z.array(cidr).default([]),
+    admin: z.strictObject({ listen: listenAddr.default({ host: '127.0.0.1', port: 9464 }) }).prefault({}),
+    data_dir: z.string().min(1).default('./data'),
+    log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    shutdown_grace: duration.default(25_000),
+    storage: z
+      .strictObject({
+        database_url: z.string().min(1).default('sqlite:./data/portcullis.db'),
+        redis_url: z.string().default(''),
+      })
+      .prefault({}),
+    keys: z
+      .strictObject({
+        /** JWKS file with the private signing keys; the first key is the active one. */
+        signing_keys_file: z.string().default(''),
+      })
+      .prefault({}),
+    auth: z
+      .strictObject({
+        prefix: z.string().regex(/^\/[A-Za-z0-9/_-]*[A-Za-z0-9_-]$/, 'a path such as /api/auth').default('/api/auth'),
+        access_ttl: duration.default(15 * 60_000),
+        refresh_ttl: duration.default(7 * 86_400_000),
+        session_max_age: duration.default(30 * 86_400_000),
+        issuer: z.string().optional(),
+        audience: z.string().default('portcullis'),
+        lockout: z
+          .strictObject({
+            max_failures: z.number().int().positive().default(5),
+            window: duration.default(15 * 60_000),
+            duration: duration.default(15 * 60_000),
+          })
+          .prefault({}),
+        login_rate_limit: rateLimit.default({ requests: 5, per: 60_000 }),
+        password: z
+          .strictObject({
+            min_length: z.number().int().min(8).default(12),
+            max_length: z.number().int().max(1024).default(128),
+            min_zxcvbn_score: z.number().int().min(0).max(4).default(3),
+          })
+          .prefault({}),
+        argon2: z
+          .strictObject({
+            memory_kib: z.number().int().min(19_456, 'at least 19456 KiB (19 MiB)').default(19_456),
+            time_cost: z.number().int().min(2).default(2),
+            parallelism: z.number().int().min(1).default(1),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
+    identity_headers: identityHeaders.prefault({}),
+    upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'upstream names use letters, digits and _ . -'), upstream).default({}),
+    routes: z.array(route).default([]),
+    /** Runs the bundled echo app in-process (for `npm start` and demos). */
+    demo_upstream: z.strictObject({ listen: listenAddr }).optional(),
+  })
+  .superRefine((cfg, ctx) => {
+    const seen = new Set<string>();
+    cfg.routes.forEach((r, i) => {
+      if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: ['routes', i, 'name'], message: `duplicate route name "${r.name}"` });
+      seen.add(r.name);
+      if (r.access !== 'deny' && r.upstream === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'upstream'], message: 'required unless access is deny' });
+      }
+      if (r.upstream !== undefined && !(r.upstream in cfg.upstreams)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'upstream'], message: `no upstream named "${r.upstream}"` });
+      }
+      if (r.mfa && r.access === 'public') {
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'mfa'], message: 'mfa: true makes no sense on a public route' });
+      }
+    });
+    if (cfg.auth.password.min_length > cfg.auth.password.max_length) {
+      ctx.addIssue({ code: 'custom', path: ['auth', 'password', 'min_length'], message: 'greater than max_length' });
+    }
+    if ((cfg.tls === undefined) !== true && cfg.public_url?.startsWith('http:')) {
+      ctx.addIssue({ code: 'custom', path: ['public_url'], message: 'must be https:// when tls is set' });
+    }
+  });
+
+/** The validated configuration, as parsed (before freezing). */
+export type ConfigInput = z.input<typeof configSchema>;
+type Parsed = z.output<typeof configSchema>;
+type DeepReadonly<T> = T extends (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
+
+/** The deep-frozen configuration every module receives. */
+export type Config = DeepReadonly<Parsed & { /** Where the config came from (for messages). */ source: string; publicUrl: string; issuer: string }>;
+export type RouteConfig = Config['routes'][number];
+export type UpstreamConfig = Config['upstreams'][string];
+export type Access = RouteConfig['access'];
+export type IdentityHeaders = Config['identity_headers'];

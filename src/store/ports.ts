@@ -1,0 +1,96 @@
+/**
+ * Storage ports. `app.ts` picks the implementations (SQLite or PostgreSQL through kysely for
+ * the durable data; in-process or Redis for the shared state). Everything else sees only these.
+ */
+
+/** A user as stored. */
+export interface UserRecord {
+  id: string;
+  /** Lower-case username (usernames are case-insensitive). */
+  username: string;
+  email: string | null;
+  roles: string[];
+  passwordHash: string;
+  disabled: boolean;
+  mfaEnabled: boolean;
+  /** Encrypted TOTP secret (ciphertext with key id), null when 2FA is off. */
+  totpSecret: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface NewUser {
+  username: string;
+  email: string | null;
+  roles: string[];
+  passwordHash: string;
+}
+
+export type UserPatch = Partial<Pick<UserRecord, 'email' | 'roles' | 'passwordHash' | 'disabled' | 'mfaEnabled' | 'totpSecret'>>;
+
+/** Durable user records. Throws GatewayError `user_exists` on a duplicate username. */
+export interface UserStore {
+  create(user: NewUser): Promise<UserRecord>;
+  findByUsername(username: string): Promise<UserRecord | undefined>;
+  findById(id: string): Promise<UserRecord | undefined>;
+  list(): Promise<UserRecord[]>;
+  /** Returns the updated record, or undefined when there is no such user. */
+  update(id: string, patch: UserPatch): Promise<UserRecord | undefined>;
+  /** Returns true when a user was deleted. Deleting a user deletes its sessions. */
+  delete(id: string): Promise<boolean>;
+  count(): Promise<number>;
+}
+
+/** A sign-in session; access tokens carry its id as `sid`. */
+export interface SessionRecord {
+  id: string;
+  userId: string;
+  /** Authentication methods used (`pwd`, `otp`). */
+  amr: string[];
+  createdAt: Date;
+  /** Absolute end of the session, whatever refreshes happen. */
+  expiresAt: Date;
+  lastSeenAt: Date;
+  revokedAt: Date | null;
+  revokedReason: string | null;
+  userAgent: string | null;
+  ip: string | null;
+}
+
+export type NewSession = Pick<SessionRecord, 'id' | 'userId' | 'amr' | 'createdAt' | 'expiresAt' | 'userAgent' | 'ip'>;
+
+/** A revoked session, as the revocation list needs it. */
+export interface Revocation {
+  sessionId: string;
+  /** When the revocation can be forgotten (the session's absolute expiry). */
+  expiresAt: Date;
+  revokedAt: Date;
+}
+
+/** Durable sessions. */
+export interface SessionStore {
+  create(session: NewSession): Promise<SessionRecord>;
+  get(id: string): Promise<SessionRecord | undefined>;
+  /** Active (not revoked, not expired at `now`) sessions of a user, newest first. */
+  listActive(userId: string, now: Date): Promise<SessionRecord[]>;
+  /** Marks a session revoked; returns false when it did not exist or was already revoked. */
+  revoke(id: string, reason: string, at: Date): Promise<boolean>;
+  /** Revokes every active session of a user except `exceptId`; returns the revoked ids. */
+  revokeAllForUser(userId: string, reason: string, at: Date, exceptId?: string): Promise<string[]>;
+  /** Revocations made at or after `since` whose session has not expired at `now` (for the local revocation list). */
+  revokedSince(since: Date, now: Date): Promise<Revocation[]>;
+  /** Deletes sessions that expired before `before`; returns how many. */
+  purgeExpired(before: Date): Promise<number>;
+}
+
+/** The durable database: stores plus lifecycle. */
+export interface Database {
+  readonly dialect: 'sqlite' | 'postgres';
+  readonly users: UserStore;
+  readonly sessions: SessionStore;
+  /** Applies pending migrations; returns the names applied. */
+  migrate(): Promise<string[]>;
+  /** Throws when the database cannot be reached. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
