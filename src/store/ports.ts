@@ -94,3 +94,16 @@ export interface Database {
   ping(): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * The local revocation list the proxied hot path consults. `isRevoked` is synchronous and
+ * local on purpose: the hot path never waits on a network round trip. Implementations keep
+ * the list current from the database (and, with Redis, from pub/sub).
+ */
+export interface RevocationList {
+  isRevoked(sessionId: string): boolean;
+  /** Records a revocation locally (the caller has already made it durable). */
+  add(sessionId: string, expiresAt: Date): void;
+  /** Number of revocations held (for tests and metrics). */
+  size(): number;
+}

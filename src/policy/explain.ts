@@ -1,0 +1,172 @@
+import { GatewayError, PolicyErrors } from '../errors/index.js';
+import { assertSemicolonsAllowed, decide, decisionError, type Decision, type Identity } from './decide.js';
+import { normalizePath, type NormalizedTarget } from './normalize.js';
+import type { RouteTable } from './routes.js';
+
+/** Input of {@link explain}, as given to `portcullis policy explain`. */
+export interface ExplainRequest {
+  readonly method: string;
+  /** `https://host/path?query` or `/path?query`. */
+  readonly url: string;
+  /** Roles of the hypothetical signed-in user. */
+  readonly roles: readonly string[];
+  /** Whether that user completed two-factor authentication (amr `['pwd','otp']`). */
+  readonly mfa: boolean;
+}
+
+/** Why one route was or was not chosen. */
+export interface ExplainAttempt {
+  readonly name: string;
+  readonly index: number;
+  readonly matched: boolean;
+  /** One line per failing check (host, method, path); empty when `matched`. */
+  readonly mismatches: readonly string[];
+}
+
+/** What the gateway would answer for one caller. */
+export interface ExplainVerdict {
+  /** `allow` means forwarded to the upstream. */
+  readonly outcome: Decision['decision'] | 'no_route' | 'bad_path';
+  /** The HTTP status the gateway answers; 200 stands for "forwarded" (the upstream's status wins). */
+  readonly status: number;
+  readonly reason: string;
+}
+
+/** The result of {@link explain}. */
+export interface ExplainResult {
+  readonly method: string;
+  /** Host taken from an absolute URL; `undefined` for a bare path (host rules then never match). */
+  readonly host: string | undefined;
+  /** The request-target as it would arrive (path and query). */
+  readonly target: string;
+  /** The normalization result; `undefined` when the path was rejected. */
+  readonly normalized: NormalizedTarget | undefined;
+  /** Routes tried in order, up to and including the matching one. */
+  readonly tried: readonly ExplainAttempt[];
+  /** The matching route, if any. */
+  readonly route: { readonly name: string; readonly index: number; readonly upstream: string | undefined } | undefined;
+  /** The answer to a request without credentials. */
+  readonly anonymous: ExplainVerdict;
+  /** The answer to a signed-in user with the given roles. */
+  readonly identity: { readonly roles: readonly string[]; readonly amr: readonly string[]; readonly verdict: ExplainVerdict };
+}
+
+/** Splits `scheme://[userinfo@]host[:port]/path?q` or `/path?q` without resolving anything. */
+function splitUrl(url: string): { host: string | undefined; target: string } | string {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)(.*)$/s.exec(url);
+  if (m) {
+    if (!/^https?$/i.test(m[1])) return `unsupported URL scheme "${m[1]}" (use http:// or https://)`;
+    const authority = m[2];
+    const host = authority.slice(authority.lastIndexOf('@') + 1);
+    if (host === '') return 'the URL has no host';
+    const rest = m[3];
+    return { host, target: rest.startsWith('/') ? rest : `/${rest}` };
+  }
+  if (url.startsWith('/')) return { host: undefined, target: url };
+  return 'give an absolute http(s):// URL or a path starting with "/"';
+}
+
+function verdict(d: Decision): ExplainVerdict {
+  return { outcome: d.decision, status: decisionError(d)?.status ?? 200, reason: d.reason };
+}
+
+/**
+ * Explains how the gateway would treat a request: normalization, which routes were tried and why
+ * each did not match, the matching route, and the decision both for an anonymous caller and for
+ * a user holding `roles` (amr `['pwd','otp']` when `mfa`, else `['pwd']`). Never throws for a bad
+ * URL or path: the rejection is reported as a `bad_path` verdict.
+ */
+export function explain(table: RouteTable, req: ExplainRequest): ExplainResult {
+  const method = req.method.toUpperCase();
+  const roles = [...req.roles];
+  const amr = req.mfa ? ['pwd', 'otp'] : ['pwd'];
+  const split = splitUrl(req.url);
+  /** A result where both callers get the same answer (rejected path, no route). */
+  const same = (
+    v: ExplainVerdict,
+    at: { host: string | undefined; target: string },
+    normalized?: NormalizedTarget,
+    tried: ExplainAttempt[] = [],
+    route?: ExplainResult['route'],
+  ): ExplainResult => ({ method, host: at.host, target: at.target, normalized, tried, route, anonymous: v, identity: { roles, amr, verdict: v } });
+  if (typeof split === 'string') return same({ outcome: 'bad_path', status: 400, reason: split }, { host: undefined, target: req.url });
+
+  let normalized: NormalizedTarget;
+  try {
+    normalized = normalizePath(split.target);
+  } catch (e) {
+    if (!(e instanceof GatewayError)) throw e;
+    return same({ outcome: 'bad_path', status: e.status, reason: e.message }, split);
+  }
+
+  const tried: ExplainAttempt[] = [];
+  const request = { host: split.host, method, path: normalized.path };
+  const found = table.match(request);
+  for (const r of table.routes) {
+    const mismatches: string[] = [];
+    if (!r.matchesHost(split.host)) {
+      mismatches.push(`host ${split.host === undefined ? '(none)' : `"${split.host}"`} is not "${r.config.match.host}"`);
+    }
+    if (!r.matchesMethod(method)) mismatches.push(`method ${method} is not in [${(r.config.match.methods ?? []).join(', ')}]`);
+    if (!r.matchesPath(normalized.path)) mismatches.push(`path "${normalized.path}" does not match "${r.pathPattern}"`);
+    tried.push({ name: r.name, index: r.index, matched: r === found, mismatches });
+    if (r === found) break;
+  }
+
+  if (found === undefined) {
+    return same({ outcome: 'no_route', status: PolicyErrors.no_route.status, reason: 'no route matches this request' }, split, normalized, tried);
+  }
+  const route = { name: found.name, index: found.index, upstream: found.config.upstream };
+  try {
+    assertSemicolonsAllowed(found, normalized.hasSemicolon);
+  } catch (e) {
+    if (!(e instanceof GatewayError)) throw e;
+    return same({ outcome: 'bad_path', status: e.status, reason: e.message }, split, normalized, tried, route);
+  }
+  const identity: Identity = { sub: 'explain', username: 'explain', roles, amr };
+  return {
+    method,
+    host: split.host,
+    target: split.target,
+    normalized,
+    tried,
+    route,
+    anonymous: verdict(decide(found, null)),
+    identity: { roles, amr, verdict: verdict(decide(found, identity)) },
+  };
+}
+
+function verdictLine(v: ExplainVerdict): string {
+  const status = v.outcome === 'allow' ? 'forwarded' : String(v.status);
+  return `${v.outcome} (${status}): ${v.reason}`;
+}
+
+/** Renders an {@link ExplainResult} as readable multi-line text (no trailing newline). */
+export function formatExplain(r: ExplainResult): string {
+  const lines: string[] = [];
+  lines.push(`request:    ${r.method} ${r.target}${r.host === undefined ? '' : `  (host ${r.host})`}`);
+  if (r.normalized === undefined) {
+    lines.push(`rejected:   ${verdictLine(r.anonymous)}`);
+    return lines.join('\n');
+  }
+  const n = r.normalized;
+  const rawPath = r.target.split('?')[0];
+  lines.push(`path:       ${n.path}${n.path === rawPath ? '' : `  (normalized from ${rawPath})`}`);
+  if (n.query !== '') lines.push(`query:      ${n.query}  (not used for matching)`);
+  if (n.hasSemicolon) lines.push('note:       the path contains ";" (allowed only on routes with allow_semicolons)');
+  lines.push('routes tried:');
+  if (r.tried.length === 0) lines.push('  (no routes configured)');
+  for (const t of r.tried) {
+    lines.push(`  #${t.index} ${t.name}: ${t.matched ? 'MATCH' : `no match: ${t.mismatches.join('; ')}`}`);
+  }
+  if (r.route === undefined) {
+    lines.push(`result:     ${verdictLine(r.anonymous)}`);
+    return lines.join('\n');
+  }
+  lines.push(`route:      ${r.route.name}${r.route.upstream === undefined ? '' : ` → upstream ${r.route.upstream}`}`);
+  lines.push(`anonymous:  ${verdictLine(r.anonymous)}`);
+  const who = `roles [${r.identity.roles.join(', ')}], amr [${r.identity.amr.join(', ')}]`;
+  lines.push(`signed in:  ${verdictLine(r.identity.verdict)}`);
+  lines.push(`            (as a user with ${who})`);
+  return lines.join('\n');
+}

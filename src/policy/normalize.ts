@@ -1,0 +1,170 @@
+import { GatewayError, PolicyErrors } from '../errors/index.js';
+
+/** The result of {@link normalizePath}. */
+export interface NormalizedTarget {
+  /** Canonical path: what route matching sees and exactly what the upstream receives. */
+  readonly path: string;
+  /** The raw query string without the leading `?` (`''` when none). Never used for matching. */
+  readonly query: string;
+  /**
+   * True when the raw path contains a literal `;`. The caller rejects the request with 400
+   * unless the matched route sets `allow_semicolons` (see `assertSemicolonsAllowed`).
+   */
+  readonly hasSemicolon: boolean;
+}
+
+function reject(reason: string): never {
+  throw new GatewayError(PolicyErrors.bad_path, reason);
+}
+
+function hex2(n: number): string {
+  return n.toString(16).toUpperCase().padStart(2, '0');
+}
+
+/** Describes a rejected character without echoing raw bytes into logs or responses. */
+function describeChar(c: number): string {
+  if (c === 0x20) return 'a space';
+  if (c === 0x09) return 'a tab';
+  if (c === 0x0a || c === 0x0d) return 'a line break';
+  if (c < 0x20 || c === 0x7f) return `the control character 0x${hex2(c)}`;
+  return `the non-ASCII character U+${c.toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+function isHexDigit(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
+}
+
+/** RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */
+function isUnreserved(c: number): boolean {
+  return (
+    (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e
+  );
+}
+
+/**
+ * Printable ASCII that RFC 3986 does not allow raw in a path segment. Browsers send some of them
+ * (`|`, `^`, `[`, `]`) unencoded; we percent-encode them so the forwarded path is valid and a raw
+ * and an encoded spelling of the same character end up identical.
+ */
+const MUST_ENCODE = new Set([0x22, 0x3c, 0x3e, 0x5b, 0x5d, 0x5e, 0x60, 0x7b, 0x7c, 0x7d]);
+
+/**
+ * Canonicalizes one path segment (no `/` inside): validates characters and escapes, decodes
+ * escaped unreserved characters, upper-cases the hex of other escapes, percent-encodes printable
+ * characters that are not valid in a path. Returns `.` / `..` only for literal dot segments; dot
+ * segments spelled with escapes or carrying `;` parameters (`%2e`, `.%2E`, `..;x`) throw, because
+ * servers such as Tomcat treat `..;` as `..` and would resolve a path the gateway did not match.
+ * Also used for the literal parts of route path patterns.
+ * @internal
+ */
+export function canonicalSegment(seg: string): string {
+  let out = '';
+  let escaped = false;
+  // Every escape decoded: only used to recognise disguised dot segments.
+  let decoded = '';
+  for (let i = 0; i < seg.length; i++) {
+    const c = seg.charCodeAt(i);
+    if (c === 0x25) {
+      const h1 = seg.charCodeAt(i + 1);
+      const h2 = seg.charCodeAt(i + 2);
+      if (!isHexDigit(h1) || !isHexDigit(h2)) {
+        reject(`invalid percent-escape "${seg.slice(i, i + 3).replace(/[^\x21-\x7e]/g, '?')}" (a % must be followed by two hex digits)`);
+      }
+      const v = parseInt(seg.slice(i + 1, i + 3), 16);
+      if (v === 0x00) reject('encoded NUL (%00) in the path');
+      if (v < 0x20 || v === 0x7f) reject(`encoded control character (%${hex2(v)}) in the path`);
+      if (v === 0x2f) reject('encoded "/" (%2F) in the path');
+      if (v === 0x5c) reject('encoded "\\" (%5C) in the path');
+      escaped = true;
+      out += isUnreserved(v) ? String.fromCharCode(v) : `%${hex2(v)}`;
+      decoded += String.fromCharCode(v);
+      i += 2;
+    } else {
+      if (c < 0x21 || c > 0x7e) reject(`${describeChar(c)} in the path`);
+      if (c === 0x5c) reject('a literal "\\" in the path');
+      out += MUST_ENCODE.has(c) ? `%${hex2(c)}` : seg[i];
+      decoded += seg[i];
+    }
+  }
+  if (out === '.' || out === '..') {
+    if (escaped) reject(`encoded dot segment "${seg}" in the path`);
+    return out;
+  }
+  const semi = decoded.indexOf(';');
+  const head = semi < 0 ? decoded : decoded.slice(0, semi);
+  if (head === '.' || head === '..') reject(`dot segment with parameters "${seg}" in the path`);
+  return out;
+}
+
+/**
+ * A path that is already canonical: segments of pchar without `%` (and without the characters we
+ * re-encode), no empty segment except a trailing one, no `.`/`..` segment (nor `..;x`). Each
+ * repetition starts at a `/` the character class excludes, so the regex runs in linear time.
+ */
+const CANONICAL = /^(?:\/(?!\.\.?(?:[/;]|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*\/?$/;
+const QUERY_BAD = /[^\x21-\x7e]/;
+
+/** The slow path of {@link normalizePath}: `rawPath` starts with `/` and has no `?` or `#`. @internal */
+export function normalizeRawPath(rawPath: string): string {
+  const segs = rawPath.split('/');
+  const out: string[] = [];
+  let last = '';
+  for (let i = 1; i < segs.length; i++) {
+    const s = canonicalSegment(segs[i]);
+    last = s;
+    if (s === '' || s === '.') continue; // '' collapses runs of '/'
+    if (s === '..') {
+      if (out.length === 0) reject('".." climbs above the root of the path');
+      out.pop();
+      continue;
+    }
+    out.push(s);
+  }
+  if (out.length === 0) return '/';
+  // RFC 3986 remove_dot_segments keeps the slash after a final "." or ".." (`/a/b/..` → `/a/`).
+  const trailing = last === '' || last === '.' || last === '..';
+  return `/${out.join('/')}${trailing ? '/' : ''}`;
+}
+
+/**
+ * Normalizes a raw HTTP request-target (`req.url` as Node gives it) into the canonical path used
+ * for route matching and forwarded to the upstream (SPEC §3 rule 1).
+ *
+ * - Splits at the first `?`; the query is returned raw and never takes part in matching. It must
+ *   still be printable ASCII (0x21–0x7E): control characters, spaces and non-ASCII are rejected
+ *   there too, because the query is forwarded verbatim.
+ * - Only origin-form (`/path`) is accepted. Absolute-form (`http://host/path`), authority-form and
+ *   `*` are rejected: the gateway is not a forward proxy, and accepting absolute-form would let the
+ *   target's host disagree with the `Host` header used for route matching.
+ * - `#` anywhere, bytes outside 0x21–0x7E in the path, a literal `\`, invalid escapes, encoded
+ *   `/`, `\`, NUL or other control characters, encoded dot segments, dot segments with `;`
+ *   parameters, and `..` above the root are rejected.
+ * - Escaped unreserved characters are decoded (`/%61dmin` → `/admin`), other escapes keep their
+ *   encoding with upper-case hex (`%3b` → `%3B`), printable characters that are not valid in a path
+ *   (`"<>[]^\`{|}`) are percent-encoded; runs of `/` collapse, `.` and `..` segments are resolved
+ *   (after collapsing: `/a//../b` → `/b`), and a trailing slash is kept.
+ *
+ * The result is idempotent: normalizing an output path returns it unchanged.
+ *
+ * @param rawTarget the request-target, e.g. `/public/../admin?x=1`
+ * @throws GatewayError with code `bad_path` (400) and a one-line reason
+ */
+export function normalizePath(rawTarget: string): NormalizedTarget {
+  if (rawTarget.includes('#')) reject('"#" is not allowed in a request target');
+  const q = rawTarget.indexOf('?');
+  const rawPath = q < 0 ? rawTarget : rawTarget.slice(0, q);
+  const query = q < 0 ? '' : rawTarget.slice(q + 1);
+  if (rawPath.charCodeAt(0) !== 0x2f) {
+    if (rawTarget === '*') reject('the asterisk-form request target "*" is not accepted');
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(rawTarget)) {
+      reject('absolute-form request targets (scheme://host/path) are not accepted; send the path only');
+    }
+    reject('the request target must start with "/"');
+  }
+  const bad = QUERY_BAD.exec(query);
+  if (bad) reject(`${describeChar(bad[0].charCodeAt(0))} in the query string`);
+  const hasSemicolon = rawPath.includes(';');
+  // Hot path: most request paths are already canonical and need no rebuilding.
+  const path = CANONICAL.test(rawPath) ? rawPath : normalizeRawPath(rawPath);
+  return { path, query, hasSemicolon };
+}

@@ -1,0 +1,444 @@
+/**
+ * The shared contract for the SQL `Database` implementations. Each dialect's test file calls
+ * {@link registerStoreContract} with a factory; the same assertions run on SQLite and PostgreSQL.
+ */
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { GatewayError } from '../../errors/index.js';
+import type { NewSession, NewUser } from '../ports.js';
+import { MIGRATIONS, type Migration, type SqlDatabase } from './index.js';
+
+/** How a dialect's test file provides databases to the contract. */
+export interface StoreContractHarness {
+  /**
+   * Opens a fresh, un-migrated, isolated database (called once, in `beforeAll`), passing
+   * `now` through to `openDatabase` so the contract controls the users' clock.
+   */
+  open(opts: { now: () => Date }): Promise<SqlDatabase>;
+  /** Releases whatever `open` created (called in `afterAll`, after `close()`). */
+  cleanup?(): Promise<void>;
+}
+
+const T0 = Date.UTC(2030, 0, 1, 12, 0, 0, 123);
+const MIN = 60_000;
+const HOUR_MS = 60 * MIN;
+const DAY = 24 * HOUR_MS;
+
+function newUser(username: string, extra: Partial<NewUser> = {}): NewUser {
+  return { username, email: `${username.toLowerCase()}@example.com`, roles: ['user'], passwordHash: `$argon2id$hash-of-${username}`, ...extra };
+}
+
+/** Lists tables in the database's own schema (SQLite file or the configured pg schema). */
+async function tableExists(db: SqlDatabase, name: string): Promise<boolean> {
+  if (db.dialect === 'sqlite') {
+    const r = await sql<{ name: string }>`select name from sqlite_master where type = 'table' and name = ${name}`.execute(db.kysely);
+    return r.rows.length === 1;
+  }
+  const r = await sql<{ table_name: string }>`
+    select table_name from information_schema.tables
+    where table_schema = current_schema() and table_name = ${name}`.execute(db.kysely);
+  return r.rows.length === 1;
+}
+
+/** Registers the contract tests for one dialect. */
+export function registerStoreContract(label: string, harness: StoreContractHarness): void {
+  describe(`${label}: Database contract`, () => {
+    let db: SqlDatabase;
+    let clock = T0;
+    /** What the store's injected clock returns. */
+    let storeNow = T0;
+    let firstMigration: string[] = [];
+
+    beforeAll(async () => {
+      db = await harness.open({ now: () => new Date(storeNow) });
+      firstMigration = await db.migrate();
+    });
+
+    afterAll(async () => {
+      await db?.close();
+      await harness.cleanup?.();
+    });
+
+    beforeEach(async () => {
+      // Users cascade to sessions: a clean slate per test.
+      for (const u of await db.users.list()) await db.users.delete(u.id);
+      clock = T0;
+      storeNow = T0;
+    });
+
+    describe('migrations', () => {
+      it('applies the initial migration once, then nothing', async () => {
+        expect(firstMigration).toEqual(MIGRATIONS.map((m) => m.name));
+        expect(firstMigration).toContain('0001_initial');
+        expect(await db.migrate()).toEqual([]);
+        expect(await db.migrate()).toEqual([]);
+        for (const t of ['users', 'sessions', 'portcullis_migrations']) expect(await tableExists(db, t)).toBe(true);
+        const rows = await db.kysely.selectFrom('portcullis_migrations').select('name').orderBy('name').execute();
+        expect(rows.map((r) => r.name)).toEqual(MIGRATIONS.map((m) => m.name));
+      });
+
+      it('a failing migration rolls back entirely and records nothing', async () => {
+        const tag = randomUUID().replaceAll('-', '').slice(0, 8);
+        const ok: Migration = {
+          name: `9000_ok_${tag}`,
+          async up(trx) {
+            await trx.schema.createTable(`ok_${tag}`).addColumn('x', 'integer').execute();
+          },
+        };
+        const failing: Migration = {
+          name: `9001_fail_${tag}`,
+          async up(trx) {
+            await trx.schema.createTable(`fail_${tag}`).addColumn('x', 'integer').execute();
+            await trx
+              .insertInto('users')
+              .values({
+                id: 'from-failed-migration',
+                username: 'ghost',
+                email: null,
+                roles: '[]',
+                password_hash: 'x',
+                disabled: db.dialect === 'sqlite' ? 0 : false,
+                mfa_enabled: db.dialect === 'sqlite' ? 0 : false,
+                totp_secret: null,
+                created_at: 1,
+                updated_at: 1,
+              })
+              .execute();
+            throw new Error('deliberate migration failure');
+          },
+        };
+        const never: Migration = {
+          name: `9002_never_${tag}`,
+          async up(trx) {
+            await trx.schema.createTable(`never_${tag}`).addColumn('x', 'integer').execute();
+          },
+        };
+
+        await expect(db.migrateWith([...MIGRATIONS, ok, failing, never])).rejects.toThrow('deliberate migration failure');
+
+        // The migration before it committed on its own.
+        expect(await tableExists(db, `ok_${tag}`)).toBe(true);
+        // Nothing of the failed one survived: no table, no data, no record.
+        expect(await tableExists(db, `fail_${tag}`)).toBe(false);
+        expect(await db.users.findById('from-failed-migration')).toBeUndefined();
+        expect(await db.users.count()).toBe(0);
+        // Later migrations did not run.
+        expect(await tableExists(db, `never_${tag}`)).toBe(false);
+        const recorded = await db.kysely.selectFrom('portcullis_migrations').select('name').execute();
+        const names = recorded.map((r) => r.name);
+        expect(names).toContain(ok.name);
+        expect(names).not.toContain(failing.name);
+        expect(names).not.toContain(never.name);
+
+        // The database stays usable and the normal list has nothing pending.
+        expect(await db.migrate()).toEqual([]);
+        const u = await db.users.create(newUser('after-failure'));
+        expect((await db.users.findById(u.id))?.username).toBe('after-failure');
+
+        // Fixing the migration lets it (and the rest) apply.
+        const fixed: Migration = { ...failing, async up(trx) { await trx.schema.createTable(`fail_${tag}`).addColumn('x', 'integer').execute(); } };
+        expect(await db.migrateWith([...MIGRATIONS, ok, fixed, never])).toEqual([fixed.name, never.name]);
+        expect(await tableExists(db, `fail_${tag}`)).toBe(true);
+      });
+
+      it('rejects a migration list with duplicate names', async () => {
+        await expect(db.migrateWith([...MIGRATIONS, MIGRATIONS[0]!])).rejects.toThrow(/duplicate/);
+      });
+    });
+
+    it('ping succeeds', async () => {
+      await expect(db.ping()).resolves.toBeUndefined();
+    });
+
+    describe('users', () => {
+      it('creates a user with a UUID, lower-case username and the given fields', async () => {
+        const u = await db.users.create(newUser('Alice', { email: 'alice@example.com', roles: ['admin', 'ops'] }));
+        expect(u.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+        expect(u.username).toBe('alice');
+        expect(u.email).toBe('alice@example.com');
+        expect(u.roles).toEqual(['admin', 'ops']);
+        expect(u.passwordHash).toBe('$argon2id$hash-of-Alice');
+        expect(u.disabled).toBe(false);
+        expect(u.mfaEnabled).toBe(false);
+        expect(u.totpSecret).toBeNull();
+        expect(u.createdAt).toEqual(new Date(T0));
+        expect(u.updatedAt).toEqual(new Date(T0));
+        expect(await db.users.findById(u.id)).toEqual(u);
+      });
+
+      it('finds by username case-insensitively, and by id', async () => {
+        const u = await db.users.create(newUser('Bob.Smith@corp'));
+        expect((await db.users.findByUsername('bob.smith@corp'))?.id).toBe(u.id);
+        expect((await db.users.findByUsername('BOB.SMITH@CORP'))?.id).toBe(u.id);
+        expect((await db.users.findByUsername('Bob.Smith@Corp'))?.id).toBe(u.id);
+        expect(await db.users.findByUsername('bob')).toBeUndefined();
+        expect((await db.users.findById(u.id))?.username).toBe('bob.smith@corp');
+        expect(await db.users.findById(randomUUID())).toBeUndefined();
+      });
+
+      it('rejects a duplicate username (any case) with user_exists', async () => {
+        await db.users.create(newUser('carol'));
+        const err = await db.users.create(newUser('CAROL')).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(GatewayError);
+        expect((err as GatewayError).code).toBe('user_exists');
+        expect((err as GatewayError).status).toBe(409);
+        expect(await db.users.count()).toBe(1);
+      });
+
+      it('lists users ordered by username and counts them', async () => {
+        expect(await db.users.list()).toEqual([]);
+        expect(await db.users.count()).toBe(0);
+        await db.users.create(newUser('zed'));
+        await db.users.create(newUser('amy'));
+        await db.users.create(newUser('Mia'));
+        const list = await db.users.list();
+        expect(list.map((u) => u.username)).toEqual(['amy', 'mia', 'zed']);
+        expect(await db.users.count()).toBe(3);
+      });
+
+      it('round-trips roles, including empty and unusual strings', async () => {
+        const roles = ['admin', 'read:reports', 'ünïcode', 'with,comma', 'quote"s'];
+        const u = await db.users.create(newUser('roles', { roles }));
+        expect((await db.users.findById(u.id))?.roles).toEqual(roles);
+        const none = await db.users.create(newUser('noroles', { roles: [] }));
+        expect((await db.users.findByUsername('noroles'))?.roles).toEqual([]);
+        expect((await db.users.update(none.id, { roles: ['ops'] }))?.roles).toEqual(['ops']);
+        expect((await db.users.findById(none.id))?.roles).toEqual(['ops']);
+      });
+
+      it('updates fields, round-trips booleans and bumps updatedAt', async () => {
+        const u = await db.users.create(newUser('dave', { email: null }));
+        expect(u.email).toBeNull();
+        storeNow = T0 + 5 * MIN;
+        const up = await db.users.update(u.id, {
+          email: 'dave@example.org',
+          passwordHash: 'new-hash',
+          disabled: true,
+          mfaEnabled: true,
+          totpSecret: 'k1:ciphertext',
+        });
+        expect(up).toBeDefined();
+        expect(up!.email).toBe('dave@example.org');
+        expect(up!.passwordHash).toBe('new-hash');
+        expect(up!.disabled).toBe(true);
+        expect(up!.mfaEnabled).toBe(true);
+        expect(up!.totpSecret).toBe('k1:ciphertext');
+        expect(up!.roles).toEqual(['user']);
+        expect(up!.createdAt).toEqual(new Date(T0));
+        expect(up!.updatedAt).toEqual(new Date(T0 + 5 * MIN));
+
+        const again = await db.users.findById(u.id);
+        expect(again).toEqual(up);
+        expect(again!.disabled).toBe(true);
+        expect(again!.mfaEnabled).toBe(true);
+
+        const back = await db.users.update(u.id, { disabled: false, mfaEnabled: false, totpSecret: null, email: null });
+        expect(back!.disabled).toBe(false);
+        expect(back!.mfaEnabled).toBe(false);
+        expect(back!.totpSecret).toBeNull();
+        expect(back!.email).toBeNull();
+        // Untouched fields stay.
+        expect(back!.passwordHash).toBe('new-hash');
+        expect(await db.users.findById(u.id)).toEqual(back);
+      });
+
+      it('update of an unknown id returns undefined', async () => {
+        expect(await db.users.update(randomUUID(), { disabled: true })).toBeUndefined();
+      });
+
+      it('deletes a user (true once, then false)', async () => {
+        const u = await db.users.create(newUser('erin'));
+        const keep = await db.users.create(newUser('frank'));
+        expect(await db.users.delete(u.id)).toBe(true);
+        expect(await db.users.delete(u.id)).toBe(false);
+        expect(await db.users.findById(u.id)).toBeUndefined();
+        expect(await db.users.findByUsername('erin')).toBeUndefined();
+        expect(await db.users.count()).toBe(1);
+        expect((await db.users.findById(keep.id))?.username).toBe('frank');
+        // The username is free again.
+        expect((await db.users.create(newUser('erin'))).username).toBe('erin');
+      });
+    });
+
+    describe('sessions', () => {
+      function newSession(userId: string, opts: Partial<NewSession> = {}): NewSession {
+        clock += MIN;
+        return {
+          id: randomUUID(),
+          userId,
+          amr: ['pwd'],
+          createdAt: new Date(clock),
+          expiresAt: new Date(clock + 7 * DAY),
+          userAgent: 'Mozilla/5.0 test',
+          ip: '203.0.113.7',
+          ...opts,
+        };
+      }
+
+      it('creates and gets a session with every field', async () => {
+        const u = await db.users.create(newUser('gina'));
+        const ns = newSession(u.id, { amr: ['pwd', 'otp'], ip: '2001:db8::1' });
+        const s = await db.sessions.create(ns);
+        expect(s).toEqual({
+          id: ns.id,
+          userId: u.id,
+          amr: ['pwd', 'otp'],
+          createdAt: ns.createdAt,
+          expiresAt: ns.expiresAt,
+          lastSeenAt: ns.createdAt,
+          revokedAt: null,
+          revokedReason: null,
+          userAgent: 'Mozilla/5.0 test',
+          ip: '2001:db8::1',
+        });
+        expect(s.createdAt.getTime()).toBe(ns.createdAt.getTime());
+        expect(await db.sessions.get(ns.id)).toEqual(s);
+        expect(await db.sessions.get(randomUUID())).toBeUndefined();
+
+        const bare = await db.sessions.create(newSession(u.id, { userAgent: null, ip: null }));
+        expect(bare.userAgent).toBeNull();
+        expect(bare.ip).toBeNull();
+      });
+
+      it('rejects a session for an unknown user (foreign key)', async () => {
+        await expect(db.sessions.create(newSession(randomUUID()))).rejects.toThrow();
+      });
+
+      it('listActive: only the user\'s unrevoked, unexpired sessions, newest first', async () => {
+        const u = await db.users.create(newUser('hank'));
+        const other = await db.users.create(newUser('ivy'));
+        const s1 = await db.sessions.create(newSession(u.id));
+        const s2 = await db.sessions.create(newSession(u.id));
+        const s3 = await db.sessions.create(newSession(u.id));
+        const revoked = await db.sessions.create(newSession(u.id));
+        const shortLived = await db.sessions.create(newSession(u.id, { expiresAt: new Date(T0 + 10 * MIN) }));
+        await db.sessions.create(newSession(other.id));
+        await db.sessions.revoke(revoked.id, 'logout', new Date(clock));
+
+        const now = new Date(T0 + 10 * MIN);
+        const active = await db.sessions.listActive(u.id, now);
+        expect(active.map((s) => s.id)).toEqual([s3.id, s2.id, s1.id]);
+        expect(active.every((s) => s.userId === u.id && s.revokedAt === null)).toBe(true);
+
+        // Just before its expiry the short-lived one is still active.
+        const earlier = await db.sessions.listActive(u.id, new Date(T0 + 10 * MIN - 1));
+        expect(earlier.map((s) => s.id)).toEqual([shortLived.id, s3.id, s2.id, s1.id]);
+
+        expect(await db.sessions.listActive(u.id, new Date(T0 + 30 * DAY))).toEqual([]);
+        expect(await db.sessions.listActive(randomUUID(), now)).toEqual([]);
+      });
+
+      it('revoke: true the first time, false after or for unknown ids', async () => {
+        const u = await db.users.create(newUser('jack'));
+        const s = await db.sessions.create(newSession(u.id));
+        const at = new Date(T0 + 2 * DAY);
+        expect(await db.sessions.revoke(s.id, 'logout', at)).toBe(true);
+        expect(await db.sessions.revoke(s.id, 'admin', new Date(T0 + 3 * DAY))).toBe(false);
+        expect(await db.sessions.revoke(randomUUID(), 'logout', at)).toBe(false);
+        const got = await db.sessions.get(s.id);
+        expect(got!.revokedAt).toEqual(at);
+        expect(got!.revokedReason).toBe('logout');
+      });
+
+      it('revokeAllForUser revokes active sessions except exceptId and returns their ids', async () => {
+        const u = await db.users.create(newUser('kate'));
+        const other = await db.users.create(newUser('liam'));
+        const a = await db.sessions.create(newSession(u.id));
+        const b = await db.sessions.create(newSession(u.id));
+        const keep = await db.sessions.create(newSession(u.id));
+        const already = await db.sessions.create(newSession(u.id));
+        const expired = await db.sessions.create(newSession(u.id, { expiresAt: new Date(T0 + 30 * MIN) }));
+        const foreign = await db.sessions.create(newSession(other.id));
+        const firstRevoke = new Date(T0 + HOUR_MS);
+        await db.sessions.revoke(already.id, 'logout', firstRevoke);
+
+        const at = new Date(T0 + 2 * HOUR_MS);
+        const ids = await db.sessions.revokeAllForUser(u.id, 'password_changed', at, keep.id);
+        expect([...ids].sort()).toEqual([a.id, b.id].sort());
+
+        expect((await db.sessions.get(a.id))!.revokedReason).toBe('password_changed');
+        expect((await db.sessions.get(a.id))!.revokedAt).toEqual(at);
+        expect((await db.sessions.get(keep.id))!.revokedAt).toBeNull();
+        // Already revoked: first reason and time kept.
+        expect((await db.sessions.get(already.id))!.revokedReason).toBe('logout');
+        expect((await db.sessions.get(already.id))!.revokedAt).toEqual(firstRevoke);
+        // Expired before `at`: not active, left alone.
+        expect((await db.sessions.get(expired.id))!.revokedAt).toBeNull();
+        expect((await db.sessions.get(foreign.id))!.revokedAt).toBeNull();
+        expect((await db.sessions.listActive(u.id, at)).map((s) => s.id)).toEqual([keep.id]);
+
+        // Without exceptId everything active goes; a second call finds nothing.
+        expect(await db.sessions.revokeAllForUser(u.id, 'disabled', at)).toEqual([keep.id]);
+        expect(await db.sessions.revokeAllForUser(u.id, 'disabled', at)).toEqual([]);
+        expect(await db.sessions.listActive(u.id, at)).toEqual([]);
+      });
+
+      it('revokedSince returns revocations at/after `since` whose session is unexpired at `now`', async () => {
+        const u = await db.users.create(newUser('mona'));
+        const early = await db.sessions.create(newSession(u.id));
+        const atSince = await db.sessions.create(newSession(u.id));
+        const late = await db.sessions.create(newSession(u.id, { expiresAt: new Date(T0 + 10 * DAY) }));
+        const expiringSoon = await db.sessions.create(newSession(u.id, { expiresAt: new Date(T0 + 3 * HOUR_MS) }));
+        const neverRevoked = await db.sessions.create(newSession(u.id));
+
+        const since = new Date(T0 + 2 * HOUR_MS);
+        await db.sessions.revoke(early.id, 'logout', new Date(since.getTime() - 1));
+        await db.sessions.revoke(atSince.id, 'logout', since);
+        await db.sessions.revoke(late.id, 'admin', new Date(since.getTime() + MIN));
+        await db.sessions.revoke(expiringSoon.id, 'logout', new Date(since.getTime() + 2 * MIN));
+
+        const now = new Date(T0 + 4 * HOUR_MS);
+        const revs = await db.sessions.revokedSince(since, now);
+        const byId = new Map(revs.map((r) => [r.sessionId, r]));
+        expect([...byId.keys()].sort()).toEqual([atSince.id, late.id].sort());
+        expect(byId.get(atSince.id)).toEqual({ sessionId: atSince.id, revokedAt: since, expiresAt: atSince.expiresAt });
+        expect(byId.get(late.id)).toEqual({
+          sessionId: late.id,
+          revokedAt: new Date(since.getTime() + MIN),
+          expiresAt: new Date(T0 + 10 * DAY),
+        });
+        expect(byId.has(neverRevoked.id)).toBe(false);
+
+        // With an earlier `now`, the soon-expiring one is still relevant.
+        const before = await db.sessions.revokedSince(since, new Date(T0 + 3 * HOUR_MS - 1));
+        expect(before.map((r) => r.sessionId).sort()).toEqual([atSince.id, late.id, expiringSoon.id].sort());
+        // Everything from the beginning of time.
+        expect((await db.sessions.revokedSince(new Date(0), new Date(T0))).length).toBe(4);
+      });
+
+      it('purgeExpired deletes sessions expired before the cut-off and counts them', async () => {
+        const u = await db.users.create(newUser('nina'));
+        const old1 = await db.sessions.create(newSession(u.id, { expiresAt: new Date(T0 + HOUR_MS) }));
+        const old2 = await db.sessions.create(newSession(u.id, { expiresAt: new Date(T0 + 2 * HOUR_MS) }));
+        const edge = await db.sessions.create(newSession(u.id, { expiresAt: new Date(T0 + 3 * HOUR_MS) }));
+        const live = await db.sessions.create(newSession(u.id));
+        await db.sessions.revoke(live.id, 'logout', new Date(T0));
+
+        expect(await db.sessions.purgeExpired(new Date(T0 + 3 * HOUR_MS))).toBe(2);
+        expect(await db.sessions.get(old1.id)).toBeUndefined();
+        expect(await db.sessions.get(old2.id)).toBeUndefined();
+        expect((await db.sessions.get(edge.id))?.id).toBe(edge.id);
+        // Revoked but unexpired sessions stay (the revocation list still needs them).
+        expect((await db.sessions.get(live.id))?.revokedReason).toBe('logout');
+        expect(await db.sessions.purgeExpired(new Date(T0 + 3 * HOUR_MS))).toBe(0);
+      });
+
+      it('deleting a user deletes its sessions', async () => {
+        const u = await db.users.create(newUser('oscar'));
+        const other = await db.users.create(newUser('pam'));
+        const s1 = await db.sessions.create(newSession(u.id));
+        const s2 = await db.sessions.create(newSession(u.id));
+        const so = await db.sessions.create(newSession(other.id));
+        expect(await db.users.delete(u.id)).toBe(true);
+        expect(await db.sessions.get(s1.id)).toBeUndefined();
+        expect(await db.sessions.get(s2.id)).toBeUndefined();
+        expect((await db.sessions.get(so.id))?.userId).toBe(other.id);
+      });
+    });
+  });
+}
+

@@ -1,0 +1,81 @@
+import type { Revocation, RevocationList, SessionStore } from '../ports.js';
+
+/** In-process revocation list: a map of session id to the time it can be forgotten. */
+export class MemoryRevocationList implements RevocationList {
+  private readonly entries = new Map<string, number>();
+  constructor(private readonly now: () => Date = () => new Date()) {}
+
+  isRevoked(sessionId: string): boolean {
+    const until = this.entries.get(sessionId);
+    if (until === undefined) return false;
+    if (until <= this.now().getTime()) {
+      // The session is past its absolute expiry: its tokens are dead anyway.
+      this.entries.delete(sessionId);
+      return true;
+    }
+    return true;
+  }
+
+  add(sessionId: string, expiresAt: Date): void {
+    this.entries.set(sessionId, expiresAt.getTime());
+  }
+
+  size(): number {
+    return this.entries.size;
+  }
+
+  /** Drops entries whose sessions have expired. */
+  prune(): void {
+    const now = this.now().getTime();
+    for (const [id, until] of this.entries) if (until <= now) this.entries.delete(id);
+  }
+}
+
+/**
+ * Keeps a local revocation list in step with the database: loads every live revocation at
+ * start, then polls for new ones. This is how a revocation made by the CLI or by another
+ * replica reaches this process without the hot path ever querying the database.
+ */
+export class RevocationSync {
+  private timer: NodeJS.Timeout | undefined;
+  private since = new Date(0);
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly sessions: SessionStore,
+    readonly list: MemoryRevocationList,
+    private readonly opts: { intervalMs: number; now?: () => Date; onError?: (e: unknown) => void },
+  ) {}
+
+  /** Loads all live revocations, then starts polling. */
+  async start(): Promise<void> {
+    await this.poll();
+    this.timer = setInterval(() => void this.tick(), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    if (this.running) return;
+    this.running = this.poll()
+      .catch((e) => this.opts.onError?.(e))
+      .finally(() => {
+        this.running = undefined;
+      });
+    await this.running;
+  }
+
+  /** One synchronisation round; overlapping rounds are not started. */
+  async poll(): Promise<void> {
+    const now = (this.opts.now ?? (() => new Date()))();
+    // Look back a little so a revocation committed while the previous query ran is not missed.
+    const from = new Date(Math.max(0, this.since.getTime() - 5_000));
+    const found: Revocation[] = await this.sessions.revokedSince(from, now);
+    for (const r of found) this.list.add(r.sessionId, r.expiresAt);
+    this.since = now;
+    this.list.prune();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}
