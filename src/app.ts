@@ -1,0 +1,262 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AddressInfo, Socket } from 'node:net';
+import helmet from 'helmet';
+import type { Logger } from 'pino';
+import { loadConfig, type Config } from './config/index.js';
+import { ConfigErrors, GatewayError } from './errors/index.js';
+import { Metrics } from './metrics/index.js';
+import { compileRoutes, routePatternCheck } from './policy/index.js';
+import { createProxy, type Proxy } from './proxy/index.js';
+import { clientIpFrom } from './proxy/ip.js';
+import { openDatabase } from './store/sql/index.js';
+import type { Database } from './store/ports.js';
+import { MemoryRevocationList, RevocationSync } from './store/state/revocations.js';
+import { TokenService, loadKeySet, loadOrCreateKeyFile, readKeyFile, type KeySet } from './tokens/index.js';
+import { PasswordHasher, PasswordPolicy } from './auth/index.js';
+import { AuthService } from './auth/login-flow.js';
+import { createAuthApi } from './http/auth-api.js';
+import { createGateway, type GatewayState } from './http/gateway.js';
+import { createAdminServer, type Dependency } from './http/admin.js';
+import { createLogger } from './http/log.js';
+import { startEchoServer } from './demo/echo.js';
+
+export interface AppOptions {
+  config: Config;
+  env?: NodeJS.ProcessEnv;
+  logger?: Logger;
+  /** Injected clock (tests move time instead of sleeping). */
+  now?: () => Date;
+  /** Create the first admin account when the user table is empty. @default true */
+  bootstrapAdmin?: boolean;
+  /** Where the one-time bootstrap password is printed. @default process.stderr */
+  announce?: (line: string) => void;
+  /** Poll interval of the revocation list sync. @default 1000 */
+  revocationPollMs?: number;
+}
+
+/** A running (or ready-to-run) gateway: both listeners and everything they need. */
+export interface App {
+  readonly config: Config;
+  readonly db: Database;
+  readonly keySet: KeySet;
+  readonly tokens: TokenService;
+  readonly auth: AuthService;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly hasher: PasswordHasher;
+  start(): Promise<{ url: string; adminUrl: string; demoUrl?: string }>;
+  /** Graceful stop: stop accepting, let in-flight requests finish within `graceMs`, close pools. */
+  stop(graceMs?: number): Promise<void>;
+  /** Applies a new config's routes, upstreams and headers; keeps the old one on failure. */
+  reload(file?: string): { ok: true } | { ok: false; error: string };
+}
+
+/** Reads signing keys: configured file, `PORTCULLIS_SIGNING_KEYS` (JWKS JSON), or embedded generation. */
+async function loadKeys(config: Config, env: NodeJS.ProcessEnv, log: Logger): Promise<KeySet> {
+  if (config.keys.signing_keys_file) return readKeyFile(config.keys.signing_keys_file);
+  if (env.PORTCULLIS_SIGNING_KEYS) {
+    let jwks: unknown;
+    try {
+      jwks = JSON.parse(env.PORTCULLIS_SIGNING_KEYS);
+    } catch {
+      throw new GatewayError(ConfigErrors.missing_keys, 'PORTCULLIS_SIGNING_KEYS is not valid JSON (expected a JWKS with private keys).');
+    }
+    return loadKeySet(jwks as Parameters<typeof loadKeySet>[0]);
+  }
+  if (env.NODE_ENV === 'production') {
+    throw new GatewayError(ConfigErrors.missing_keys, 'NODE_ENV=production needs signing keys: set keys.signing_keys_file or PORTCULLIS_SIGNING_KEYS (make one with `portcullis keys generate`).');
+  }
+  return loadOrCreateKeyFile(join(config.data_dir, 'signing-keys.json'), (msg: string) => log.warn({ event: 'keys_generated' }, msg));
+}
+
+/** The composition root: builds every adapter from the config and wires them together. */
+export async function createApp(opts: AppOptions): Promise<App> {
+  const env = opts.env ?? process.env;
+  const now = opts.now ?? (() => new Date());
+  let config = opts.config;
+  const log = opts.logger ?? createLogger(config.log_level);
+  const metrics = new Metrics();
+
+  if (config.storage.redis_url) {
+    log.warn({ event: 'state_store' }, 'storage.redis_url is set, but this build keeps shared state in process; run a single replica');
+  }
+  const keySet = await loadKeys(config, env, log);
+  const db = await openDatabase(config.storage.database_url, { log: (msg, extra) => (msg === 'migration applied' ? log.info(extra ?? {}, msg) : log.warn(extra ?? {}, msg)) });
+  try {
+    const applied = await db.migrate();
+    if (applied.length) log.info({ event: 'migrated', applied }, 'database migrations applied');
+  } catch (e) {
+    await db.close();
+    throw e;
+  }
+
+  const tokens = new TokenService({ keySet, issuer: config.issuer, audience: config.auth.audience, accessTtlMs: config.auth.access_ttl, now });
+  const hasher = new PasswordHasher({ memoryKib: config.auth.argon2.memory_kib, timeCost: config.auth.argon2.time_cost, parallelism: config.auth.argon2.parallelism });
+  const policy = new PasswordPolicy({ minLength: config.auth.password.min_length, maxLength: config.auth.password.max_length, minScore: config.auth.password.min_zxcvbn_score });
+  const revocations = new MemoryRevocationList(now);
+  const revocationSync = new RevocationSync(db.sessions, revocations, {
+    intervalMs: opts.revocationPollMs ?? 1000,
+    now,
+    onError: (e) => log.warn({ err: (e as Error).message }, 'revocation sync failed; keeping the last known list'),
+  });
+  const auth = new AuthService({ db, tokens, hasher, policy, revocations, metrics, log, now, sessionMaxAgeMs: config.auth.session_max_age });
+
+  const makeProxy = (c: Config): Proxy =>
+    createProxy({
+      upstreams: c.upstreams,
+      identityHeaders: c.identity_headers,
+      trustProxy: c.trust_proxy,
+      log,
+      onUpstreamResult: (r) => {
+        metrics.upstreamDuration.observe({ upstream: r.upstream, status: r.status === null ? 'error' : String(r.status) }, r.durationSeconds);
+        if (r.reason) metrics.upstreamErrors.inc({ upstream: r.upstream, reason: r.reason });
+      },
+    });
+  let proxy = makeProxy(config);
+  let state: GatewayState = { config, routes: compileRoutes(config.routes) };
+
+  const makeHelmet = (c: Config) =>
+    helmet({
+      // HSTS only when this listener speaks TLS: over plain HTTP it would be a lie.
+      strictTransportSecurity: c.tls ? { maxAge: 31_536_000, includeSubDomains: true } : false,
+      contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], styleSrc: ["'self'"], imgSrc: ["'self'", 'data:'], formAction: ["'self'"], frameAncestors: ["'none'"], baseUri: ["'none'"], upgradeInsecureRequests: c.tls ? [] : null } },
+      crossOriginEmbedderPolicy: false,
+    });
+  const helmetMw = makeHelmet(config);
+  const clientIp = (req: IncomingMessage) => clientIpFrom(req, state.config.trust_proxy);
+  const authApp = createAuthApi({ auth, prefix: config.auth.prefix, publicJwks: () => keySet.publicJwks(), helmet: helmetMw, clientIp });
+  const gateway = createGateway({
+    state: () => state,
+    auth,
+    proxy: {
+      stripIdentityHeaders: (req) => proxy.stripIdentityHeaders(req),
+      forward: (req, res, t) => proxy.forward(req, res, t),
+      upgrade: (req, socket, head, t) => proxy.upgrade(req, socket, head, t),
+      close: () => proxy.close(),
+    } as Proxy,
+    metrics,
+    log,
+    authApp: authApp as unknown as (req: IncomingMessage, res: ServerResponse) => void,
+    securityHeaders: (req, res) => helmetMw(req as never, res as never, () => undefined),
+    clientIp,
+  });
+
+  const server: Server = config.tls
+    ? createHttpsServer({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }, gateway.handle)
+    : createHttpServer(gateway.handle);
+  server.on('upgrade', gateway.upgrade);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // Malformed requests (bad request line, oversized headers) get a bare 400.
+    if (socket.writable && !socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+  let inFlight = 0;
+  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+    inFlight++;
+    res.once('close', () => inFlight--);
+  });
+
+  const dependencies: Dependency[] = [{ name: 'database', ping: () => db.ping() }];
+  let configLoaded = true;
+  const admin = createAdminServer({ metrics, dependencies: () => dependencies, ready: () => configLoaded });
+  let demo: Awaited<ReturnType<typeof startEchoServer>> | undefined;
+
+  async function bootstrap(): Promise<void> {
+    if (opts.bootstrapAdmin === false) return;
+    if ((await db.users.count()) > 0) return;
+    const given = env.PORTCULLIS_BOOTSTRAP_ADMIN_PASSWORD;
+    const password = given || randomPassword();
+    if (given) policy.assert(given, { username: 'admin' });
+    await db.users.create({ username: 'admin', email: null, roles: ['admin'], passwordHash: await hasher.hash(password) });
+    log.warn({ event: 'bootstrap_admin', username: 'admin' }, 'created the first admin account');
+    if (!given) (opts.announce ?? ((l) => process.stderr.write(l + '\n')))(`portcullis: first admin account created: username "admin", password "${password}" (shown once; change it)`);
+  }
+
+  const listen = (s: Server, host: string, port: number) =>
+    new Promise<AddressInfo>((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(port, host, () => {
+        s.off('error', reject);
+        resolve(s.address() as AddressInfo);
+      });
+    });
+  const urlOf = (scheme: string, a: AddressInfo) => `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+
+  return {
+    config,
+    db,
+    keySet,
+    tokens,
+    auth,
+    metrics,
+    log,
+    hasher,
+    async start() {
+      // Build the dummy hash now, so the first unknown-user login is not measurably slower.
+      await hasher.warmUp();
+      await bootstrap();
+      await revocationSync.start();
+      if (config.demo_upstream) demo = await startEchoServer(config.demo_upstream.listen);
+      const a = await listen(server, config.listen.host, config.listen.port);
+      const b = await listen(admin, config.admin.listen.host, config.admin.listen.port);
+      metrics.dependencyUp.set({ dependency: 'database' }, 1);
+      const out = { url: urlOf(config.tls ? 'https' : 'http', a), adminUrl: urlOf('http', b), demoUrl: demo?.url };
+      log.info({ event: 'listening', url: out.url, admin: out.adminUrl, demo: out.demoUrl }, 'portcullis is listening');
+      return out;
+    },
+    async stop(graceMs = config.shutdown_grace) {
+      revocationSync.stop();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const deadline = Date.now() + graceMs;
+      while (inFlight > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+        server.closeIdleConnections();
+      }
+      server.closeAllConnections();
+      await closed;
+      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      admin.closeAllConnections();
+      proxy.close();
+      await demo?.close();
+      await db.close();
+      log.info({ event: 'stopped' }, 'portcullis stopped');
+    },
+    reload(file = config.source) {
+      try {
+        const next = loadConfig(file, env, [routePatternCheck]);
+        const upstreamsChanged = JSON.stringify(next.upstreams) !== JSON.stringify(config.upstreams) || JSON.stringify(next.identity_headers) !== JSON.stringify(config.identity_headers) || JSON.stringify(next.trust_proxy) !== JSON.stringify(config.trust_proxy);
+        const routes = compileRoutes(next.routes);
+        if (upstreamsChanged) {
+          const old = proxy;
+          proxy = makeProxy(next);
+          // In-flight requests keep their sockets; idle ones go when the old agents close.
+          setTimeout(() => old.close(), config.shutdown_grace).unref();
+        }
+        for (const key of ['listen', 'tls', 'admin', 'storage', 'keys', 'auth', 'data_dir'] as const) {
+          if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
+        }
+        config = next;
+        state = { config: next, routes };
+        metrics.configReloads.inc({ result: 'success' });
+        log.info({ event: 'config_reloaded', result: 'success', routes: next.routes.length }, 'config reloaded');
+        return { ok: true };
+      } catch (e) {
+        metrics.configReloads.inc({ result: 'failure' });
+        log.error({ event: 'config_reloaded', result: 'failure', error: (e as Error).message }, 'config reload failed; keeping the old config');
+        return { ok: false, error: (e as Error).message };
+      }
+    },
+  };
+}
+
+/** 24 random characters from an unambiguous alphabet (strong enough for any policy). */
+export function randomPassword(): string {
+  const alphabet = 'abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789';
+  const bytes = new Uint8Array(24);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
+}

@@ -1,0 +1,308 @@
+import { loadConfig, ConfigError, formatProblem, type Config } from '../config/index.js';
+import { GatewayError } from '../errors/index.js';
+import { compileRoutes, explain, formatExplain, routePatternCheck } from '../policy/index.js';
+import { generateSigningJwk } from '../tokens/index.js';
+import { PasswordHasher, PasswordPolicy, validateUsername } from '../auth/index.js';
+import { openDatabase } from '../store/sql/index.js';
+import type { Database, UserRecord } from '../store/ports.js';
+import { createApp } from '../app.js';
+import { UsageError, flag, opt, parseArgs, type Parsed } from './args.js';
+
+/** Where the CLI writes; tests pass their own. */
+export interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  stdin: () => Promise<string>;
+  env: NodeJS.ProcessEnv;
+}
+
+const defaultIo = (): Io => ({
+  out: (s) => process.stdout.write(s),
+  err: (s) => process.stderr.write(s),
+  stdin: readStdin,
+  env: process.env,
+});
+
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) throw new UsageError('--password-stdin reads the password from standard input; pipe it in');
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+const USAGE = `usage: portcullis <command> [options]
+
+  serve [--config FILE]                          run the gateway
+  config check [--config FILE]                   validate the config (exit 2 if invalid)
+  migrate [--config FILE]                        apply database migrations
+  user add NAME [--email E] [--role R]... --password-stdin
+  user list [--json] | user show NAME
+  user set-roles NAME R... | user disable NAME | user enable NAME | user delete NAME
+  user passwd NAME --password-stdin | user unlock NAME | user reset-2fa NAME
+  policy explain --method M --url URL [--roles a,b] [--mfa]
+  keys generate                                  print a new signing key (JWK)
+
+The config comes from --config, else PORTCULLIS_CONFIG, else config/gateway.yaml.
+Add --debug to any command for stack traces.`;
+
+const configPath = (p: Parsed, io: Io) => opt(p, 'config') ?? io.env.PORTCULLIS_CONFIG ?? 'config/gateway.yaml';
+
+/**
+ * Runs one `portcullis` command and returns its exit code: 0 success, 1 runtime failure,
+ * 2 bad usage or invalid input. Errors are one line on stderr (stack only with --debug).
+ */
+export async function main(argv: string[], io: Io = defaultIo()): Promise<number> {
+  const debug = argv.includes('--debug');
+  try {
+    return await dispatch(argv, io);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      for (const p of e.problems) io.err(formatProblem(p) + '\n');
+      io.err(`portcullis: the config is invalid (${e.problems.length} problem${e.problems.length === 1 ? '' : 's'})\n`);
+      return 2;
+    }
+    if (e instanceof UsageError) {
+      io.err(`portcullis: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof GatewayError) {
+      const reasons = (e.extra?.reasons as string[] | undefined) ?? (e.extra?.errors as { field: string; message: string }[] | undefined)?.map((x) => `${x.field}: ${x.message}`);
+      io.err(`portcullis: ${e.message}${reasons?.length ? ` (${reasons.join('; ')})` : ''}\n`);
+      if (debug) io.err(`${e.stack}\n`);
+      // Client errors and unusable configuration (missing keys) are bad input: exit 2.
+      return (e.status >= 400 && e.status < 500) || e.code === 'invalid_config' || e.code === 'missing_keys' ? 2 : 1;
+    }
+    io.err(`portcullis: ${(e as Error).message ?? String(e)}\n`);
+    if (debug) io.err(`${(e as Error).stack}\n`);
+    return 1;
+  }
+}
+
+async function dispatch(argv: string[], io: Io): Promise<number> {
+  const [cmd, sub, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      io.out(USAGE + '\n');
+      return cmd === undefined ? 2 : 0;
+    case 'serve':
+      return serve(parseArgs(argv.slice(1), { valued: ['config'] }), io);
+    case 'config': {
+      if (sub !== 'check') throw new UsageError('usage: portcullis config check [--config FILE]');
+      const p = parseArgs(rest, { valued: ['config'] });
+      const file = configPath(p, io);
+      const c = loadConfig(file, io.env, [routePatternCheck]);
+      io.out(`${file}: ok (${c.routes.length} routes, ${Object.keys(c.upstreams).length} upstreams)\n`);
+      return 0;
+    }
+    case 'migrate': {
+      const p = parseArgs(argv.slice(1), { valued: ['config'] });
+      const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
+      const db = await openDatabase(config.storage.database_url, { log: (msg, extra) => void (msg !== 'migration applied' && io.err(`portcullis: ${msg} ${JSON.stringify(extra ?? {})}\n`)) });
+      try {
+        const applied = await db.migrate();
+        io.out(applied.length ? `applied: ${applied.join(', ')}\n` : 'the database is up to date\n');
+      } finally {
+        await db.close();
+      }
+      return 0;
+    }
+    case 'user':
+      return user(sub, rest, io);
+    case 'policy': {
+      if (sub !== 'explain') throw new UsageError('usage: portcullis policy explain --method M --url URL [--roles a,b] [--mfa]');
+      const p = parseArgs(rest, { valued: ['config', 'method', 'url', 'roles'], boolean: ['mfa'] });
+      const url = opt(p, 'url');
+      if (!url) throw new UsageError('policy explain needs --url');
+      const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
+      const roles = (opt(p, 'roles') ?? '').split(',').map((r) => r.trim()).filter(Boolean);
+      const result = explain(compileRoutes(config.routes), { method: (opt(p, 'method') ?? 'GET').toUpperCase(), url, roles, mfa: flag(p, 'mfa') });
+      io.out(formatExplain(result) + '\n');
+      return 0;
+    }
+    case 'keys': {
+      if (sub !== 'generate') throw new UsageError('usage: portcullis keys generate');
+      parseArgs(rest, {});
+      io.out(JSON.stringify(await generateSigningJwk()) + '\n');
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command "${cmd}" (see portcullis help)`);
+  }
+}
+
+async function serve(p: Parsed, io: Io): Promise<number> {
+  if (p.positionals.length) throw new UsageError(`serve takes no arguments (got "${p.positionals[0]}")`);
+  const file = configPath(p, io);
+  const config = loadConfig(file, io.env, [routePatternCheck]);
+  const app = await createApp({ config, env: io.env, announce: (l) => io.err(l + '\n') });
+  await app.start();
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      app.log.info({ event: 'shutdown', signal }, 'draining in-flight requests');
+      app.stop().then(resolve, (e) => {
+        app.log.error({ err: (e as Error).message }, 'shutdown failed');
+        resolve();
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => app.reload(file));
+  });
+  app.log.flush?.();
+  return 0;
+}
+
+async function withDb<T>(p: Parsed, io: Io, fn: (db: Database, config: Config) => Promise<T>): Promise<T> {
+  const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
+  // Only failures are worth a line here; they surface as the command's error anyway.
+  const db = await openDatabase(config.storage.database_url, { log: () => undefined });
+  try {
+    await db.migrate();
+    return await fn(db, config);
+  } finally {
+    await db.close();
+  }
+}
+
+async function findUser(db: Database, name: string): Promise<UserRecord> {
+  const u = await db.users.findByUsername(validateUsername(name));
+  if (!u) throw new UsageError(`no user "${name.toLowerCase()}"`);
+  return u;
+}
+
+function describe(u: UserRecord): Record<string, unknown> {
+  return { id: u.id, username: u.username, email: u.email, roles: u.roles, disabled: u.disabled, mfa_enabled: u.mfaEnabled, created_at: u.createdAt.toISOString(), updated_at: u.updatedAt.toISOString() };
+}
+
+async function readPassword(p: Parsed, io: Io): Promise<string> {
+  if (!flag(p, 'password-stdin')) throw new UsageError('give the password on standard input with --password-stdin');
+  const text = await io.stdin();
+  return text.replace(/\r?\n$/, '');
+}
+
+async function user(sub: string | undefined, rest: string[], io: Io): Promise<number> {
+  const one = (p: Parsed, usage: string) => {
+    if (p.positionals.length !== 1) throw new UsageError(`usage: portcullis user ${usage}`);
+    return p.positionals[0];
+  };
+  switch (sub) {
+    case 'add': {
+      const p = parseArgs(rest, { valued: ['config', 'email', 'role'], boolean: ['password-stdin'] });
+      const name = validateUsername(one(p, 'add NAME [--email E] [--role R]... --password-stdin'));
+      const password = await readPassword(p, io);
+      return withDb(p, io, async (db, config) => {
+        const email = opt(p, 'email') ?? null;
+        if (email !== null && !/^[^\s@]+@[^\s@]+$/.test(email)) throw new UsageError(`not an email address: "${email}"`);
+        new PasswordPolicy({ minLength: config.auth.password.min_length, maxLength: config.auth.password.max_length, minScore: config.auth.password.min_zxcvbn_score }).assert(password, { username: name, email });
+        const hasher = new PasswordHasher({ memoryKib: config.auth.argon2.memory_kib, timeCost: config.auth.argon2.time_cost, parallelism: config.auth.argon2.parallelism });
+        const roles = [...new Set(p.options.get('role') ?? [])];
+        const u = await db.users.create({ username: name, email, roles, passwordHash: await hasher.hash(password) });
+        io.out(`created user ${u.username} (${u.id})${roles.length ? ` with roles ${roles.join(', ')}` : ''}\n`);
+        return 0;
+      });
+    }
+    case 'list': {
+      const p = parseArgs(rest, { valued: ['config'], boolean: ['json'] });
+      return withDb(p, io, async (db) => {
+        const users = await db.users.list();
+        if (flag(p, 'json')) io.out(JSON.stringify(users.map(describe), null, 2) + '\n');
+        else {
+          const rows = users.map((u) => [u.username, u.roles.join(',') || '-', u.disabled ? 'disabled' : 'active', u.mfaEnabled ? '2fa' : '-', u.email ?? '-']);
+          const head = ['USERNAME', 'ROLES', 'STATUS', 'MFA', 'EMAIL'];
+          const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+          for (const r of [head, ...rows]) io.out(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n');
+        }
+        return 0;
+      });
+    }
+    case 'show': {
+      const p = parseArgs(rest, { valued: ['config'], boolean: ['json'] });
+      const name = one(p, 'show NAME');
+      return withDb(p, io, async (db) => {
+        const u = await findUser(db, name);
+        const sessions = await db.sessions.listActive(u.id, new Date());
+        io.out(JSON.stringify({ ...describe(u), active_sessions: sessions.length }, null, 2) + '\n');
+        return 0;
+      });
+    }
+    case 'set-roles': {
+      const p = parseArgs(rest, { valued: ['config'] });
+      const [name, ...roles] = p.positionals;
+      if (!name) throw new UsageError('usage: portcullis user set-roles NAME R...');
+      for (const r of roles) if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(r)) throw new UsageError(`not a role name: "${r}"`);
+      return withDb(p, io, async (db) => {
+        const u = await findUser(db, name);
+        await db.users.update(u.id, { roles: [...new Set(roles)] });
+        // Tokens carry roles: end the user's sessions so the change applies on the next request.
+        const revoked = await db.sessions.revokeAllForUser(u.id, 'roles_changed', new Date());
+        io.out(`roles of ${u.username}: ${roles.join(', ') || '(none)'}; ${revoked.length} session(s) revoked\n`);
+        return 0;
+      });
+    }
+    case 'disable':
+    case 'enable': {
+      const p = parseArgs(rest, { valued: ['config'] });
+      const name = one(p, `${sub} NAME`);
+      return withDb(p, io, async (db) => {
+        const u = await findUser(db, name);
+        await db.users.update(u.id, { disabled: sub === 'disable' });
+        const revoked = sub === 'disable' ? await db.sessions.revokeAllForUser(u.id, 'user_disabled', new Date()) : [];
+        io.out(`${u.username} ${sub}d${sub === 'disable' ? `; ${revoked.length} session(s) revoked` : ''}\n`);
+        return 0;
+      });
+    }
+    case 'delete': {
+      const p = parseArgs(rest, { valued: ['config'] });
+      const name = one(p, 'delete NAME');
+      return withDb(p, io, async (db) => {
+        const u = await findUser(db, name);
+        await db.sessions.revokeAllForUser(u.id, 'user_deleted', new Date());
+        await db.users.delete(u.id);
+        io.out(`deleted ${u.username}\n`);
+        return 0;
+      });
+    }
+    case 'passwd': {
+      const p = parseArgs(rest, { valued: ['config'], boolean: ['password-stdin'] });
+      const name = one(p, 'passwd NAME --password-stdin');
+      const password = await readPassword(p, io);
+      return withDb(p, io, async (db, config) => {
+        const u = await findUser(db, name);
+        new PasswordPolicy({ minLength: config.auth.password.min_length, maxLength: config.auth.password.max_length, minScore: config.auth.password.min_zxcvbn_score }).assert(password, { username: u.username, email: u.email });
+        const hasher = new PasswordHasher({ memoryKib: config.auth.argon2.memory_kib, timeCost: config.auth.argon2.time_cost, parallelism: config.auth.argon2.parallelism });
+        await db.users.update(u.id, { passwordHash: await hasher.hash(password) });
+        const revoked = await db.sessions.revokeAllForUser(u.id, 'password_changed', new Date());
+        io.out(`password of ${u.username} changed; ${revoked.length} session(s) revoked\n`);
+        return 0;
+      });
+    }
+    case 'reset-2fa': {
+      const p = parseArgs(rest, { valued: ['config'] });
+      const name = one(p, 'reset-2fa NAME');
+      return withDb(p, io, async (db) => {
+        const u = await findUser(db, name);
+        await db.users.update(u.id, { mfaEnabled: false, totpSecret: null });
+        io.out(`two-factor authentication of ${u.username} reset\n`);
+        return 0;
+      });
+    }
+    case 'unlock': {
+      const p = parseArgs(rest, { valued: ['config'] });
+      const name = one(p, 'unlock NAME');
+      return withDb(p, io, async (db) => {
+        const u = await findUser(db, name);
+        io.out(`${u.username}: no lockout state is kept by this build (lockout arrives with the abuse-protection work)\n`);
+        return 0;
+      });
+    }
+    default:
+      throw new UsageError('usage: portcullis user add|list|show|set-roles|disable|enable|delete|passwd|unlock|reset-2fa …');
+  }
+}
+

@@ -1,0 +1,70 @@
+import { createServer, type Server } from 'node:http';
+import type { Metrics } from '../metrics/index.js';
+
+/** A dependency the readiness check pings. */
+export interface Dependency {
+  name: 'database' | 'state_store';
+  ping: () => Promise<void>;
+}
+
+const PING_TIMEOUT_MS = 1500;
+
+function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<void>((_, reject) => (t = setTimeout(() => reject(new Error('timed out')), ms)))]).finally(() => clearTimeout(t));
+}
+
+/**
+ * Checks every dependency (bounded by a timeout so /readyz answers fast during an outage)
+ * and records `portcullis_dependency_up`.
+ */
+export async function checkDependencies(deps: readonly Dependency[], metrics: Metrics): Promise<Record<string, { up: boolean; error?: string }>> {
+  const out: Record<string, { up: boolean; error?: string }> = {};
+  await Promise.all(
+    deps.map(async (dep) => {
+      try {
+        await withTimeout(dep.ping(), PING_TIMEOUT_MS);
+        out[dep.name] = { up: true };
+        metrics.dependencyUp.set({ dependency: dep.name }, 1);
+      } catch (e) {
+        out[dep.name] = { up: false, error: (e as Error).message };
+        metrics.dependencyUp.set({ dependency: dep.name }, 0);
+      }
+    }),
+  );
+  return out;
+}
+
+/** The admin listener: `/metrics`, `/healthz` (alive), `/readyz` (config loaded, dependencies reachable). */
+export function createAdminServer(opts: { metrics: Metrics; dependencies: () => readonly Dependency[]; ready: () => boolean }): Server {
+  return createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(text);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { status: 'method_not_allowed' });
+    if (path === '/healthz') return send(200, { status: 'ok' });
+    if (path === '/readyz') {
+      checkDependencies(opts.dependencies(), opts.metrics)
+        .then((deps) => {
+          const ready = opts.ready() && Object.values(deps).every((x) => x.up);
+          send(ready ? 200 : 503, { status: ready ? 'ready' : 'not_ready', config_loaded: opts.ready(), dependencies: deps });
+        })
+        .catch(() => send(503, { status: 'not_ready' }));
+      return;
+    }
+    if (path === '/metrics') {
+      checkDependencies(opts.dependencies(), opts.metrics)
+        .then(() => opts.metrics.render())
+        .then(({ contentType, body }) => {
+          res.writeHead(200, { 'content-type': contentType });
+          res.end(body);
+        })
+        .catch(() => send(500, { status: 'error' }));
+      return;
+    }
+    send(404, { status: 'not_found' });
+  });
+}

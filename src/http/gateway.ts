@@ -1,0 +1,198 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.js';
+import { GatewayError, PolicyErrors } from '../errors/index.js';
+import type { Metrics, AuthDecision } from '../metrics/index.js';
+import { decide, normalizePath, type CompiledRoute, type RouteTable } from '../policy/index.js';
+import type { Proxy } from '../proxy/index.js';
+import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
+import { bearerToken } from './auth-api.js';
+import { sendError, unauthenticated, wantsHtml } from './problem.js';
+
+/** Everything the request pipeline needs; rebuilt when the config is reloaded. */
+export interface GatewayState {
+  config: Config;
+  routes: RouteTable;
+}
+
+export interface GatewayDeps {
+  state: () => GatewayState;
+  auth: AuthService;
+  proxy: Proxy;
+  metrics: Metrics;
+  log: Logger;
+  /** The express app serving the auth API, pages and JWKS. */
+  authApp: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Security headers for the gateway's own responses. */
+  securityHeaders: (req: IncomingMessage, res: ServerResponse) => void;
+  clientIp: (req: IncomingMessage) => string;
+}
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+const methodLabel = (m: string | undefined) => (m && KNOWN_METHODS.has(m) ? m : 'OTHER');
+
+/** Outcome of the checks every proxied request (and WebSocket upgrade) passes. */
+type Checked =
+  | { ok: true; route: CompiledRoute; path: string; query: string; identity: TokenIdentity | null; tokenUsed: boolean }
+  | { ok: false; error: GatewayError; routeLabel: string; redirect?: string };
+
+/**
+ * The request pipeline: normalize → match route → authenticate → authorize → proxy.
+ * The hot path does no I/O of its own: tokens are verified locally (cached) and revocation
+ * is a local lookup.
+ */
+export function createGateway(d: GatewayDeps) {
+  const authPaths = (prefix: string, path: string) => path === prefix || path.startsWith(prefix + '/') || path === '/.well-known/jwks.json';
+
+  function record(req: IncomingMessage, res: ServerResponse, started: bigint, route: () => string) {
+    res.once('close', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const labels = { route: route(), method: methodLabel(req.method), status: String(res.statusCode) };
+      d.metrics.httpRequests.inc(labels);
+      d.metrics.httpDuration.observe(labels, seconds);
+    });
+  }
+
+  function decision(route: string, result: AuthDecision, reason: string, req: IncomingMessage, identity: TokenIdentity | null) {
+    d.metrics.authDecisions.inc({ route, decision: result });
+    if (result !== 'allow') {
+      d.log.info({ event: 'access_denied', granted: false, route, decision: result, reason, method: req.method, user: identity?.username ?? null, ip: d.clientIp(req) }, 'access denied');
+    }
+  }
+
+  async function check(req: IncomingMessage, pathInfo: { path: string; query: string; hasSemicolon: boolean }): Promise<Checked> {
+    const { routes } = d.state();
+    const route = routes.match({ host: req.headers.host, method: req.method ?? 'GET', path: pathInfo.path });
+    if (!route) return { ok: false, routeLabel: '_none', error: new GatewayError(PolicyErrors.no_route, 'No route matches this request.') };
+    if (pathInfo.hasSemicolon && !route.config.allow_semicolons) {
+      return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.bad_path, '";" is not allowed in paths on this route.') };
+    }
+    const token = bearerToken(req.headers.authorization);
+    let identity: TokenIdentity | null = null;
+    let tokenError: GatewayError | null = null;
+    if (token === '') tokenError = unauthenticated(true, 'Malformed Authorization header.');
+    else if (token !== undefined) {
+      try {
+        identity = await d.auth.verify(token);
+      } catch (e) {
+        tokenError = e instanceof GatewayError && e.status === 401 ? unauthenticated(true, e.message) : (e as GatewayError);
+      }
+    }
+    const access = route.config.access;
+    // A bad token on a public route is ignored (the request is anonymous); elsewhere it is 401.
+    if (tokenError && access !== 'public' && access !== 'deny') {
+      decision(route.name, 'unauthenticated', tokenError.message, req, null);
+      return { ok: false, routeLabel: route.name, error: tokenError };
+    }
+    const result = decide(route, identity);
+    decision(route.name, result.decision, result.reason, req, identity);
+    switch (result.decision) {
+      case 'allow':
+        return { ok: true, route, path: pathInfo.path, query: pathInfo.query, identity, tokenUsed: identity !== null };
+      case 'deny':
+        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.access_denied, 'This path is closed.') };
+      case 'unauthenticated': {
+        const prefix = d.state().config.auth.prefix;
+        const target = pathInfo.path + (pathInfo.query ? `?${pathInfo.query}` : '');
+        return { ok: false, routeLabel: route.name, error: unauthenticated(false), redirect: `${prefix}/login?rd=${encodeURIComponent(target)}` };
+      }
+      case 'forbidden':
+        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.forbidden, 'Your roles do not grant access to this route.') };
+      case 'mfa_required':
+        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.mfa_required, 'This route needs a sign-in with a second factor.') };
+    }
+  }
+
+  function target(req: IncomingMessage, c: Extract<Checked, { ok: true }>) {
+    const { config } = d.state();
+    const upstream = c.route.config.upstream!;
+    return {
+      upstream,
+      path: c.path,
+      query: c.query,
+      identity: c.identity && { sub: c.identity.sub, username: c.identity.username, email: c.identity.email, roles: [...c.identity.roles] },
+      gatewayCookieNames: [] as string[],
+      stripBearer: c.tokenUsed,
+      clientIp: d.clientIp(req),
+      proto: (config.tls ? 'https' : 'http') as 'http' | 'https',
+    };
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
+    let routeLabel = '_invalid';
+    record(req, res, started, () => routeLabel);
+    let pathInfo;
+    try {
+      pathInfo = normalizePath(req.url ?? '');
+    } catch (e) {
+      d.securityHeaders(req, res);
+      sendError(req, res, e);
+      return;
+    }
+    const { config } = d.state();
+    d.proxy.stripIdentityHeaders(req);
+    if (authPaths(config.auth.prefix, pathInfo.path)) {
+      routeLabel = '_auth';
+      req.url = pathInfo.path + (pathInfo.query ? `?${pathInfo.query}` : '');
+      d.authApp(req, res);
+      return;
+    }
+    const c = await check(req, pathInfo);
+    if (!c.ok) {
+      routeLabel = c.routeLabel;
+      d.securityHeaders(req, res);
+      if (c.redirect && wantsHtml(req)) {
+        res.writeHead(302, { location: c.redirect, 'cache-control': 'no-store', 'content-length': 0 });
+        res.end();
+        return;
+      }
+      sendError(req, res, c.error);
+      return;
+    }
+    routeLabel = c.route.name;
+    d.proxy.forward(req, res, target(req, c));
+  }
+
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const fail = (status: number, text: string) => {
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      socket.destroy();
+    };
+    socket.on('error', () => socket.destroy());
+    let pathInfo;
+    try {
+      pathInfo = normalizePath(req.url ?? '');
+    } catch {
+      fail(400, 'Bad Request');
+      return;
+    }
+    d.proxy.stripIdentityHeaders(req);
+    if (authPaths(d.state().config.auth.prefix, pathInfo.path)) {
+      fail(404, 'Not Found');
+      return;
+    }
+    const c = await check(req, pathInfo);
+    if (!c.ok) {
+      fail(c.error.status, c.error.title);
+      return;
+    }
+    d.proxy.upgrade(req, socket, head, target(req, c));
+  }
+
+  return {
+    handle: (req: IncomingMessage, res: ServerResponse) => {
+      handle(req, res).catch((e) => {
+        d.log.error({ err: (e as Error).message, stack: (e as Error).stack }, 'request failed');
+        sendError(req, res, e);
+      });
+    },
+    upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      upgrade(req, socket, head).catch((e) => {
+        d.log.error({ err: (e as Error).message }, 'upgrade failed');
+        socket.destroy();
+      });
+    },
+  };
+}

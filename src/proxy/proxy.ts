@@ -1,0 +1,629 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import httpProxy from 'http-proxy';
+import type { Config, IdentityHeaders, UpstreamConfig } from '../config/schema.js';
+import { GatewayError, PolicyErrors, ProxyErrors } from '../errors/index.js';
+import {
+  HOP_BY_HOP,
+  HOP_BY_HOP_RESPONSE,
+  connectionListed,
+  deleteRequestHeaders,
+  filterCookieHeader,
+  getRequestHeader,
+  headerSafe,
+  setRequestHeader,
+} from './headers.js';
+import { createIpMatcher, normalizeIp } from './ip.js';
+import { writeProblem, writeProblemToSocket } from './problem.js';
+
+/** The authenticated user whose identity is forwarded to the upstream. */
+export interface ProxyIdentity {
+  /** User id (token `sub`) → `user_id` header. */
+  readonly sub: string;
+  /** → `user` header. */
+  readonly username: string;
+  /** → `email` header; omitted when null. */
+  readonly email: string | null;
+  /** → `roles` header, comma-separated (empty value when there are none). */
+  readonly roles: readonly string[];
+}
+
+/** Where and how one request is forwarded. */
+export interface ForwardTarget {
+  /** Upstream name (a key of `Config['upstreams']`). */
+  readonly upstream: string;
+  /** The normalized request path; the upstream receives exactly this (after the upstream URL's own base path, if any). */
+  readonly path: string;
+  /** The raw query string without the leading `?`; '' for none. */
+  readonly query: string;
+  /** The signed-in user, or null (public route, anonymous caller): no identity headers are sent. */
+  readonly identity: ProxyIdentity | null;
+  /** A signed upstream assertion (JWT) sent as `X-Auth-Assertion`. */
+  readonly assertion?: string;
+  /** The gateway's own cookie names, removed from `Cookie`. */
+  readonly gatewayCookieNames: readonly string[];
+  /** Remove `Authorization` (it carried the gateway's bearer token). */
+  readonly stripBearer: boolean;
+  /** The client address the gateway resolved (used for logs). */
+  readonly clientIp: string;
+  /** The scheme the client used to reach the gateway (this hop). */
+  readonly proto: 'http' | 'https';
+}
+
+/** Why an upstream request failed. */
+export type UpstreamFailure = 'refused' | 'reset' | 'timeout';
+
+/** One finished upstream exchange, for metrics. Client aborts are not reported. */
+export interface UpstreamResult {
+  readonly upstream: string;
+  /** The upstream's status code (101 for an accepted WebSocket upgrade), or null on failure. */
+  readonly status: number | null;
+  /** Set when `status` is null. */
+  readonly reason?: UpstreamFailure;
+  /** From the start of forwarding until the response body ended (or the failure). */
+  readonly durationSeconds: number;
+}
+
+/** A pino-compatible logger subset. */
+export interface ProxyLog {
+  debug(obj: Record<string, unknown>, msg?: string): void;
+  warn(obj: Record<string, unknown>, msg?: string): void;
+  error(obj: Record<string, unknown>, msg?: string): void;
+}
+
+/** Options of {@link createProxy}. */
+export interface CreateProxyOptions {
+  /** The configured upstreams; one keep-alive agent each is created up front. */
+  readonly upstreams: Config['upstreams'];
+  /** Global identity header names (per-upstream `identity_headers` override them). */
+  readonly identityHeaders: IdentityHeaders;
+  /** Peers (addresses/CIDRs, IPv4 and IPv6) whose `X-Forwarded-*` headers are believed. @default [] */
+  readonly trustProxy: readonly string[];
+  /** Called once per upstream exchange (not for client aborts). */
+  readonly onUpstreamResult?: (e: UpstreamResult) => void;
+  /** Where upstream failures are logged. @default no logging */
+  readonly log?: ProxyLog;
+  /**
+   * How long an idle pooled upstream connection is kept. A shorter `Keep-Alive: timeout=N`
+   * announced by the upstream wins (minus one second), to avoid reusing a socket the upstream
+   * is about to close. @default 4000
+   */
+  readonly freeSocketTimeoutMs?: number;
+  /**
+   * Writes an upstream failure (502/504) to the client. Pass the http layer's writer to give
+   * browsers an HTML page. It is only called while the response has not started.
+   * @default writeProblem (problem+json)
+   */
+  readonly sendError?: (req: http.IncomingMessage, res: http.ServerResponse, err: GatewayError) => void;
+}
+
+/** The proxy: header hygiene and forwarding to upstreams. */
+export interface GatewayProxy {
+  /**
+   * Removes every incoming copy of the identity headers: all configured names (global and
+   * per-upstream), any `X-Auth-*` and `X-Auth-Assertion`, plus `extraNames`. Matching is
+   * case-insensitive and treats `_` as `-` (CGI-style frameworks map both to the same
+   * variable). Edits `req.headers`, `req.headersDistinct` and `req.rawHeaders`. Call it on
+   * every route, public ones included.
+   */
+  stripIdentityHeaders(req: http.IncomingMessage, extraNames?: readonly string[]): void;
+  /**
+   * Forwards `req` to `target.upstream`, streaming both bodies, and answers `res` with the
+   * upstream's response or a problem+json 502/504. Never throws for upstream trouble.
+   */
+  forward(req: http.IncomingMessage, res: http.ServerResponse, target: ForwardTarget): void;
+  /**
+   * Proxies a WebSocket upgrade with the same header handling. A refused or failed upstream
+   * handshake answers the client with a 502/504 and closes both sockets.
+   */
+  upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, target: ForwardTarget): void;
+  /** Destroys the upstream agents (and every connection they hold, in flight or idle). */
+  close(): void;
+}
+
+/** Alias of {@link GatewayProxy}. */
+export type Proxy = GatewayProxy;
+
+interface ResolvedNames {
+  readonly user: string;
+  readonly user_id: string;
+  readonly email: string;
+  readonly roles: string;
+}
+
+interface Upstream {
+  readonly name: string;
+  readonly cfg: UpstreamConfig;
+  readonly target: { protocol: string; host: string; hostname: string; port: number };
+  /** The upstream URL's path without the trailing slash ('' for none). */
+  readonly basePath: string;
+  /** TLS server name (https upstreams), so SNI and the certificate check use the upstream host, not the client's Host. */
+  readonly servername: string | undefined;
+  readonly agent: http.Agent;
+  /** Upgrades get sockets that are never pooled: a rejected upgrade must not leave one open (http-proxy #783). */
+  readonly wsAgent: http.Agent;
+  readonly names: ResolvedNames;
+}
+
+interface Exchange {
+  readonly up: Upstream;
+  readonly started: number;
+  proxyReq?: http.ClientRequest;
+  proxySocket?: Duplex;
+  timedOut: boolean;
+  clientGone: boolean;
+  settled: boolean;
+  upgraded: boolean;
+}
+
+const ASSERTION_HEADER = 'X-Auth-Assertion';
+const REFUSED_CODES = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EAI_FAIL',
+  'EAI_NONAME',
+  'EADDRNOTAVAIL',
+]);
+/** Path characters Node itself accepts in a request target. */
+const VALID_PATH = /^[\u0021-\u00ff]+$/;
+
+/** Maps a Node/TLS error to a failure reason (timeouts we detect ourselves are marked before this). */
+export function classifyUpstreamError(err: unknown): UpstreamFailure {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return 'reset';
+  if (REFUSED_CODES.has(code)) return 'refused';
+  if (code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT') return 'timeout';
+  // TLS handshake failures (bad certificate, wrong name, protocol): the upstream is unusable.
+  if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || /CERT|SELF_SIGNED|UNABLE_TO_/.test(code)) return 'refused';
+  return 'reset';
+}
+
+function problemFor(reason: UpstreamFailure): GatewayError {
+  return reason === 'timeout'
+    ? new GatewayError(ProxyErrors.upstream_timeout, 'The upstream service did not answer in time.')
+    : new GatewayError(ProxyErrors.upstream_unavailable, 'The upstream service could not be reached.');
+}
+
+function lowerDashed(name: string): string {
+  return name.toLowerCase().replace(/_/g, '-');
+}
+
+/**
+ * An agent that behaves as `base` but sees each request first: `hook` runs synchronously in
+ * the `ClientRequest` constructor, before the request line is rendered and before the
+ * request waits in the agent's queue. http-proxy only exposes the request in its `proxyReq`
+ * event, which fires when a socket is assigned — too late for a request that queued
+ * behind `max_sockets` (the client may be gone by then, and its headers are already frozen).
+ */
+function hookedAgent(base: http.Agent, hook: (creq: http.ClientRequest, opts: Record<string, unknown>) => void): http.Agent {
+  const a = Object.create(base) as http.Agent & { addRequest(r: http.ClientRequest, o: Record<string, unknown>): void };
+  const baseAdd = (base as unknown as { addRequest(r: http.ClientRequest, o: Record<string, unknown>): void }).addRequest;
+  a.addRequest = (creq, opts) => {
+    hook(creq, opts);
+    baseAdd.call(base, creq, opts);
+  };
+  return a;
+}
+
+function makeAgent(isHttps: boolean, maxSockets: number, freeSocketTimeoutMs: number, hints: WeakMap<object, number>): http.Agent {
+  const agent = isHttps ? new https.Agent({ keepAlive: true, maxSockets }) : new http.Agent({ keepAlive: true, maxSockets });
+  // Node applies the upstream's Keep-Alive hint only to lower an agent-wide `timeout`, and that
+  // option would also become the idle timeout of sockets in use. So expire idle pooled sockets here.
+  agent.keepSocketAlive = ((socket: Socket): boolean => {
+    socket.setKeepAlive(true, 1_000);
+    socket.unref();
+    let idle = freeSocketTimeoutMs;
+    const hint = hints.get(socket);
+    if (hint !== undefined) {
+      const safe = hint - 1_000;
+      if (safe <= 0) return false;
+      idle = Math.min(idle, safe);
+    }
+    socket.setTimeout(idle);
+    return true;
+  }) as unknown as http.Agent['keepSocketAlive'];
+  return agent;
+}
+
+function resolveUpstream(name: string, cfg: UpstreamConfig, global: IdentityHeaders, freeMs: number, hints: WeakMap<object, number>): Upstream {
+  const u = new URL(cfg.url);
+  const isHttps = u.protocol === 'https:';
+  const hostname = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  const port = u.port ? Number(u.port) : isHttps ? 443 : 80;
+  const basePath = u.pathname.replace(/\/+$/, '');
+  const isIpLiteral = /^[\d.]+$/.test(hostname) || hostname.includes(':');
+  const o = cfg.identity_headers ?? {};
+  return {
+    name,
+    cfg,
+    target: { protocol: u.protocol, host: hostname, hostname, port },
+    basePath,
+    servername: isHttps && !isIpLiteral ? hostname : undefined,
+    agent: makeAgent(isHttps, cfg.max_sockets, freeMs, hints),
+    wsAgent: isHttps ? new https.Agent({ keepAlive: false }) : new http.Agent({ keepAlive: false }),
+    names: {
+      user: o.user ?? global.user,
+      user_id: o.user_id ?? global.user_id,
+      email: o.email ?? global.email,
+      roles: o.roles ?? global.roles,
+    },
+  };
+}
+
+/**
+ * Builds the proxy for a set of upstreams. Create it once per loaded config; on reload build
+ * a new one and `close()` the old one once its requests have drained.
+ */
+export function createProxy(opts: CreateProxyOptions): GatewayProxy {
+  const log = opts.log;
+  const isTrusted = createIpMatcher(opts.trustProxy);
+  const freeMs = opts.freeSocketTimeoutMs ?? 4_000;
+  /** Keep-Alive timeout hints (ms) announced by upstreams, per upstream socket. */
+  const hints = new WeakMap<object, number>();
+  const upstreams = new Map<string, Upstream>();
+  for (const [name, cfg] of Object.entries(opts.upstreams)) {
+    upstreams.set(name, resolveUpstream(name, cfg, opts.identityHeaders, freeMs, hints));
+  }
+  let closed = false;
+
+  // Every configured identity header name, everywhere: a header that is an identity header
+  // for one upstream must never reach any upstream from a client.
+  const strippedNames = new Set<string>([lowerDashed(ASSERTION_HEADER)]);
+  for (const n of Object.values(opts.identityHeaders)) strippedNames.add(lowerDashed(n));
+  for (const u of Object.values(opts.upstreams)) {
+    for (const n of Object.values(u.identity_headers ?? {})) if (n) strippedNames.add(lowerDashed(n));
+  }
+
+  const proxy = httpProxy.createProxyServer({
+    xfwd: false, // X-Forwarded-* are set here, according to trust_proxy
+    ignorePath: true, // the exact path is set on the request by the hooked agent
+    changeOrigin: false, // the upstream sees the client's Host (X-Forwarded-Host too)
+    selfHandleResponse: true, // hop-by-hop response headers are filtered here
+    preserveHeaderKeyCase: true,
+  });
+  // Without an 'error' listener http-proxy rethrows and crashes the process. Every call passes
+  // its own callback, so these only catch what slips through.
+  proxy.on('error', (err: Error) => log?.warn({ event: 'proxy_error', err: err.message }, 'proxy error'));
+  (proxy as unknown as NodeJS.EventEmitter).on('econnreset', () => {
+    /* a client went away mid-request; handled by the exchange's close listeners */
+  });
+
+  function report(x: Exchange, status: number | null, reason?: UpstreamFailure): void {
+    if (x.settled) return;
+    x.settled = true;
+    if (!opts.onUpstreamResult) return;
+    const durationSeconds = (performance.now() - x.started) / 1000;
+    try {
+      opts.onUpstreamResult(reason ? { upstream: x.up.name, status, reason, durationSeconds } : { upstream: x.up.name, status, durationSeconds });
+    } catch (e) {
+      log?.error({ event: 'proxy_callback_error', err: (e as Error).message }, 'onUpstreamResult threw');
+    }
+  }
+
+  function stripIdentityHeaders(req: http.IncomingMessage, extraNames: readonly string[] = []): void {
+    const extra = extraNames.length ? new Set(extraNames.map(lowerDashed)) : undefined;
+    deleteRequestHeaders(req, (n) => {
+      const d = n.replace(/_/g, '-');
+      return d.startsWith('x-auth-') || strippedNames.has(d) || (extra?.has(d) ?? false);
+    });
+  }
+
+  function prepareHeaders(req: http.IncomingMessage, up: Upstream, t: ForwardTarget, kind: 'web' | 'ws'): void {
+    // Hop-by-hop headers, and any header the client lists in Connection, end at this hop.
+    // Expect: Node already answered 100-continue; forwarding it would also freeze the
+    // request line before the hooked agent sets the path.
+    const listed = connectionListed(req);
+    deleteRequestHeaders(req, (n) => HOP_BY_HOP.has(n) || listed.has(n) || n === 'expect');
+    if (kind === 'ws') {
+      setRequestHeader(req, 'Connection', 'Upgrade');
+      setRequestHeader(req, 'Upgrade', 'websocket');
+    }
+
+    stripIdentityHeaders(req);
+
+    // X-Forwarded-*: extend a trusted proxy's chain, otherwise describe this hop only.
+    const peer = req.socket?.remoteAddress;
+    const peerText = normalizeIp(peer ?? t.clientIp);
+    const host = getRequestHeader(req, 'host');
+    if (isTrusted(peer)) {
+      const xff = getRequestHeader(req, 'x-forwarded-for');
+      setRequestHeader(req, 'X-Forwarded-For', xff ? `${xff}, ${peerText}` : peerText);
+      if (!getRequestHeader(req, 'x-forwarded-proto')) setRequestHeader(req, 'X-Forwarded-Proto', t.proto);
+      if (!getRequestHeader(req, 'x-forwarded-host') && host) setRequestHeader(req, 'X-Forwarded-Host', host);
+    } else {
+      deleteRequestHeaders(req, (n) => {
+        const d = n.replace(/_/g, '-');
+        return d.startsWith('x-forwarded-') || d === 'forwarded' || d === 'x-real-ip';
+      });
+      setRequestHeader(req, 'X-Forwarded-For', peerText);
+      setRequestHeader(req, 'X-Forwarded-Proto', t.proto);
+      if (host) setRequestHeader(req, 'X-Forwarded-Host', host);
+    }
+
+    // The gateway's own credentials stay at the gateway.
+    if (t.gatewayCookieNames.length) {
+      const cookie = getRequestHeader(req, 'cookie');
+      if (cookie !== undefined) {
+        // Node joins repeated Cookie headers with "; ".
+        const kept = filterCookieHeader(cookie, new Set(t.gatewayCookieNames));
+        if (kept === '') deleteRequestHeaders(req, (n) => n === 'cookie');
+        else if (kept !== cookie) setRequestHeader(req, 'Cookie', kept);
+      }
+    }
+    if (t.stripBearer) deleteRequestHeaders(req, (n) => n === 'authorization');
+
+    const id = t.identity;
+    if (id) {
+      setRequestHeader(req, up.names.user, headerSafe(id.username));
+      setRequestHeader(req, up.names.user_id, headerSafe(id.sub));
+      if (id.email !== null) setRequestHeader(req, up.names.email, headerSafe(id.email));
+      setRequestHeader(req, up.names.roles, headerSafe(id.roles.join(',')));
+    }
+    if (t.assertion) setRequestHeader(req, ASSERTION_HEADER, headerSafe(t.assertion));
+  }
+
+  function pathFor(up: Upstream, t: ForwardTarget): string | null {
+    const p = up.basePath + t.path + (t.query ? `?${t.query}` : '');
+    // The path is assigned after Node's own validation, so check it the way Node would.
+    return p.startsWith('/') && VALID_PATH.test(p) ? p : null;
+  }
+
+  /** Upstream timeout: covers the agent queue and the connect (no socket timeout runs yet), then socket inactivity. */
+  function armTimeout(creq: http.ClientRequest, ms: number, onTimeout: () => void): void {
+    const pre = setTimeout(onTimeout, ms);
+    const clear = (): void => clearTimeout(pre);
+    creq.once('socket', (s: Socket) => {
+      if (s.connecting) s.once('connect', clear);
+      else clear();
+    });
+    creq.once('close', clear);
+    creq.setTimeout(ms, onTimeout);
+  }
+
+  function fail(x: Exchange, res: http.ServerResponse, reason: UpstreamFailure, err: unknown, req: http.IncomingMessage): void {
+    report(x, null, reason);
+    log?.warn(
+      {
+        event: 'upstream_error',
+        upstream: x.up.name,
+        reason,
+        code: (err as { code?: unknown } | null)?.code ?? null,
+        method: req.method,
+        headers_sent: res.headersSent,
+      },
+      'upstream request failed',
+    );
+    const problem = problemFor(reason);
+    if (res.headersSent || !opts.sendError) {
+      writeProblem(res, problem); // destroys res when headers were sent
+    } else {
+      try {
+        opts.sendError(req, res, problem);
+      } catch {
+        writeProblem(res, problem);
+      }
+    }
+    x.proxyReq?.destroy();
+  }
+
+  function copyResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse): void {
+    res.statusCode = proxyRes.statusCode ?? 502;
+    if (proxyRes.statusMessage) res.statusMessage = proxyRes.statusMessage;
+    const listed = new Set<string>();
+    const conn = proxyRes.headers.connection;
+    if (conn) for (const t of conn.split(',')) listed.add(t.trim().toLowerCase());
+    const raw = proxyRes.rawHeaders;
+    const grouped = new Map<string, { name: string; values: string[] }>();
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const lower = raw[i].toLowerCase();
+      if (HOP_BY_HOP_RESPONSE.has(lower) || (listed.has(lower) && lower !== 'content-length')) continue;
+      const g = grouped.get(lower);
+      if (g) g.values.push(raw[i + 1]);
+      else grouped.set(lower, { name: raw[i], values: [raw[i + 1]] });
+    }
+    for (const { name, values } of grouped.values()) {
+      try {
+        res.setHeader(name, values.length === 1 ? values[0] : values);
+      } catch {
+        // A header Node's parser accepted but its serializer refuses: drop it, keep the response.
+      }
+    }
+  }
+
+  function forward(req: http.IncomingMessage, res: http.ServerResponse, t: ForwardTarget): void {
+    const up = upstreams.get(t.upstream);
+    if (!up || closed) {
+      log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
+      writeProblem(res, problemFor('refused'));
+      return;
+    }
+    // The client left while we were authenticating: do not bother the upstream.
+    if (res.destroyed || req.socket?.destroyed) return;
+    const path = pathFor(up, t);
+    if (path === null) {
+      writeProblem(res, new GatewayError(PolicyErrors.bad_path));
+      return;
+    }
+    prepareHeaders(req, up, t, 'web');
+
+    const x: Exchange = { up, started: performance.now(), timedOut: false, clientGone: false, settled: false, upgraded: false };
+
+    // http-proxy 1.18 misses client aborts on Node >= 15.5 (its PR #1559): release the upstream
+    // request (in flight or still queued in the agent) as soon as our response closes unfinished.
+    res.on('close', () => {
+      if (res.writableFinished) return;
+      x.clientGone = true;
+      x.settled = true; // a client abort is not an upstream result
+      x.proxyReq?.destroy();
+    });
+
+    const onTimeout = (): void => {
+      if (x.timedOut || x.settled || x.clientGone) return;
+      x.timedOut = true;
+      fail(x, res, 'timeout', null, req);
+    };
+
+    const agent = hookedAgent(up.agent, (creq, o) => {
+      x.proxyReq = creq;
+      creq.path = path;
+      if (up.servername) o.servername = up.servername;
+      armTimeout(creq, up.cfg.timeout, onTimeout);
+      creq.on('response', (proxyRes: http.IncomingMessage) => {
+        const ka = proxyRes.headers['keep-alive'];
+        const m = ka ? /timeout=(\d+)/i.exec(String(ka)) : null;
+        if (m && creq.socket) hints.set(creq.socket, Number(m[1]) * 1000);
+        if (x.clientGone || x.settled || res.destroyed) {
+          proxyRes.resume();
+          creq.destroy();
+          return;
+        }
+        copyResponse(proxyRes, res);
+        proxyRes.on('error', () => {
+          /* reported through 'close' below */
+        });
+        proxyRes.on('end', () => report(x, proxyRes.statusCode ?? null));
+        proxyRes.on('close', () => {
+          if (proxyRes.complete) return;
+          // The upstream died (or timed out) mid-body: the client must see a broken response.
+          if (!x.clientGone && !x.settled) report(x, null, x.timedOut ? 'timeout' : 'reset');
+          res.destroy();
+        });
+        proxyRes.pipe(res);
+      });
+    });
+
+    try {
+      proxy.web(req, res, { target: up.target as unknown as httpProxy.ProxyTargetUrl, agent }, (err: Error) => {
+        if (x.clientGone || res.destroyed) {
+          x.proxyReq?.destroy();
+          return;
+        }
+        if (x.settled) return;
+        fail(x, res, x.timedOut ? 'timeout' : classifyUpstreamError(err), err, req);
+      });
+    } catch (err) {
+      // http.request threw synchronously (e.g. a header value Node refuses).
+      log?.error({ event: 'proxy_setup_error', upstream: up.name, err: (err as Error).message }, 'could not start upstream request');
+      x.proxyReq?.destroy();
+      if (!x.settled) fail(x, res, 'refused', err, req);
+    }
+  }
+
+  function upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, t: ForwardTarget): void {
+    const up = upstreams.get(t.upstream);
+    const x: Exchange | undefined = up
+      ? { up, started: performance.now(), timedOut: false, clientGone: false, settled: false, upgraded: false }
+      : undefined;
+    // After an upgrade Node no longer watches the socket: an unhandled 'error' would crash us.
+    // http-proxy only end()s the upstream socket on a client error (#1510); destroy both.
+    socket.on('error', () => {
+      if (x) x.clientGone = true;
+      socket.destroy();
+      x?.proxySocket?.destroy();
+      x?.proxyReq?.destroy();
+    });
+    socket.on('close', () => {
+      if (!x) return;
+      if (!x.upgraded) {
+        x.clientGone = true;
+        x.settled = true;
+      }
+      x.proxySocket?.destroy();
+      x.proxyReq?.destroy();
+    });
+    if (!up || !x || closed) {
+      log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
+      writeProblemToSocket(socket, problemFor('refused'));
+      return;
+    }
+    if (req.method !== 'GET' || (getRequestHeader(req, 'upgrade') ?? '').toLowerCase() !== 'websocket') {
+      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_request, 'Only WebSocket upgrades are supported.'));
+      return;
+    }
+    if (socket.destroyed) return;
+    const path = pathFor(up, t);
+    if (path === null) {
+      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_path));
+      return;
+    }
+    prepareHeaders(req, up, t, 'ws');
+
+    const failWs = (reason: UpstreamFailure, err: unknown): void => {
+      report(x, null, reason);
+      log?.warn(
+        { event: 'upstream_error', upstream: up.name, reason, code: (err as { code?: unknown } | null)?.code ?? null, websocket: true },
+        'upstream upgrade failed',
+      );
+      writeProblemToSocket(socket, problemFor(reason));
+      x.proxyReq?.destroy();
+    };
+    const onTimeout = (): void => {
+      if (x.timedOut || x.settled || x.upgraded) return;
+      x.timedOut = true;
+      failWs('timeout', null);
+    };
+
+    const agent = hookedAgent(up.wsAgent, (creq, o) => {
+      x.proxyReq = creq;
+      creq.path = path;
+      if (up.servername) o.servername = up.servername;
+      armTimeout(creq, up.cfg.timeout, onTimeout);
+      // Registered before http-proxy's own listeners, so these run first.
+      creq.on('upgrade', (_res: http.IncomingMessage, proxySocket: Socket) => {
+        x.upgraded = true;
+        x.proxySocket = proxySocket;
+        report(x, 101);
+        proxySocket.on('close', () => socket.destroy());
+        if (socket.destroyed) proxySocket.destroy();
+      });
+      creq.on('response', (proxyRes: http.IncomingMessage) => {
+        // The upstream refused the upgrade. http-proxy relays its status line and headers,
+        // then pipes the decoded body and ends the socket: make that framing honest.
+        report(x, proxyRes.statusCode ?? null);
+        delete proxyRes.headers['transfer-encoding'];
+        delete proxyRes.headers['keep-alive'];
+        proxyRes.headers.connection = 'close';
+        proxyRes.on('close', () => creq.destroy());
+      });
+    });
+
+    try {
+      proxy.ws(req, socket, head, { target: up.target as unknown as httpProxy.ProxyTargetUrl, agent }, (err: Error) => {
+        if (x.upgraded) {
+          // An established tunnel broke on the upstream side.
+          socket.destroy();
+          x.proxySocket?.destroy();
+          return;
+        }
+        if (x.clientGone || socket.destroyed) {
+          x.proxyReq?.destroy();
+          return;
+        }
+        if (x.settled) return;
+        failWs(x.timedOut ? 'timeout' : classifyUpstreamError(err), err);
+      });
+    } catch (err) {
+      log?.error({ event: 'proxy_setup_error', upstream: up.name, err: (err as Error).message }, 'could not start upstream upgrade');
+      x.proxyReq?.destroy();
+      if (!x.settled) failWs('refused', err);
+    }
+  }
+
+  function close(): void {
+    if (closed) return;
+    closed = true;
+    for (const up of upstreams.values()) {
+      up.agent.destroy();
+      up.wsAgent.destroy();
+    }
+  }
+
+  return { stripIdentityHeaders, forward, upgrade, close };
+}

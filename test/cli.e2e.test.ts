@@ -1,0 +1,273 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadKeySet } from '../src/tokens/index.js';
+import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
+import { GOOD_PASSWORD } from './helpers.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BIN = join(ROOT, 'bin/portcullis.js');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(args: string[], opts: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { PATH: process.env.PATH, ...opts.env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(opts.stdin ?? '');
+  });
+}
+
+let dir: string;
+let cfg: string;
+let echo: EchoServer;
+
+function writeConfig(extraRoutes = ''): void {
+  writeFileSync(
+    cfg,
+    `listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+data_dir: ${dir}
+shutdown_grace: 10s
+storage: { database_url: "sqlite:${join(dir, 'cli.db')}" }
+upstreams:
+  echo: { url: "${echo.url}" }
+routes:
+  - name: admin
+    match: { path: /admin/** }
+    upstream: echo
+    access: { roles: [admin] }
+  - name: everything
+    match: { path: /** }
+    upstream: echo
+    access: public
+${extraRoutes}`,
+  );
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'portcullis-cli-'));
+  cfg = join(dir, 'gateway.yaml');
+  echo = await startEchoServer({ host: '127.0.0.1', port: 0 });
+  writeConfig();
+});
+afterAll(async () => {
+  await echo.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const c = () => ['--config', cfg];
+
+describe('portcullis config check', () => {
+  it('accepts a valid file', async () => {
+    const r = await run(['config', 'check', ...c()]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('ok (2 routes, 1 upstreams)');
+  });
+
+  it('lists every problem with file:line and key path, exit 2, no stack', async () => {
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, `listen: nowhere\nupstreams:\n  app: { url: "http://x", timeout: soon }\nroutes:\n  - name: a\n    match: { path: /x }\n    upstream: app\n    access: public\n    colour: red\n`);
+    const r = await run(['config', 'check', '--config', bad]);
+    expect(r.code).toBe(2);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toContain(`${bad}:1: listen: not a listen address: "nowhere" (use host:port, e.g. 127.0.0.1:8080)`);
+    expect(lines.some((l) => l.startsWith(`${bad}:3: upstreams.app.timeout:`))).toBe(true);
+    expect(lines).toContain(`${bad}:9: routes[0].colour: unknown key`);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('reports a bad route pattern at its line', async () => {
+    const bad = join(dir, 'bad-pattern.yaml');
+    writeFileSync(bad, `upstreams: { app: { url: "http://x" } }\nroutes:\n  - name: a\n    match:\n      path: /static/**.js\n    upstream: app\n    access: public\n`);
+    const r = await run(['config', 'check', '--config', bad]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`${bad.replace(/[.]/g, '\\.')}:5: routes\\[0\\]\\.match\\.path: `));
+  });
+
+  it('takes the file from PORTCULLIS_CONFIG', async () => {
+    const r = await run(['config', 'check'], { env: { PORTCULLIS_CONFIG: join(dir, 'missing.yaml') } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('missing.yaml: (top level): cannot read config: file not found');
+  });
+});
+
+describe('portcullis user …', () => {
+  it('adds a user with email and roles, enforcing the password policy', async () => {
+    const ok = await run(['user', 'add', 'Alice', '--email', 'alice@example.com', '--role', 'admin', '--role', 'ops', '--password-stdin', ...c()], { stdin: GOOD_PASSWORD + '\n' });
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^created user alice \([0-9a-f-]{36}\) with roles admin, ops\n$/);
+
+    const dup = await run(['user', 'add', 'alice', '--password-stdin', ...c()], { stdin: GOOD_PASSWORD });
+    expect(dup.code).toBe(2);
+    expect(dup.stderr.trim().split('\n')).toHaveLength(1);
+
+    const weak = await run(['user', 'add', 'bob', '--password-stdin', ...c()], { stdin: 'password' });
+    expect(weak.code).toBe(2);
+    expect(weak.stderr).toMatch(/^portcullis: .*short/i);
+    expect(weak.stderr.trim().split('\n')).toHaveLength(1);
+
+    const inject = await run(['user', 'add', "admin' OR '1'='1", '--password-stdin', ...c()], { stdin: GOOD_PASSWORD });
+    expect(inject.code).toBe(2);
+    expect(inject.stderr).toContain('username');
+
+    const noStdin = await run(['user', 'add', 'carol', ...c()]);
+    expect(noStdin.code).toBe(2);
+    expect(noStdin.stderr).toContain('--password-stdin');
+  });
+
+  it('lists and shows users', async () => {
+    const list = await run(['user', 'list', ...c()]);
+    expect(list.code).toBe(0);
+    expect(list.stdout.split('\n')[0]).toMatch(/^USERNAME\s+ROLES\s+STATUS\s+MFA\s+EMAIL$/);
+    expect(list.stdout).toMatch(/alice\s+admin,ops\s+active\s+-\s+alice@example.com/);
+    const json = JSON.parse((await run(['user', 'list', '--json', ...c()])).stdout);
+    expect(json).toEqual([expect.objectContaining({ username: 'alice', roles: ['admin', 'ops'], disabled: false, mfa_enabled: false, email: 'alice@example.com' })]);
+    const show = JSON.parse((await run(['user', 'show', 'ALICE', ...c()])).stdout);
+    expect(show).toMatchObject({ username: 'alice', active_sessions: 0 });
+    const missing = await run(['user', 'show', 'nobody', ...c()]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe('portcullis: no user "nobody"\n');
+  });
+
+  it('sets roles, disables, enables, changes the password, resets 2FA, deletes', async () => {
+    expect((await run(['user', 'set-roles', 'alice', 'viewer', ...c()])).code).toBe(0);
+    let show = JSON.parse((await run(['user', 'show', 'alice', ...c()])).stdout);
+    expect(show.roles).toEqual(['viewer']);
+    expect((await run(['user', 'disable', 'alice', ...c()])).stdout).toMatch(/alice disabled/);
+    expect(JSON.parse((await run(['user', 'show', 'alice', ...c()])).stdout).disabled).toBe(true);
+    expect((await run(['user', 'enable', 'alice', ...c()])).code).toBe(0);
+    expect(JSON.parse((await run(['user', 'show', 'alice', ...c()])).stdout).disabled).toBe(false);
+    const pw = await run(['user', 'passwd', 'alice', '--password-stdin', ...c()], { stdin: 'another long passphrase 77 zebra' });
+    expect(pw.code).toBe(0);
+    expect(pw.stdout).toContain('password of alice changed');
+    const weak = await run(['user', 'passwd', 'alice', '--password-stdin', ...c()], { stdin: 'alice-alice-alice-1' });
+    expect(weak.code).toBe(2);
+    expect((await run(['user', 'reset-2fa', 'alice', ...c()])).stdout).toContain('reset');
+    show = JSON.parse((await run(['user', 'show', 'alice', ...c()])).stdout);
+    expect(show.mfa_enabled).toBe(false);
+    expect((await run(['user', 'delete', 'alice', ...c()])).code).toBe(0);
+    expect((await run(['user', 'show', 'alice', ...c()])).code).toBe(2);
+  });
+
+  it('rejects unknown subcommands and options with one line and exit 2', async () => {
+    const r = await run(['user', 'frobnicate', ...c()]);
+    expect(r.code).toBe(2);
+    const o = await run(['user', 'list', '--colour', ...c()]);
+    expect(o.code).toBe(2);
+    expect(o.stderr).toBe('portcullis: unknown option --colour\n');
+  });
+});
+
+describe('portcullis policy explain / keys generate', () => {
+  it('explains which route and rule decide', async () => {
+    const r = await run(['policy', 'explain', '--method', 'GET', '--url', 'https://gw.example.com/admin/users?x=1', '--roles', 'viewer', ...c()]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('admin');
+    expect(r.stdout).toMatch(/forbidden/);
+    const ok = await run(['policy', 'explain', '--method', 'GET', '--url', '/admin/users', '--roles', 'admin', ...c()]);
+    expect(ok.stdout).toMatch(/allow/);
+    const norm = await run(['policy', 'explain', '--url', '/public/../admin/x', ...c()]);
+    expect(norm.stdout).toContain('/admin/x');
+  });
+
+  it('prints a usable private signing key', async () => {
+    const r = await run(['keys', 'generate']);
+    expect(r.code).toBe(0);
+    const jwk = JSON.parse(r.stdout);
+    expect(jwk).toMatchObject({ kty: 'OKP', crv: 'Ed25519', alg: 'EdDSA' });
+    expect(typeof jwk.d).toBe('string');
+    const set = await loadKeySet({ keys: [jwk] });
+    expect(set.publicJwks().keys[0].kid).toBe(jwk.kid);
+  });
+});
+
+/** Starts `portcullis serve` and waits for its "listening" log line. */
+async function serve(env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; url: string; adminUrl: string; out: () => string; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...c()], { cwd: ROOT, env: { PATH: process.env.PATH, ...env } });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const started = Date.now();
+  while (Date.now() - started < 20_000) {
+    const line = out.split('\n').find((l) => l.includes('"event":"listening"'));
+    if (line) {
+      const j = JSON.parse(line);
+      return { child, url: j.url, adminUrl: j.admin, out: () => out, exited };
+    }
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`serve did not start:\n${out}`);
+}
+
+describe('portcullis serve', () => {
+  it('refuses to start in production without configured keys (exit 2, one line)', async () => {
+    const r = await run(['serve', ...c()], { env: { NODE_ENV: 'production' } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^portcullis: NODE_ENV=production needs signing keys/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('drains in-flight requests on SIGTERM, then exits 0', async () => {
+    const s = await serve();
+    expect((await fetch(`${s.adminUrl}/healthz`)).status).toBe(200);
+    const slow = fetch(`${s.url}/__echo/slow?ms=1500`).then(async (r) => ({ status: r.status, body: await r.text() }));
+    await new Promise((r) => setTimeout(r, 300));
+    s.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    // Stopped accepting: a new connection is refused while the slow one is still running.
+    await expect(fetch(`${s.url}/public`)).rejects.toThrow();
+    const done = await slow;
+    expect(done.status).toBe(200);
+    expect(await s.exited).toBe(0);
+    expect(s.out()).toContain('"event":"stopped"');
+  });
+
+  it('reloads the config on SIGHUP and keeps the old one when the new one is invalid', async () => {
+    const s = await serve();
+    try {
+      expect((await fetch(`${s.url}/internal/x`)).status).toBe(200);
+      writeConfig(`  - name: never\n    match: { path: /never }\n    access: deny\n`);
+      // Put a deny route first by rewriting the file with it at the top of the list.
+      const { readFileSync } = await import('node:fs');
+      const text = readFileSync(cfg, 'utf8').replace('routes:\n', 'routes:\n  - name: internal\n    match: { path: /internal/** }\n    access: deny\n');
+      writeFileSync(cfg, text);
+      s.child.kill('SIGHUP');
+      await waitFor(async () => (await fetch(`${s.url}/internal/x`)).status === 403);
+      writeFileSync(cfg, text.replace('access: deny', 'access: sometimes'));
+      s.child.kill('SIGHUP');
+      await waitFor(async () => (await (await fetch(`${s.adminUrl}/metrics`)).text()).includes('portcullis_config_reloads_total{result="failure"} 1'));
+      expect((await fetch(`${s.url}/internal/x`)).status).toBe(403);
+      expect(s.out()).toContain('"event":"config_reloaded","result":"failure"');
+    } finally {
+      writeConfig();
+      s.child.kill('SIGTERM');
+      await s.exited;
+    }
+  });
+});
+
+async function waitFor(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const start = Date.now();
+  while (Date.now() - start < ms) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('condition not met in time');
+}

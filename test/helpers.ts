@@ -1,0 +1,192 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { parseConfig } from '../src/config/index.js';
+import { createApp, type App } from '../src/app.js';
+import { createLogger } from '../src/http/log.js';
+import { startEchoServer } from '../src/demo/echo.js';
+
+/** Default test routes: a spread of access rules over one echo upstream. */
+export const ROUTES = `
+routes:
+  - name: admin
+    match: { path: /admin/** }
+    upstream: echo
+    access: { roles: [admin] }
+  - name: secure
+    match: { path: /secure/** }
+    upstream: echo
+    access: { roles: [admin] }
+    mfa: true
+  - name: closed
+    match: { path: /internal/** }
+    access: deny
+  - name: public
+    match: { path: /public/** }
+    upstream: echo
+    access: public
+  - name: semis
+    match: { path: /matrix/** }
+    upstream: echo
+    access: authenticated
+    allow_semicolons: true
+  - name: reports
+    match: { host: reports.example.com, path: /** }
+    upstream: echo
+    access: { roles: [reporter] }
+  - name: app
+    match: { path: /app/** }
+    upstream: echo
+    access: authenticated
+`;
+
+export interface Harness {
+  app: App;
+  url: string;
+  adminUrl: string;
+  echoUrl: string;
+  dir: string;
+  logs: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a real echo upstream and a real gateway on 127.0.0.1:0 with a fresh SQLite file (or
+ * the given database URL) in its own temp dir.
+ */
+export async function startHarness(opts: { extraYaml?: string; routes?: string; upstreamExtra?: string; databaseUrl?: string; env?: NodeJS.ProcessEnv; now?: () => Date } = {}): Promise<Harness> {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-test-'));
+  const echo = await startEchoServer({ host: '127.0.0.1', port: 0 });
+  const yaml = `
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+data_dir: ${dir}
+log_level: info
+storage:
+  database_url: ${opts.databaseUrl ?? `sqlite:${join(dir, 'test.db')}`}
+upstreams:
+  echo:
+    url: ${echo.url}
+    timeout: 5s
+${opts.upstreamExtra ?? ''}
+${opts.extraYaml ?? ''}
+${opts.routes ?? ROUTES}
+`;
+  const file = join(dir, 'gateway.yaml');
+  writeFileSync(file, yaml);
+  const config = parseConfig(yaml, file, opts.env ?? {});
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      for (const line of String(chunk).split('\n')) if (line) logs.push(JSON.parse(line));
+      cb();
+    },
+  });
+  const app = await createApp({ config, env: opts.env ?? {}, logger: createLogger('info', sink), bootstrapAdmin: false, now: opts.now, revocationPollMs: 100 });
+  const { url, adminUrl } = await app.start();
+  return {
+    app,
+    url,
+    adminUrl,
+    echoUrl: echo.url,
+    dir,
+    logs,
+    async close() {
+      await app.stop(1000);
+      await echo.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A password that satisfies the default policy. */
+export const GOOD_PASSWORD = 'correct horse battery staple 42';
+
+/** Creates a user straight in the store. */
+export async function addUser(h: Harness, username: string, roles: string[] = [], opts: { email?: string; password?: string; disabled?: boolean } = {}) {
+  const u = await h.app.db.users.create({ username, email: opts.email ?? `${username}@example.com`, roles, passwordHash: await h.app.hasher.hash(opts.password ?? GOOD_PASSWORD) });
+  if (opts.disabled) await h.app.db.users.update(u.id, { disabled: true });
+  return u;
+}
+
+/** Logs in through HTTP and returns the access token. */
+export async function login(h: Harness, username: string, password = GOOD_PASSWORD): Promise<string> {
+  const res = await fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }) });
+  if (res.status !== 200) throw new Error(`login failed: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * Sends bytes exactly as given on a fresh socket (no client-side normalization) and parses
+ * the response. The request should carry `Connection: close`.
+ */
+export function rawRequest(url: string, raw: string | Buffer): Promise<RawResponse> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const sock = connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    sock.on('data', (c) => chunks.push(c));
+    sock.on('error', reject);
+    sock.on('close', () => {
+      const text = Buffer.concat(chunks).toString('latin1');
+      const [head, ...rest] = text.split('\r\n\r\n');
+      const lines = head.split('\r\n');
+      const status = Number(lines[0].split(' ')[1]);
+      const headers: Record<string, string> = {};
+      for (const l of lines.slice(1)) {
+        const i = l.indexOf(':');
+        headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
+      }
+      let body = rest.join('\r\n\r\n');
+      if (headers['transfer-encoding'] === 'chunked') body = dechunk(body);
+      resolve({ status, headers, body });
+    });
+    sock.write(raw);
+  });
+}
+
+function dechunk(s: string): string {
+  let out = '';
+  let i = 0;
+  for (;;) {
+    const nl = s.indexOf('\r\n', i);
+    if (nl === -1) break;
+    const size = parseInt(s.slice(i, nl), 16);
+    if (!size) break;
+    out += s.slice(nl + 2, nl + 2 + size);
+    i = nl + 2 + size + 2;
+  }
+  return out;
+}
+
+/** GET with a raw request target through a socket. */
+export function rawGet(url: string, target: string, headers: Record<string, string> = {}): Promise<RawResponse> {
+  const host = new URL(url).host;
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return rawRequest(url, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`);
+}
+
+/** The metrics text of a harness. */
+export async function metricsText(h: Harness): Promise<string> {
+  return (await fetch(`${h.adminUrl}/metrics`)).text();
+}
+
+/** Reads one sample's value from Prometheus text, 0 when absent. */
+export function sample(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[3] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[4]);
+  }
+  return 0;
+}
