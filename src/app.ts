@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
 import helmet from 'helmet';
+import { decodeProtectedHeader } from 'jose';
 import type { Logger } from 'pino';
 import { loadConfig, type Config } from './config/index.js';
 import { ConfigErrors, GatewayError } from './errors/index.js';
@@ -21,6 +22,7 @@ import { createAuthApi } from './http/auth-api.js';
 import { createGateway, type GatewayState } from './http/gateway.js';
 import { createAdminServer, type Dependency } from './http/admin.js';
 import { createLogger } from './http/log.js';
+import { sendError } from './http/problem.js';
 import { startEchoServer } from './demo/echo.js';
 
 export interface AppOptions {
@@ -110,6 +112,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       identityHeaders: c.identity_headers,
       trustProxy: c.trust_proxy,
       log,
+      sendError,
       onUpstreamResult: (r) => {
         metrics.upstreamDuration.observe({ upstream: r.upstream, status: r.status === null ? 'error' : String(r.status) }, r.durationSeconds);
         if (r.reason) metrics.upstreamErrors.inc({ upstream: r.upstream, reason: r.reason });
@@ -126,6 +129,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       crossOriginEmbedderPolicy: false,
     });
   const helmetMw = makeHelmet(config);
+  const ourKids = new Set(keySet.kids);
   const clientIp = (req: IncomingMessage) => clientIpFrom(req, state.config.trust_proxy);
   const authApp = createAuthApi({ auth, prefix: config.auth.prefix, publicJwks: () => keySet.publicJwks(), helmet: helmetMw, clientIp });
   const gateway = createGateway({
@@ -142,6 +146,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
     authApp: authApp as unknown as (req: IncomingMessage, res: ServerResponse) => void,
     securityHeaders: (req, res) => helmetMw(req as never, res as never, () => undefined),
     clientIp,
+    isGatewayToken: (token) => {
+      try {
+        const kid = decodeProtectedHeader(token).kid;
+        return typeof kid === 'string' && ourKids.has(kid);
+      } catch {
+        return false;
+      }
+    },
   });
 
   const server: Server = config.tls
@@ -216,11 +228,13 @@ export async function createApp(opts: AppOptions): Promise<App> {
         await new Promise((r) => setTimeout(r, 25));
         server.closeIdleConnections();
       }
+      // Past the grace (or drained): upstream agents and WebSocket tunnels go first, since
+      // server.close() waits for tunnels that closeAllConnections() does not see.
+      proxy.close();
       server.closeAllConnections();
       await closed;
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       admin.closeAllConnections();
-      proxy.close();
       await demo?.close();
       await db.close();
       log.info({ event: 'stopped' }, 'portcullis stopped');

@@ -69,6 +69,9 @@ describe('PasswordHasher', () => {
     expect(hasher.needsRehash(argon2i)).toBe(true);
     expect(hasher.needsRehash(await hasher.hash('pw'))).toBe(false);
     expect(hasher.needsRehash('garbage')).toBe(true);
+    // Stronger than configured is kept: re-hashing would lower its cost.
+    const stronger = await argon2.hash('pw', { type: argon2.argon2id, memoryCost: 32768, timeCost: 3, parallelism: 1 });
+    expect(hasher.needsRehash(stronger)).toBe(false);
     // A weak hash still verifies, so the login can succeed and upgrade it.
     expect(await hasher.verify(weak, 'pw')).toBe(true);
   });

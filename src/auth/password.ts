@@ -73,20 +73,17 @@ export class PasswordHasher {
   }
 
   /**
-   * True when `hash` was not made with argon2id and exactly the current parameters (so it
-   * should be replaced at the next successful login). Also true for a malformed hash.
+   * True when `hash` is weaker than the configured parameters (any of m, t, p lower, an older
+   * argon2 version, not argon2id) or malformed, so it should be replaced at the next successful
+   * login. A hash made with *stronger* parameters is kept: re-hashing it would lower its cost.
    */
   needsRehash(hash: string): boolean {
     if (typeof hash !== 'string' || !PHC_ARGON2ID.test(hash)) return true;
-    try {
-      return argon2.needsRehash(hash, {
-        memoryCost: this.params.memoryKib,
-        timeCost: this.params.timeCost,
-        parallelism: this.params.parallelism,
-      });
-    } catch {
-      return true;
-    }
+    const m = /^\$argon2id\$v=(\d+)\$([^$]+)\$/.exec(hash);
+    if (!m) return true;
+    const p = Object.fromEntries(m[2].split(',').map((kv) => kv.split('=') as [string, string]));
+    // Written as !(a >= b) so an unparseable value (NaN) also asks for a rehash.
+    return Number(m[1]) < 19 || !(Number(p.m) >= this.params.memoryKib && Number(p.t) >= this.params.timeCost && Number(p.p) >= this.params.parallelism);
   }
 
   /**

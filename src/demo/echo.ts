@@ -57,9 +57,9 @@ export interface EchoReply {
 export interface EchoStats {
   /** TCP connections currently open to the echo server (this request's included). */
   openConnections: number;
-  /** Requests currently being handled (this one included). */
+  /** Requests currently being handled (stats requests not counted). */
   inFlight: number;
-  /** Requests received since start (this one included). */
+  /** Requests received since start (stats requests not counted). */
   requests: number;
   /** WebSocket connections currently open. */
   webSockets: number;
@@ -233,6 +233,8 @@ function handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, 
     }
   };
   socket.on('data', onData);
+  // The http server allows half-open sockets; a WebSocket peer that sent FIN is done.
+  socket.on('end', () => socket.end());
   if (head.length) onData(head);
 }
 
@@ -257,18 +259,14 @@ export async function startEchoServer(opts: EchoOptions): Promise<EchoServer> {
   let requests = 0;
 
   const server = http.createServer((req, res) => {
-    requests++;
-    inFlight++;
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      inFlight--;
-    };
-    res.on('close', finish);
-
     const url = new URL(req.url ?? '/', 'http://echo.invalid');
     const path = url.pathname;
+    // Stats calls are not counted, so polling them does not disturb what they measure.
+    if (path !== '/__echo/stats') {
+      requests++;
+      inFlight++;
+      res.on('close', () => inFlight--);
+    }
     if (path === '/__echo/reset') {
       req.socket.destroy();
       return;

@@ -27,6 +27,8 @@ export interface GatewayDeps {
   /** Security headers for the gateway's own responses. */
   securityHeaders: (req: IncomingMessage, res: ServerResponse) => void;
   clientIp: (req: IncomingMessage) => string;
+  /** True when a bearer token was issued by this gateway (its `kid` is in our key set). */
+  isGatewayToken: (token: string) => boolean;
 }
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -64,10 +66,12 @@ export function createGateway(d: GatewayDeps) {
   async function check(req: IncomingMessage, pathInfo: { path: string; query: string; hasSemicolon: boolean }): Promise<Checked> {
     const { routes } = d.state();
     const route = routes.match({ host: req.headers.host, method: req.method ?? 'GET', path: pathInfo.path });
-    if (!route) return { ok: false, routeLabel: '_none', error: new GatewayError(PolicyErrors.no_route, 'No route matches this request.') };
-    if (pathInfo.hasSemicolon && !route.config.allow_semicolons) {
-      return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.bad_path, '";" is not allowed in paths on this route.') };
+    // A `;` is refused unless the matched route allows it; with no route at all it is still a
+    // bad path (400), not a mere miss (404).
+    if (pathInfo.hasSemicolon && !route?.config.allow_semicolons) {
+      return { ok: false, routeLabel: route?.name ?? '_invalid', error: new GatewayError(PolicyErrors.bad_path, '";" is not allowed in paths on this route.') };
     }
+    if (!route) return { ok: false, routeLabel: '_none', error: new GatewayError(PolicyErrors.no_route, 'No route matches this request.') };
     const token = bearerToken(req.headers.authorization);
     let identity: TokenIdentity | null = null;
     let tokenError: GatewayError | null = null;
@@ -89,7 +93,9 @@ export function createGateway(d: GatewayDeps) {
     decision(route.name, result.decision, result.reason, req, identity);
     switch (result.decision) {
       case 'allow':
-        return { ok: true, route, path: pathInfo.path, query: pathInfo.query, identity, tokenUsed: identity !== null };
+        // Our own bearer token never reaches an upstream, valid or not (an expired or revoked
+        // one on a public route included); a foreign bearer token is the upstream's business.
+        return { ok: true, route, path: pathInfo.path, query: pathInfo.query, identity, tokenUsed: identity !== null || (token !== undefined && d.isGatewayToken(token)) };
       case 'deny':
         return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.access_denied, 'This path is closed.') };
       case 'unauthenticated': {
@@ -156,9 +162,9 @@ export function createGateway(d: GatewayDeps) {
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const fail = (status: number, text: string) => {
-      socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      socket.destroy();
+    const fail = (status: number, text: string, headers: Record<string, string> = {}) => {
+      const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+      socket.end(`HTTP/1.1 ${status} ${text}\r\n${extra}Connection: close\r\nContent-Length: 0\r\n\r\n`);
     };
     socket.on('error', () => socket.destroy());
     let pathInfo;
@@ -175,7 +181,7 @@ export function createGateway(d: GatewayDeps) {
     }
     const c = await check(req, pathInfo);
     if (!c.ok) {
-      fail(c.error.status, c.error.title);
+      fail(c.error.status, c.error.title, c.error.headers);
       return;
     }
     d.proxy.upgrade(req, socket, head, target(req, c));

@@ -44,34 +44,41 @@ describe('forward: client aborts release upstream requests (http-proxy PR #1559)
 
     // Wait until the pool is saturated: max_sockets requests in flight at the upstream, the
     // rest queued in the agent.
-    const busy = await waitFor(() => stats(h), (s) => s.inFlight >= MAX_SOCKETS + 1, 10_000);
-    expect(busy.inFlight).toBe(MAX_SOCKETS + 1); // + the stats request itself
-    const requestsBeforeAbort = busy.requests;
+    const busy = await waitFor(() => stats(h), (s) => s.inFlight >= MAX_SOCKETS, 10_000);
+    expect(busy.inFlight).toBe(MAX_SOCKETS);
     await new Promise((r) => setTimeout(r, 200));
+    expect((await stats(h)).inFlight).toBe(MAX_SOCKETS); // still capped by the agent
 
     const abortedAt = Date.now();
     for (const r of reqs) r.destroy();
 
-    // The upstream sees its in-flight requests go away and is left with at most the idle pool.
-    const settled = await waitFor(
-      () => stats(h),
-      (s) => s.inFlight === 1 && s.openConnections <= MAX_SOCKETS + 1,
-      5_000,
-    );
+    // The upstream sees its in-flight requests go away and is left with at most the idle pool
+    // (+1: the stats request's own connection); wait until its request count is stable too.
+    let prev = await stats(h);
+    let settled = prev;
+    for (const end = Date.now() + 5_000; Date.now() < end; ) {
+      await new Promise((r) => setTimeout(r, 100));
+      settled = await stats(h);
+      if (settled.inFlight === 0 && settled.openConnections <= MAX_SOCKETS + 1 && settled.requests === prev.requests) break;
+      prev = settled;
+    }
     const releaseMs = Date.now() - abortedAt;
-    expect(settled.inFlight).toBe(1);
+    expect(settled.inFlight).toBe(0);
     expect(settled.openConnections).toBeLessThanOrEqual(MAX_SOCKETS + 1);
-    expect(releaseMs).toBeLessThan(2_500); // well before the 3 s the upstream would have taken
+    expect(releaseMs).toBeLessThan(2_800); // before the 3 s the upstream would have taken
 
-    // Queued requests were dropped, not sent later: after the upstream's 3 s have passed,
-    // it has still seen only the first batch (plus our own stats calls).
-    await new Promise((r) => setTimeout(r, 3_300 - (Date.now() - abortedAt)));
+    // Queued requests were dropped, not sent later: once the upstream's 3 s have passed (when
+    // a leaking proxy would send the next batch), nothing new has arrived or is in flight.
+    await new Promise((r) => setTimeout(r, Math.max(0, 3_500 - (Date.now() - abortedAt))));
     const later = await stats(h);
     const slowSeen = later.requests - before.requests;
-    const statsCalls = 64; // generous allowance for the polling above
-    expect(slowSeen).toBeLessThan(MAX_SOCKETS + statsCalls);
-    expect(later.requests - requestsBeforeAbort).toBeLessThan(statsCalls);
-    expect(later.inFlight).toBe(1);
+    expect(later.inFlight).toBe(0);
+    expect(later.requests).toBe(settled.requests);
+    // Only the requests that held a pooled socket reached the upstream. A gateway that noticed
+    // the aborts late (at each response's 'close') would hand every freed slot to a queued
+    // request whose client had already left (measured: 10–154 of 300 on a loaded box).
+    expect(slowSeen).toBeGreaterThanOrEqual(MAX_SOCKETS);
+    expect(slowSeen).toBeLessThanOrEqual(MAX_SOCKETS + 4);
     expect(later.openConnections).toBeLessThanOrEqual(MAX_SOCKETS + 1);
     expect(responses).toBe(0);
 
@@ -83,9 +90,9 @@ describe('forward: client aborts release upstream requests (http-proxy PR #1559)
     expect(unhandled).toEqual([]);
     clientAgent.destroy();
     console.log(
-      `abort test: ${REQUESTS} requests, max_sockets ${MAX_SOCKETS}: in flight at upstream before abort ${busy.inFlight - 1}, ` +
-        `released in ${releaseMs} ms; upstream open connections after: ${settled.openConnections - 1} (+1 stats); ` +
-        `slow requests that reached the upstream in total: ${later.requests - before.requests} incl. stats polls`,
+      `abort test: ${REQUESTS} requests, max_sockets ${MAX_SOCKETS}: in flight at upstream before abort ${busy.inFlight}, ` +
+        `released in ${releaseMs} ms; upstream connections after: ${settled.openConnections - 1} (+1 stats); ` +
+        `requests that ever reached the upstream: ${slowSeen} of ${REQUESTS}`,
     );
   });
 
@@ -106,8 +113,8 @@ describe('forward: client aborts release upstream requests (http-proxy PR #1559)
       req.on('error', () => undefined);
       req.end();
     });
-    const after = await waitFor(() => stats(h), (s) => s.inFlight === 1, 3_000);
-    expect(after.inFlight).toBe(1);
+    const after = await waitFor(() => stats(h), (s) => s.inFlight === 0, 3_000);
+    expect(after.inFlight).toBe(0);
     expect(after.openConnections).toBeLessThanOrEqual(Math.max(before.openConnections, MAX_SOCKETS + 1));
     expect(unhandled).toEqual([]);
   });

@@ -28,9 +28,9 @@ function parseIpv4(s: string): Uint8Array | null {
 
 function parseIpv6(input: string): Uint8Array | null {
   let s = input;
+  if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
   const zone = s.indexOf('%');
   if (zone !== -1) s = s.slice(0, zone);
-  if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
   if (s.length === 0 || !/^[0-9a-fA-F:.]+$/.test(s)) return null;
 
   // An embedded IPv4 tail ("::ffff:1.2.3.4") becomes two hextets.

@@ -119,7 +119,10 @@ export interface GatewayProxy {
    * handshake answers the client with a 502/504 and closes both sockets.
    */
   upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, target: ForwardTarget): void;
-  /** Destroys the upstream agents (and every connection they hold, in flight or idle). */
+  /**
+   * Destroys the upstream agents (every connection they hold, in flight or idle) and every
+   * established WebSocket tunnel. Later calls to forward()/upgrade() answer 502.
+   */
   close(): void;
 }
 
@@ -152,6 +155,8 @@ interface Exchange {
   readonly started: number;
   proxyReq?: http.ClientRequest;
   proxySocket?: Duplex;
+  /** Cancels the pre-socket timer (a destroyed request may wait in the agent queue). */
+  clearTimer?: () => void;
   timedOut: boolean;
   clientGone: boolean;
   settled: boolean;
@@ -193,6 +198,17 @@ function problemFor(reason: UpstreamFailure): GatewayError {
 
 function lowerDashed(name: string): string {
   return name.toLowerCase().replace(/_/g, '-');
+}
+
+/** Ends `s` and destroys it once flushed (or after 5 s at the latest). */
+function closeSoon(s: Duplex): void {
+  if (s.destroyed) return;
+  const t = setTimeout(() => s.destroy(), 5_000);
+  t.unref();
+  s.once('close', () => clearTimeout(t));
+  const soon = (s as Duplex & { destroySoon?: () => void }).destroySoon;
+  if (typeof soon === 'function') soon.call(s);
+  else s.end(() => s.destroy());
 }
 
 /**
@@ -272,6 +288,8 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     upstreams.set(name, resolveUpstream(name, cfg, opts.identityHeaders, freeMs, hints));
   }
   let closed = false;
+  /** Client sockets of established WebSocket tunnels (destroying one closes its upstream side). */
+  const tunnels = new Set<Duplex>();
 
   // Every configured identity header name, everywhere: a header that is an identity header
   // for one upstream must never reach any upstream from a client.
@@ -298,6 +316,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
   function report(x: Exchange, status: number | null, reason?: UpstreamFailure): void {
     if (x.settled) return;
     x.settled = true;
+    x.clearTimer?.();
     if (!opts.onUpstreamResult) return;
     const durationSeconds = (performance.now() - x.started) / 1000;
     try {
@@ -376,9 +395,11 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
   }
 
   /** Upstream timeout: covers the agent queue and the connect (no socket timeout runs yet), then socket inactivity. */
-  function armTimeout(creq: http.ClientRequest, ms: number, onTimeout: () => void): void {
+  function armTimeout(x: Exchange, creq: http.ClientRequest, ms: number, onTimeout: () => void): void {
     const pre = setTimeout(onTimeout, ms);
+    pre.unref();
     const clear = (): void => clearTimeout(pre);
+    x.clearTimer = clear;
     creq.once('socket', (s: Socket) => {
       if (s.connecting) s.once('connect', clear);
       else clear();
@@ -456,12 +477,26 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     const x: Exchange = { up, started: performance.now(), timedOut: false, clientGone: false, settled: false, upgraded: false };
 
     // http-proxy 1.18 misses client aborts on Node >= 15.5 (its PR #1559): release the upstream
-    // request (in flight or still queued in the agent) as soon as our response closes unfinished.
-    res.on('close', () => {
-      if (res.writableFinished) return;
+    // request (in flight or still queued in the agent) as soon as the client is gone.
+    const clientGone = (): void => {
+      if (x.clientGone) return;
       x.clientGone = true;
       x.settled = true; // a client abort is not an upstream result
+      x.clearTimer?.();
       x.proxyReq?.destroy();
+    };
+    // The client's FIN arrives loop turns before our response's 'close' (Node's server aborts
+    // the exchange on it anyway: it does not allow half-open HTTP). Reacting to it at once
+    // matters when many clients leave together: each upstream slot we free would otherwise go
+    // to a queued request whose client has already gone, and that request would be sent.
+    const sock = req.socket;
+    const onClientEnd = (): void => {
+      if (!res.writableFinished) clientGone();
+    };
+    sock?.once('end', onClientEnd);
+    res.on('close', () => {
+      sock?.off('end', onClientEnd);
+      if (!res.writableFinished) clientGone();
     });
 
     const onTimeout = (): void => {
@@ -474,7 +509,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       x.proxyReq = creq;
       creq.path = path;
       if (up.servername) o.servername = up.servername;
-      armTimeout(creq, up.cfg.timeout, onTimeout);
+      armTimeout(x, creq, up.cfg.timeout, onTimeout);
       creq.on('response', (proxyRes: http.IncomingMessage) => {
         const ka = proxyRes.headers['keep-alive'];
         const m = ka ? /timeout=(\d+)/i.exec(String(ka)) : null;
@@ -501,8 +536,10 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
 
     try {
       proxy.web(req, res, { target: up.target as unknown as httpProxy.ProxyTargetUrl, agent }, (err: Error) => {
-        if (x.clientGone || res.destroyed) {
-          x.proxyReq?.destroy();
+        // http-proxy routes errors of the client request (Node destroys it with "aborted"
+        // when the client leaves) to this callback too: those are no upstream failure.
+        if (x.clientGone || res.destroyed || req.errored === err || req.socket?.destroyed || req.socket?.readableEnded) {
+          clientGone();
           return;
         }
         if (x.settled) return;
@@ -534,9 +571,22 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       if (!x.upgraded) {
         x.clientGone = true;
         x.settled = true;
+        x.clearTimer?.();
+        x.proxyReq?.destroy();
+        return;
       }
-      x.proxySocket?.destroy();
-      x.proxyReq?.destroy();
+      if (x.proxySocket) closeSoon(x.proxySocket);
+    });
+    // The server keeps upgraded sockets half-open on a client FIN; a WebSocket has no use for
+    // half-close, so finish our side too (which leads to 'close' above).
+    socket.on('end', () => {
+      if (x && !x.upgraded) {
+        x.clientGone = true;
+        x.settled = true;
+        x.clearTimer?.();
+        x.proxyReq?.destroy();
+      }
+      socket.end();
     });
     if (!up || !x || closed) {
       log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
@@ -574,13 +624,16 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       x.proxyReq = creq;
       creq.path = path;
       if (up.servername) o.servername = up.servername;
-      armTimeout(creq, up.cfg.timeout, onTimeout);
+      armTimeout(x, creq, up.cfg.timeout, onTimeout);
       // Registered before http-proxy's own listeners, so these run first.
       creq.on('upgrade', (_res: http.IncomingMessage, proxySocket: Socket) => {
         x.upgraded = true;
         x.proxySocket = proxySocket;
         report(x, 101);
-        proxySocket.on('close', () => socket.destroy());
+        tunnels.add(socket);
+        socket.once('close', () => tunnels.delete(socket));
+        // Let what the upstream sent last (a close frame) reach the client, then close.
+        proxySocket.on('close', () => closeSoon(socket));
         if (socket.destroyed) proxySocket.destroy();
       });
       creq.on('response', (proxyRes: http.IncomingMessage) => {
@@ -623,6 +676,10 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       up.agent.destroy();
       up.wsAgent.destroy();
     }
+    // Upgraded sockets belong to no agent and no longer to the http server's bookkeeping
+    // (closeAllConnections() skips them), yet they keep server.close() waiting.
+    for (const s of tunnels) s.destroy();
+    tunnels.clear();
   }
 
   return { stripIdentityHeaders, forward, upgrade, close };

@@ -56,13 +56,21 @@ describe('upgrade: WebSocket proxying', () => {
     }
   });
 
-  it('closing the client closes the upstream WebSocket, and vice versa', async () => {
+  it('closing or resetting the client closes the upstream WebSocket, and vice versa', async () => {
     const ws = await connectWebSocket(`${h.url.replace('http:', 'ws:')}/a`);
     await ws.next();
     expect((await stats(h)).webSockets).toBe(1);
     ws.socket.destroy(); // abrupt, no close frame
     const s = await waitFor(() => stats(h), (x) => x.webSockets === 0, 3_000);
     expect(s.webSockets).toBe(0);
+
+    // A client socket error (RST) destroys both sides instead of end()ing them (#1510).
+    const ws3 = await connectWebSocket(`${h.url.replace('http:', 'ws:')}/c`);
+    await ws3.next();
+    expect((await stats(h)).webSockets).toBe(1);
+    (ws3.socket as net.Socket).resetAndDestroy();
+    const s3 = await waitFor(() => stats(h), (x) => x.webSockets === 0, 3_000);
+    expect(s3.webSockets).toBe(0);
 
     const ws2 = await connectWebSocket(`${h.url.replace('http:', 'ws:')}/b`);
     await ws2.next();
@@ -78,7 +86,9 @@ describe('upgrade: failures', () => {
   let silent: net.Server;
   const silentSockets = new Set<net.Socket>();
   beforeAll(async () => {
+    // Reads (so it notices our FIN) but never answers.
     silent = net.createServer((s) => {
+      s.resume();
       silentSockets.add(s);
       s.on('close', () => silentSockets.delete(s));
     });
@@ -99,6 +109,19 @@ describe('upgrade: failures', () => {
   beforeEach(() => {
     h.results.length = 0;
     h.target = () => ({});
+  });
+
+  it('close() tears down established tunnels (they would keep server.close() waiting)', async () => {
+    const { startProxyHarness: start } = await import('./test-support.js');
+    const h2 = await start();
+    const ws = await connectWebSocket(`${h2.url.replace('http:', 'ws:')}/t`);
+    await ws.next();
+    const closed = new Promise<void>((r) => ws.socket.once('close', () => r()));
+    h2.proxy.close();
+    await closed;
+    const s = await waitFor(() => stats(h2), (x) => x.webSockets === 0, 3_000);
+    expect(s.webSockets).toBe(0);
+    await h2.close(); // would hang if a tunnel were left
   });
 
   it("relays an upstream's refusal (403) and does not keep the upstream socket (#783)", async () => {
