@@ -117,7 +117,7 @@ describe('portcullis user …', () => {
 
     const weak = await run(['user', 'add', 'bob', '--password-stdin', ...c()], { stdin: 'password' });
     expect(weak.code).toBe(2);
-    expect(weak.stderr).toMatch(/^portcullis: .*short/i);
+    expect(weak.stderr).toMatch(/^portcullis: .*at least 12/i);
     expect(weak.stderr.trim().split('\n')).toHaveLength(1);
 
     const inject = await run(['user', 'add', "admin' OR '1'='1", '--password-stdin', ...c()], { stdin: GOOD_PASSWORD });

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, readdirSync } from 'node:fs';
 import http from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
@@ -505,6 +506,44 @@ describe('WebSocket', () => {
       expect(err.headers['www-authenticate']).toBe(challenge);
     });
   }
+
+  it.skipIf(!existsSync('/proc/self/fd'))('refused upgrades do not keep the gateway\'s socket open when the client stays half-open', async () => {
+    // An anonymous client that sends an upgrade, reads the 401 and never closes its side must
+    // not pin a descriptor in the gateway: an upgraded socket has no timeout of its own, so
+    // the gateway has to close its end once the refusal is flushed. Client and gateway share
+    // this process, so each leaked socket shows as a second descriptor per client.
+    const N = 40;
+    const u = new URL(h.url);
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const base = fds();
+    const socks: Socket[] = [];
+    let refused = 0;
+    let serverFin = 0;
+    for (let i = 0; i < N; i++) {
+      const s = connect({ port: Number(u.port), host: '127.0.0.1', allowHalfOpen: true });
+      s.on('data', (c: Buffer) => {
+        if (c.toString('latin1').startsWith('HTTP/1.1 401')) refused++;
+      });
+      s.on('end', () => serverFin++);
+      s.on('error', () => undefined);
+      s.write(
+        `GET /app/ws HTTP/1.1\r\nHost: ${u.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      );
+      socks.push(s);
+    }
+    try {
+      const deadline = Date.now() + 5_000;
+      while ((refused < N || serverFin < N || fds() - base > N + 10) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const extra = fds() - base;
+      console.log(`[proxy e2e] refused half-open upgrades: ${refused}/${N} got 401, ${serverFin}/${N} got FIN, descriptors over baseline ${extra} (the ${N} clients alone: ${N})`);
+      expect(refused).toBe(N);
+      expect(serverFin).toBe(N);
+      expect(extra, 'gateway-side sockets of refused upgrades still open').toBeLessThanOrEqual(N + 10);
+    } finally {
+      for (const s of socks) s.destroy();
+    }
+  });
 
   it('an upgrade on a deny route is 403 and a bad path is 400', async () => {
     const deny = await connectWebSocket(wsUrl('/internal/ws'), { Authorization: `Bearer ${userToken}` }).catch((e: unknown) => e);

@@ -5,7 +5,7 @@ import type { Config } from '../config/index.js';
 import { GatewayError, PolicyErrors } from '../errors/index.js';
 import type { Metrics, AuthDecision } from '../metrics/index.js';
 import { decide, normalizePath, type CompiledRoute, type RouteTable } from '../policy/index.js';
-import type { Proxy } from '../proxy/index.js';
+import { writeProblemToSocket, type Proxy } from '../proxy/index.js';
 import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
 import { bearerToken } from './auth-api.js';
 import { sendError, unauthenticated, wantsHtml } from './problem.js';
@@ -162,26 +162,25 @@ export function createGateway(d: GatewayDeps) {
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const fail = (status: number, text: string, headers: Record<string, string> = {}) => {
-      const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-      socket.end(`HTTP/1.1 ${status} ${text}\r\n${extra}Connection: close\r\nContent-Length: 0\r\n\r\n`);
-    };
+    // writeProblemToSocket ends the socket and destroys it once flushed: a refused client
+    // that stays half-open must not keep a descriptor.
+    const fail = (err: GatewayError) => writeProblemToSocket(socket, err);
     socket.on('error', () => socket.destroy());
     let pathInfo;
     try {
       pathInfo = normalizePath(req.url ?? '');
-    } catch {
-      fail(400, 'Bad Request');
+    } catch (e) {
+      fail(e instanceof GatewayError ? e : new GatewayError(PolicyErrors.bad_path, 'Bad request path.'));
       return;
     }
     d.proxy.stripIdentityHeaders(req);
     if (authPaths(d.state().config.auth.prefix, pathInfo.path)) {
-      fail(404, 'Not Found');
+      fail(new GatewayError(PolicyErrors.no_route, 'WebSockets are not served on the auth endpoints.'));
       return;
     }
     const c = await check(req, pathInfo);
     if (!c.ok) {
-      fail(c.error.status, c.error.title, c.error.headers);
+      fail(c.error);
       return;
     }
     d.proxy.upgrade(req, socket, head, target(req, c));

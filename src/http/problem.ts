@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GatewayError, PolicyErrors } from '../errors/index.js';
+import { writeProblem } from '../proxy/problem.js';
 
 /** True for a browser navigation: GET/HEAD that prefers HTML. */
 export function wantsHtml(req: IncomingMessage): boolean {
@@ -11,18 +12,6 @@ const ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"
 /** HTML-escapes text for element content and attribute values. */
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ESC[c]);
-}
-
-/** The problem+json body (RFC 9457) for an error; 5xx details never leak internals. */
-export function problemBody(err: GatewayError): Record<string, unknown> {
-  return {
-    type: `https://portcullis.dev/problems/${err.code.replace(/_/g, '-')}`,
-    title: err.title,
-    status: err.status,
-    detail: err.message,
-    code: err.code,
-    ...err.extra,
-  };
 }
 
 /** Converts anything thrown into a GatewayError; unknown errors become an opaque 500. */
@@ -49,9 +38,8 @@ export function sendError(req: IncomingMessage, res: ServerResponse, e: unknown,
     res.end(req.method === 'HEAD' ? undefined : body);
     return;
   }
-  const body = JSON.stringify(problemBody(err));
-  res.writeHead(err.status, { ...headers, 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(body) });
-  res.end(req.method === 'HEAD' ? undefined : body);
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  writeProblem(res, err);
 }
 
 /** 401 for API clients, with the RFC 6750 challenge. */
