@@ -16,7 +16,7 @@ import { openDatabase } from './store/sql/index.js';
 import type { Database } from './store/ports.js';
 import { MemoryRevocationList, RevocationSync } from './store/state/revocations.js';
 import { TokenService, loadKeySet, loadOrCreateKeyFile, readKeyFile, type KeySet } from './tokens/index.js';
-import { PasswordHasher, PasswordPolicy } from './auth/index.js';
+import { passwordTools, type PasswordHasher } from './auth/index.js';
 import { AuthService } from './auth/login-flow.js';
 import { createAuthApi } from './http/auth-api.js';
 import { createGateway, type GatewayState } from './http/gateway.js';
@@ -96,8 +96,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   }
 
   const tokens = new TokenService({ keySet, issuer: config.issuer, audience: config.auth.audience, accessTtlMs: config.auth.access_ttl, now });
-  const hasher = new PasswordHasher({ memoryKib: config.auth.argon2.memory_kib, timeCost: config.auth.argon2.time_cost, parallelism: config.auth.argon2.parallelism });
-  const policy = new PasswordPolicy({ minLength: config.auth.password.min_length, maxLength: config.auth.password.max_length, minScore: config.auth.password.min_zxcvbn_score });
+  const { hasher, policy } = passwordTools(config.auth);
   const revocations = new MemoryRevocationList(now);
   const revocationSync = new RevocationSync(db.sessions, revocations, {
     intervalMs: opts.revocationPollMs ?? 1000,

@@ -2,7 +2,7 @@ import { loadConfig, ConfigError, formatProblem, type Config } from '../config/i
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, explain, formatExplain, routePatternCheck } from '../policy/index.js';
 import { generateSigningJwk } from '../tokens/index.js';
-import { PasswordHasher, PasswordPolicy, validateUsername } from '../auth/index.js';
+import { passwordTools, validateUsername } from '../auth/index.js';
 import { openDatabase } from '../store/sql/index.js';
 import type { Database, UserRecord } from '../store/ports.js';
 import { createApp } from '../app.js';
@@ -199,8 +199,8 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
       return withDb(p, io, async (db, config) => {
         const email = opt(p, 'email') ?? null;
         if (email !== null && !/^[^\s@]+@[^\s@]+$/.test(email)) throw new UsageError(`not an email address: "${email}"`);
-        new PasswordPolicy({ minLength: config.auth.password.min_length, maxLength: config.auth.password.max_length, minScore: config.auth.password.min_zxcvbn_score }).assert(password, { username: name, email });
-        const hasher = new PasswordHasher({ memoryKib: config.auth.argon2.memory_kib, timeCost: config.auth.argon2.time_cost, parallelism: config.auth.argon2.parallelism });
+        const { hasher, policy } = passwordTools(config.auth);
+        policy.assert(password, { username: name, email });
         const roles = [...new Set(p.options.get('role') ?? [])];
         const u = await db.users.create({ username: name, email, roles, passwordHash: await hasher.hash(password) });
         io.out(`created user ${u.username} (${u.id})${roles.length ? ` with roles ${roles.join(', ')}` : ''}\n`);
@@ -274,8 +274,8 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
       const password = await readPassword(p, io);
       return withDb(p, io, async (db, config) => {
         const u = await findUser(db, name);
-        new PasswordPolicy({ minLength: config.auth.password.min_length, maxLength: config.auth.password.max_length, minScore: config.auth.password.min_zxcvbn_score }).assert(password, { username: u.username, email: u.email });
-        const hasher = new PasswordHasher({ memoryKib: config.auth.argon2.memory_kib, timeCost: config.auth.argon2.time_cost, parallelism: config.auth.argon2.parallelism });
+        const { hasher, policy } = passwordTools(config.auth);
+        policy.assert(password, { username: u.username, email: u.email });
         await db.users.update(u.id, { passwordHash: await hasher.hash(password) });
         const revoked = await db.sessions.revokeAllForUser(u.id, 'password_changed', new Date());
         io.out(`password of ${u.username} changed; ${revoked.length} session(s) revoked\n`);

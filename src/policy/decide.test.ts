@@ -2,23 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { RouteConfig } from '../config/schema.js';
 import { GatewayError } from '../errors/index.js';
 import { assertSemicolonsAllowed, compileRoutes, decide, decisionError, type Decision, type Identity } from './index.js';
+import { route } from './test-support.js';
 
-/** Builds a `RouteConfig` the way the schema would (defaults filled in). */
-function route(
-  name: string,
-  match: { path?: string; host?: string; methods?: string[] } = {},
-  rest: Partial<Omit<RouteConfig, 'name' | 'match'>> = {},
-): RouteConfig {
-  return {
-    name,
-    match: { path: match.path ?? '/**', ...(match.host === undefined ? {} : { host: match.host }), ...(match.methods === undefined ? {} : { methods: match.methods }) },
-    upstream: 'app',
-    access: 'public',
-    mfa: false,
-    allow_semicolons: false,
-    ...rest,
-  };
-}
 
 function compiled(name: string, rest: Partial<Omit<RouteConfig, 'name' | 'match'>>) {
   return compileRoutes([route(name, { path: '/**' }, rest)]).routes[0];

@@ -1,23 +1,8 @@
 import type { RouteConfig } from '../config/schema.js';
 import { describe, expect, it } from 'vitest';
 import { compileRoutes, explain, formatExplain } from './index.js';
+import { route } from './test-support.js';
 
-/** Builds a `RouteConfig` the way the schema would (defaults filled in). */
-function route(
-  name: string,
-  match: { path?: string; host?: string; methods?: string[] } = {},
-  rest: Partial<Omit<RouteConfig, 'name' | 'match'>> = {},
-): RouteConfig {
-  return {
-    name,
-    match: { path: match.path ?? '/**', ...(match.host === undefined ? {} : { host: match.host }), ...(match.methods === undefined ? {} : { methods: match.methods }) },
-    upstream: 'app',
-    access: 'public',
-    mfa: false,
-    allow_semicolons: false,
-    ...rest,
-  };
-}
 
 const table = compileRoutes([
   route('crm-admin', { path: '/admin/**', methods: ['GET', 'POST'] }, { upstream: 'crm', access: { roles: ['admin'] }, mfa: true }),

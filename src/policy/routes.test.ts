@@ -3,23 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, normalizePath } from './index.js';
 import { compilePathPattern } from './routes.js';
+import { route } from './test-support.js';
 
-/** Builds a `RouteConfig` the way the schema would (defaults filled in). */
-function route(
-  name: string,
-  match: { path?: string; host?: string; methods?: string[] } = {},
-  rest: Partial<Omit<RouteConfig, 'name' | 'match'>> = {},
-): RouteConfig {
-  return {
-    name,
-    match: { path: match.path ?? '/**', ...(match.host === undefined ? {} : { host: match.host }), ...(match.methods === undefined ? {} : { methods: match.methods }) },
-    upstream: 'app',
-    access: 'public',
-    mfa: false,
-    allow_semicolons: false,
-    ...rest,
-  };
-}
 
 /** Does `pattern` match `path` (any host, any method)? */
 function pathMatches(pattern: string, path: string): boolean {

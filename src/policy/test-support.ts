@@ -1,0 +1,18 @@
+import type { RouteConfig } from '../config/schema.js';
+
+/** Builds a `RouteConfig` the way the schema would (defaults filled in); for tests. */
+export function route(
+  name: string,
+  match: { path?: string; host?: string; methods?: string[] } = {},
+  rest: Partial<Omit<RouteConfig, 'name' | 'match'>> = {},
+): RouteConfig {
+  return {
+    name,
+    match: { path: match.path ?? '/**', ...(match.host === undefined ? {} : { host: match.host }), ...(match.methods === undefined ? {} : { methods: match.methods }) },
+    upstream: 'app',
+    access: 'public',
+    mfa: false,
+    allow_semicolons: false,
+    ...rest,
+  };
+}
