@@ -145,6 +145,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     authApp: authApp as unknown as (req: IncomingMessage, res: ServerResponse) => void,
     securityHeaders: (req, res) => helmetMw(req as never, res as never, () => undefined),
     clientIp,
+    signAssertion: (input) => tokens.signAssertion(input),
     isGatewayToken: (token) => {
       try {
         const kid = decodeProtectedHeader(token).kid;

@@ -5,7 +5,7 @@ import type { Config } from '../config/index.js';
 import { GatewayError, PolicyErrors } from '../errors/index.js';
 import type { Metrics, AuthDecision } from '../metrics/index.js';
 import { decide, normalizePath, type CompiledRoute, type RouteTable } from '../policy/index.js';
-import { writeProblemToSocket, type Proxy } from '../proxy/index.js';
+import { writeProblemToSocket, type ForwardTarget, type Proxy } from '../proxy/index.js';
 import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
 import { bearerToken } from './auth-api.js';
 import { sendError, unauthenticated, wantsHtml } from './problem.js';
@@ -29,6 +29,8 @@ export interface GatewayDeps {
   clientIp: (req: IncomingMessage) => string;
   /** True when a bearer token was issued by this gateway (its `kid` is in our key set). */
   isGatewayToken: (token: string) => boolean;
+  /** Signs an upstream assertion (`X-Auth-Assertion`). */
+  signAssertion: (input: { sub: string; username: string; email: string | null; roles: readonly string[]; upstream: string }) => Promise<string>;
 }
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -110,14 +112,18 @@ export function createGateway(d: GatewayDeps) {
     }
   }
 
-  function target(req: IncomingMessage, c: Extract<Checked, { ok: true }>) {
+  async function target(req: IncomingMessage, c: Extract<Checked, { ok: true }>): Promise<ForwardTarget> {
     const { config } = d.state();
     const upstream = c.route.config.upstream!;
+    const id = c.identity;
+    // A signed assertion is minted per request (60 s, aud = upstream) for upstreams that ask.
+    const assertion = id && config.upstreams[upstream]?.assertion ? await d.signAssertion({ sub: id.sub, username: id.username, email: id.email, roles: id.roles, upstream }) : undefined;
     return {
       upstream,
       path: c.path,
       query: c.query,
-      identity: c.identity && { sub: c.identity.sub, username: c.identity.username, email: c.identity.email, roles: [...c.identity.roles] },
+      assertion,
+      identity: id && { sub: id.sub, username: id.username, email: id.email, roles: [...id.roles] },
       gatewayCookieNames: [] as string[],
       stripBearer: c.tokenUsed,
       clientIp: d.clientIp(req),
@@ -158,7 +164,7 @@ export function createGateway(d: GatewayDeps) {
       return;
     }
     routeLabel = c.route.name;
-    d.proxy.forward(req, res, target(req, c));
+    d.proxy.forward(req, res, await target(req, c));
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -183,7 +189,7 @@ export function createGateway(d: GatewayDeps) {
       fail(c.error);
       return;
     }
-    d.proxy.upgrade(req, socket, head, target(req, c));
+    d.proxy.upgrade(req, socket, head, await target(req, c));
   }
 
   return {

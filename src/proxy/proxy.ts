@@ -50,6 +50,8 @@ export interface ForwardTarget {
   readonly clientIp: string;
   /** The scheme the client used to reach the gateway (this hop). */
   readonly proto: 'http' | 'https';
+  /** `Set-Cookie` values the gateway adds to the upstream's response (e.g. after a silent refresh). */
+  readonly setCookies?: readonly string[];
 }
 
 /** Why an upstream request failed. */
@@ -434,7 +436,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     x.proxyReq?.destroy();
   }
 
-  function copyResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse): void {
+  function copyResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse, setCookies?: readonly string[]): void {
     res.statusCode = proxyRes.statusCode ?? 502;
     if (proxyRes.statusMessage) res.statusMessage = proxyRes.statusMessage;
     const listed = new Set<string>();
@@ -455,6 +457,12 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       } catch {
         // A header Node's parser accepted but its serializer refuses: drop it, keep the response.
       }
+    }
+    if (setCookies?.length) {
+      // Appended, never replacing the upstream's own cookies.
+      const theirs = res.getHeader('set-cookie');
+      const list = theirs === undefined ? [] : Array.isArray(theirs) ? theirs : [String(theirs)];
+      res.setHeader('set-cookie', [...list, ...setCookies]);
     }
   }
 
@@ -519,7 +527,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
           creq.destroy();
           return;
         }
-        copyResponse(proxyRes, res);
+        copyResponse(proxyRes, res, t.setCookies);
         proxyRes.on('error', () => {
           /* reported through 'close' below */
         });
