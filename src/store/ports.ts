@@ -81,6 +81,38 @@ export interface SessionStore {
   revokedSince(since: Date, now: Date): Promise<Revocation[]>;
   /** Deletes sessions that expired before `before`; returns how many. */
   purgeExpired(before: Date): Promise<number>;
+  /** Sets `lastSeenAt` (on refresh); returns false when there is no such session. */
+  touch(id: string, at: Date): Promise<boolean>;
+}
+
+/** A refresh token as stored: only its SHA-256 hash, never the token. */
+export interface RefreshTokenRecord {
+  /** base64url SHA-256 of the token string; the primary key. */
+  hash: string;
+  sessionId: string;
+  createdAt: Date;
+  expiresAt: Date;
+  /** When it was spent (single use); null while unused. */
+  usedAt: Date | null;
+}
+
+/** Outcome of spending a refresh token. */
+export type RefreshUse =
+  /** It was unused; it is now marked used at `at`. Exactly one concurrent caller gets this. */
+  | { status: 'ok'; record: RefreshTokenRecord }
+  /** It had been spent before (`record.usedAt` is the first use): reuse. */
+  | { status: 'reused'; record: RefreshTokenRecord }
+  | { status: 'unknown' };
+
+/** Server-side refresh tokens: single use, bound to a session. */
+export interface RefreshTokenStore {
+  create(token: Omit<RefreshTokenRecord, 'usedAt'>): Promise<void>;
+  /** Atomically spends a token (see RefreshUse). Does not look at expiry: the caller does. */
+  use(hash: string, at: Date): Promise<RefreshUse>;
+  /** Deletes every refresh token of a session; returns how many. */
+  deleteForSession(sessionId: string): Promise<number>;
+  /** Deletes tokens that expired before `before`; returns how many. */
+  purgeExpired(before: Date): Promise<number>;
 }
 
 /** The durable database: stores plus lifecycle. */
@@ -88,6 +120,7 @@ export interface Database {
   readonly dialect: 'sqlite' | 'postgres';
   readonly users: UserStore;
   readonly sessions: SessionStore;
+  readonly refreshTokens: RefreshTokenStore;
   /** Applies pending migrations; returns the names applied. */
   migrate(): Promise<string[]>;
   /** Throws when the database cannot be reached. */
