@@ -19,6 +19,8 @@ import { TokenService, loadKeySet, loadOrCreateKeyFile, readKeyFile, type KeySet
 import { passwordTools, type PasswordHasher } from './auth/index.js';
 import { AuthService } from './auth/login-flow.js';
 import { createAuthApi } from './http/auth-api.js';
+import { createAuthenticator } from './http/authenticate.js';
+import { cookieNames } from './http/cookies.js';
 import { createGateway, type GatewayState } from './http/gateway.js';
 import { createAdminServer, type Dependency } from './http/admin.js';
 import { createLogger } from './http/log.js';
@@ -103,7 +105,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
     now,
     onError: (e) => log.warn({ err: (e as Error).message }, 'revocation sync failed; keeping the last known list'),
   });
-  const auth = new AuthService({ db, tokens, hasher, policy, revocations, metrics, log, now, sessionMaxAgeMs: config.auth.session_max_age });
+  const auth = new AuthService({ db, tokens, hasher, policy, revocations, metrics, log, now, sessionMaxAgeMs: config.auth.session_max_age, refreshTtlMs: config.auth.refresh_ttl });
+  // The gateway's own origin: public_url, else the address actually bound (known after listen).
+  let origin = new URL(config.publicUrl).origin;
+  const secureCookies = Boolean(config.tls) || origin.startsWith('https:');
+  const cookies = cookieNames(secureCookies);
 
   const makeProxy = (c: Config): Proxy =>
     createProxy({
@@ -124,13 +130,34 @@ export async function createApp(opts: AppOptions): Promise<App> {
     helmet({
       // HSTS only when this listener speaks TLS: over plain HTTP it would be a lie.
       strictTransportSecurity: c.tls ? { maxAge: 31_536_000, includeSubDomains: true } : false,
-      contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], styleSrc: ["'self'"], imgSrc: ["'self'", 'data:'], formAction: ["'self'"], frameAncestors: ["'none'"], baseUri: ["'none'"], upgradeInsecureRequests: c.tls ? [] : null } },
+      contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], styleSrc: ["'self'"], imgSrc: ["'self'", 'data:'], formAction: ["'self'", ...c.auth.allowed_origins], frameAncestors: ["'none'"], baseUri: ["'none'"], upgradeInsecureRequests: c.tls ? [] : null } },
       crossOriginEmbedderPolicy: false,
     });
   const helmetMw = makeHelmet(config);
   const ourKids = new Set(keySet.kids);
   const clientIp = (req: IncomingMessage) => clientIpFrom(req, state.config.trust_proxy);
-  const authApp = createAuthApi({ auth, prefix: config.auth.prefix, publicJwks: () => keySet.publicJwks(), helmet: helmetMw, clientIp });
+  const isGatewayToken = (token: string) => {
+    try {
+      const kid = decodeProtectedHeader(token).kid;
+      return typeof kid === 'string' && ourKids.has(kid);
+    } catch {
+      return false;
+    }
+  };
+  const authenticate = createAuthenticator({ auth, cookies, secureCookies, isGatewayToken });
+  const authApp = createAuthApi({
+    auth,
+    authenticate,
+    prefix: config.auth.prefix,
+    name: config.name,
+    publicJwks: () => keySet.publicJwks(),
+    helmet: helmetMw,
+    clientIp,
+    cookies,
+    secureCookies,
+    origin: () => origin,
+    allowedOrigins: config.auth.allowed_origins,
+  });
   const gateway = createGateway({
     state: () => state,
     auth,
@@ -146,14 +173,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
     securityHeaders: (req, res) => helmetMw(req as never, res as never, () => undefined),
     clientIp,
     signAssertion: (input) => tokens.signAssertion(input),
-    isGatewayToken: (token) => {
-      try {
-        const kid = decodeProtectedHeader(token).kid;
-        return typeof kid === 'string' && ourKids.has(kid);
-      } catch {
-        return false;
-      }
-    },
+    authenticate,
+    cookieNames: [cookies.access, cookies.refresh],
+    origin: () => origin,
   });
 
   const server: Server = config.tls
@@ -175,6 +197,18 @@ export async function createApp(opts: AppOptions): Promise<App> {
   let configLoaded = true;
   const admin = createAdminServer({ metrics, dependencies: () => dependencies, ready: () => configLoaded });
   let demo: Awaited<ReturnType<typeof startEchoServer>> | undefined;
+  let purgeTimer: NodeJS.Timeout | undefined;
+  /** Hourly: drop sessions (and with them their refresh tokens) a day past their expiry. */
+  async function purge(): Promise<void> {
+    try {
+      const cutoff = new Date(now().getTime() - 86_400_000);
+      const sessions = await db.sessions.purgeExpired(cutoff);
+      const refresh = await db.refreshTokens.purgeExpired(cutoff);
+      if (sessions || refresh) log.info({ event: 'purged', sessions, refresh_tokens: refresh }, 'expired sessions purged');
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'purge failed');
+    }
+  }
 
   async function bootstrap(): Promise<void> {
     if (opts.bootstrapAdmin === false) return;
@@ -216,11 +250,15 @@ export async function createApp(opts: AppOptions): Promise<App> {
       const b = await listen(admin, config.admin.listen.host, config.admin.listen.port);
       metrics.dependencyUp.set({ dependency: 'database' }, 1);
       const out = { url: urlOf(config.tls ? 'https' : 'http', a), adminUrl: urlOf('http', b), demoUrl: demo?.url };
+      if (!config.public_url) origin = new URL(out.url).origin;
+      purgeTimer = setInterval(() => void purge(), 3_600_000);
+      purgeTimer.unref();
       log.info({ event: 'listening', url: out.url, admin: out.adminUrl, demo: out.demoUrl }, 'portcullis is listening');
       return out;
     },
     async stop(graceMs = config.shutdown_grace) {
       revocationSync.stop();
+      if (purgeTimer) clearInterval(purgeTimer);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const deadline = Date.now() + graceMs;

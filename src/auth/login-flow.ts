@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { AuthErrors, GatewayError, PolicyErrors } from '../errors/index.js';
 import type { Database, RevocationList, SessionRecord, UserRecord } from '../store/ports.js';
@@ -11,9 +11,38 @@ import { validateUsername } from './username.js';
 /** What a completed sign-in returns (SPEC §4). */
 export interface TokenResponse {
   access_token: string;
+  refresh_token: string;
   token_type: 'Bearer';
   expires_in: number;
+  /** Seconds until the refresh token expires (for the refresh cookie's Max-Age). */
+  refresh_expires_in: number;
   session_id: string;
+}
+
+/** A session as `GET /sessions` shows it. */
+export interface SessionView {
+  id: string;
+  current: boolean;
+  amr: string[];
+  created_at: string;
+  last_seen_at: string;
+  expires_at: string;
+  user_agent: string | null;
+  ip: string | null;
+}
+
+/**
+ * How long a spent refresh token still buys a new *access* token on the silent-refresh path
+ * (never on `POST /refresh`): a browser that fires several requests the moment its access
+ * cookie expires presents the same refresh cookie on each, possibly to different replicas.
+ */
+export const SILENT_REFRESH_GRACE_MS = 10_000;
+
+const REFRESH_PREFIX = 'prt_';
+
+/** SHA-256 of a refresh token: high-entropy secrets need no slow hash, and lookups stay indexed. */
+export function hashRefreshToken(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
 }
 
 export interface AuthServiceDeps {
@@ -26,6 +55,7 @@ export interface AuthServiceDeps {
   log: Logger;
   now: () => Date;
   sessionMaxAgeMs: number;
+  refreshTtlMs: number;
 }
 
 /** The identity a verified access token carries. */
@@ -134,19 +164,154 @@ export class AuthService {
   }
 
   private async issue(user: UserRecord, session: SessionRecord): Promise<TokenResponse> {
-    const access = await this.d.tokens.signAccess({ sub: user.id, sid: session.id, username: user.username, email: user.email, roles: user.roles, amr: session.amr });
-    return { access_token: access.token, token_type: 'Bearer', expires_in: access.expiresIn, session_id: session.id };
+    const { d } = this;
+    const now = d.now();
+    const refresh = REFRESH_PREFIX + randomBytes(32).toString('base64url');
+    // A refresh token never outlives its session's absolute lifetime.
+    const expiresAt = new Date(Math.min(now.getTime() + d.refreshTtlMs, session.expiresAt.getTime()));
+    await dependency(() => d.db.refreshTokens.create({ hash: hashRefreshToken(refresh), sessionId: session.id, createdAt: now, expiresAt }), d.log);
+    const access = await this.signFor(user, session);
+    return {
+      access_token: access.token,
+      refresh_token: refresh,
+      token_type: 'Bearer',
+      expires_in: access.expiresIn,
+      refresh_expires_in: Math.max(0, Math.floor((expiresAt.getTime() - now.getTime()) / 1000)),
+      session_id: session.id,
+    };
+  }
+
+  private signFor(user: UserRecord, session: SessionRecord) {
+    return this.d.tokens.signAccess({ sub: user.id, sid: session.id, username: user.username, email: user.email, roles: user.roles, amr: session.amr });
+  }
+
+  private readonly inflight = new Map<string, Promise<RefreshOutcome>>();
+
+  /**
+   * `POST /refresh`: spends a refresh token and returns a new pair. A token spent before is
+   * reuse: the whole session is revoked (every token of it refused from then on).
+   */
+  async refresh(token: unknown): Promise<TokenResponse> {
+    const out = await this.spend(token, false);
+    if (out.kind !== 'pair') throw new GatewayError(AuthErrors.invalid_refresh_token, 'The refresh token is invalid.');
+    return out.tokens;
   }
 
   /**
-   * Verifies a bearer token for the auth API. Unlike the hot path, this also reads the user,
-   * so `/me` always shows current data.
+   * The silent refresh a browser gets on a proxied request. Concurrent calls with the same
+   * cookie in this process share one rotation; a token spent within SILENT_REFRESH_GRACE_MS
+   * (by a sibling request, perhaps on another replica) yields an access token only.
    */
-  async authenticate(token: string): Promise<{ identity: TokenIdentity; user: UserRecord }> {
-    const identity = await this.verify(token);
+  silentRefresh(token: string): Promise<RefreshOutcome> {
+    const key = hashRefreshToken(token);
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const p = this.spend(token, true).finally(() => {
+      // Keep the result briefly: the sibling requests of a page load arrive over a few ms.
+      setTimeout(() => this.inflight.delete(key), 2_000).unref();
+    });
+    this.inflight.set(key, p);
+    return p;
+  }
+
+  private async spend(token: unknown, silent: boolean): Promise<RefreshOutcome> {
+    const { d } = this;
+    const invalid = (reason: string): RefreshOutcome => {
+      d.metrics.tokenRefresh.inc({ result: 'invalid' });
+      d.log.info({ event: 'refresh_failure', reason }, 'refresh refused');
+      return { kind: 'invalid', reason };
+    };
+    // Only our opaque refresh tokens: an access or MFA token (a JWT) is not one.
+    if (typeof token !== 'string' || !token.startsWith(REFRESH_PREFIX) || token.length > 200) return invalid('not a refresh token');
+    const now = d.now();
+    const used = await dependency(() => d.db.refreshTokens.use(hashRefreshToken(token), now), d.log);
+    if (used.status === 'unknown') return invalid('unknown refresh token');
+    const session = await dependency(() => d.db.sessions.get(used.record.sessionId), d.log);
+    if (used.status === 'reused') {
+      const withinGrace = silent && used.record.usedAt !== null && now.getTime() - used.record.usedAt.getTime() <= SILENT_REFRESH_GRACE_MS;
+      if (withinGrace && session && !session.revokedAt && session.expiresAt > now) {
+        const user = await dependency(() => d.db.users.findById(session.userId), d.log);
+        if (user && !user.disabled) {
+          const access = await this.signFor(user, session);
+          d.metrics.tokenRefresh.inc({ result: 'success' });
+          return { kind: 'access', access: access.token, expiresIn: access.expiresIn, identity: identityOf(user, session) };
+        }
+      }
+      d.metrics.tokenRefresh.inc({ result: 'reuse_detected' });
+      d.log.warn({ event: 'refresh_reuse_detected', session_id: used.record.sessionId, user_id: session?.userId ?? null }, 'a spent refresh token was presented: session revoked');
+      if (session) await this.revokeSession(session.id, 'refresh_reuse');
+      return { kind: 'invalid', reason: 'refresh token reuse' };
+    }
+    if (used.record.expiresAt <= now) return invalid('refresh token expired');
+    if (!session || session.revokedAt || session.expiresAt <= now) return invalid('session ended');
+    const user = await dependency(() => d.db.users.findById(session.userId), d.log);
+    if (!user || user.disabled) {
+      await this.revokeSession(session.id, 'user_disabled');
+      return invalid('account disabled');
+    }
+    await dependency(() => d.db.sessions.touch(session.id, now), d.log);
+    const tokens = await this.issue(user, session);
+    d.metrics.tokenRefresh.inc({ result: 'success' });
+    return { kind: 'pair', tokens, identity: identityOf(user, session) };
+  }
+
+  /** The caller's active sessions, newest first. */
+  async listSessions(userId: string, currentSid: string): Promise<SessionView[]> {
+    const list = await dependency(() => this.d.db.sessions.listActive(userId, this.d.now()), this.d.log);
+    return list.map((s) => ({
+      id: s.id,
+      current: s.id === currentSid,
+      amr: s.amr,
+      created_at: s.createdAt.toISOString(),
+      last_seen_at: s.lastSeenAt.toISOString(),
+      expires_at: s.expiresAt.toISOString(),
+      user_agent: s.userAgent,
+      ip: s.ip,
+    }));
+  }
+
+  /** Revokes one of the caller's own sessions; another user's session id is "not found". */
+  async revokeOwnSession(userId: string, sessionId: string): Promise<void> {
+    const s = await dependency(() => this.d.db.sessions.get(sessionId), this.d.log);
+    if (!s || s.userId !== userId || s.revokedAt) throw new GatewayError(AuthErrors.session_not_found, 'No such active session.');
+    await this.revokeSession(sessionId, 'revoked_by_user');
+  }
+
+  /** Password change: checks the current password and the policy, then ends every other session. */
+  async changePassword(user: UserRecord, currentSid: string, body: unknown): Promise<void> {
+    const { d } = this;
+    const f = requireStrings(body, ['current_password', 'new_password'] as const);
+    if (!(await d.hasher.verify(user.passwordHash, f.current_password))) {
+      d.log.info({ event: 'password_change_failure', user_id: user.id }, 'wrong current password');
+      throw new GatewayError(AuthErrors.wrong_password, 'The current password is wrong.');
+    }
+    d.policy.assert(f.new_password, { username: user.username, email: user.email });
+    const passwordHash = await d.hasher.hash(f.new_password);
+    await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);
+    await this.revokeUserSessions(user.id, 'password_changed', currentSid);
+    d.log.info({ event: 'password_changed', user_id: user.id }, 'password changed');
+  }
+
+  /** Revokes every session of a user (except one), durably and in the local list. */
+  async revokeUserSessions(userId: string, reason: string, exceptSid?: string): Promise<string[]> {
+    const { d } = this;
+    const now = d.now();
+    const ids = await dependency(() => d.db.sessions.revokeAllForUser(userId, reason, now, exceptSid), d.log);
+    // The absolute max age bounds every session's expiry, so it is a safe retention time.
+    const until = new Date(now.getTime() + d.sessionMaxAgeMs);
+    for (const id of ids) {
+      d.revocations.add(id, until);
+      await dependency(() => d.db.refreshTokens.deleteForSession(id), d.log);
+      d.log.info({ event: 'session_revoked', session_id: id, user_id: userId, reason }, 'session revoked');
+    }
+    return ids;
+  }
+
+  /** The current user record behind a verified identity; a deleted or disabled account is 401. */
+  async currentUser(identity: TokenIdentity): Promise<UserRecord> {
     const user = await dependency(() => this.d.db.users.findById(identity.sub), this.d.log);
     if (!user || user.disabled) throw new GatewayError(PolicyErrors.invalid_token, 'The account is no longer active.');
-    return { identity, user };
+    return user;
   }
 
   /** Local verification: signature, claims and the revocation list. No I/O. */
@@ -163,7 +328,18 @@ export class AuthService {
     if (!session) return false;
     const changed = await dependency(() => d.db.sessions.revoke(sessionId, reason, d.now()), d.log);
     d.revocations.add(sessionId, session.expiresAt);
+    await dependency(() => d.db.refreshTokens.deleteForSession(sessionId), d.log);
     if (changed) d.log.info({ event: 'session_revoked', session_id: sessionId, user_id: session.userId, reason }, 'session revoked');
     return changed;
   }
+}
+
+/** Result of spending a refresh token. */
+export type RefreshOutcome =
+  | { kind: 'pair'; tokens: TokenResponse; identity: TokenIdentity }
+  | { kind: 'access'; access: string; expiresIn: number; identity: TokenIdentity }
+  | { kind: 'invalid'; reason: string };
+
+function identityOf(user: UserRecord, session: SessionRecord): TokenIdentity {
+  return { sub: user.id, sid: session.id, username: user.username, roles: user.roles, amr: session.amr, email: user.email };
 }

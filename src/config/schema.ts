@@ -106,6 +106,8 @@ export const configSchema = z
         session_max_age: duration.default(30 * 86_400_000),
         issuer: z.string().optional(),
         audience: z.string().default('portcullis'),
+        /** Origins trusted for CSRF checks, CORS on the auth API and absolute `rd` targets. */
+        allowed_origins: z.array(z.url({ protocol: /^https?$/, error: 'an http(s) origin such as https://app.example.com' })).default([]),
         lockout: z
           .strictObject({
             max_failures: z.number().int().positive().default(5),

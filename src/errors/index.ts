@@ -78,6 +78,9 @@ export const AuthErrors = table({
   rate_limited: [429, 'Too many requests'],
   service_unavailable: [503, 'Service temporarily unavailable'],
   method_not_allowed: [405, 'Method not allowed'],
+  wrong_password: [403, 'Current password is wrong'],
+  session_not_found: [404, 'Session not found'],
+  invalid_refresh_token: [401, 'Invalid refresh token'],
 });
 
 /** Configuration errors (CLI exit 2, never an HTTP response). */

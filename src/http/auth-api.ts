@@ -1,30 +1,41 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { RequestHandler } from 'express';
 import { AuthErrors, GatewayError, PolicyErrors } from '../errors/index.js';
-import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
+import type { AuthService, TokenIdentity, TokenResponse } from '../auth/index.js';
 import type { UserRecord } from '../store/ports.js';
+import type { Authenticate } from './authenticate.js';
+import { sessionCookies } from './authenticate.js';
+import { clearCookies, parseCookies, type CookieNames } from './cookies.js';
+import { loginPage, logoutPage, messagePage, STYLESHEET, type PageContext } from './pages.js';
 import { sendError, unauthenticated } from './problem.js';
+import { originAllowed, safeRedirect } from './redirect.js';
+
+export { bearerToken } from './bearer.js';
 
 export interface AuthApiDeps {
   auth: AuthService;
+  authenticate: Authenticate;
   prefix: string;
+  name: string;
   publicJwks: () => unknown;
   helmet: RequestHandler;
   clientIp: (req: Request) => string;
+  cookies: CookieNames;
+  secureCookies: boolean;
+  /** The gateway's own origin (known once the listener is bound). */
+  origin: () => string;
+  allowedOrigins: readonly string[];
 }
 
-type Authed = { identity: TokenIdentity; user: UserRecord };
+type Authed = { identity: TokenIdentity; user: UserRecord; via: 'bearer' | 'cookie' };
 
-/** Reads `Authorization: Bearer …`; undefined when absent. */
-export function bearerToken(header: string | undefined): string | undefined {
-  if (!header) return undefined;
-  const m = /^Bearer[ \t]+([A-Za-z0-9\-._~+/]+=*)[ \t]*$/i.exec(header);
-  return m ? m[1] : '';
-}
+const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+const isForm = (req: Request) => /^application\/x-www-form-urlencoded\b/i.test(req.headers['content-type'] ?? '');
+const isJson = (req: Request) => /^application\/(?:[\w.+-]+\+)?json\b/i.test(req.headers['content-type'] ?? '');
 
 /**
- * The gateway's own small web app: login and token endpoints under `auth.prefix`, plus the
- * JWKS. Proxied traffic never passes through express (no body parser may touch it).
+ * The gateway's own small web app: the auth API, the sign-in pages and the JWKS. Proxied
+ * traffic never passes through express (no body parser may touch it).
  */
 export function createAuthApi(d: AuthApiDeps): express.Express {
   const app = express();
@@ -35,17 +46,42 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
     res.setHeader('cache-control', 'no-store');
     next();
   });
+  const pageCtx: PageContext = { name: d.name, prefix: d.prefix };
+  const csrfError = () => new GatewayError(PolicyErrors.csrf, 'This request did not come from a page of this site.');
 
-  const json = express.json({ limit: '16kb', type: () => true });
-  /** Only JSON bodies are accepted on the API (forms arrive with the browser sign-in pages). */
-  const jsonBody: RequestHandler = (req, _res, next) => {
-    const type = req.headers['content-type'] ?? '';
-    if (!/^application\/(?:[\w.+-]+\+)?json\b/i.test(type)) {
-      next(new GatewayError(AuthErrors.unsupported_media_type, 'Send a JSON body with Content-Type: application/json.'));
+  // CORS for the auth API: an explicit allowlist, echoed back; never `*` with credentials.
+  app.use(d.prefix, (req, res, next) => {
+    const origin = req.headers.origin;
+    if (origin && d.allowedOrigins.some((o) => new URL(o).origin === origin)) {
+      res.setHeader('access-control-allow-origin', origin);
+      res.setHeader('access-control-allow-credentials', 'true');
+      res.setHeader('vary', 'Origin');
+      if (req.method === 'OPTIONS') {
+        res.setHeader('access-control-allow-methods', 'GET, POST, DELETE');
+        res.setHeader('access-control-allow-headers', 'authorization, content-type');
+        res.setHeader('access-control-max-age', '600');
+        res.status(204).end();
+        return;
+      }
+    } else if (req.method === 'OPTIONS') {
+      res.status(204).end();
       return;
     }
-    json(req, _res, next);
+    next();
+  });
+
+  const json = express.json({ limit: '16kb', type: () => true });
+  const form = express.urlencoded({ limit: '16kb', extended: false, type: () => true, parameterLimit: 20 });
+  /** JSON for API clients, url-encoded forms from our pages; forms must come from our origin. */
+  const body: RequestHandler = (req, res, next) => {
+    if (isJson(req)) return json(req, res, next);
+    if (isForm(req)) {
+      if (!originAllowed(req.headers, d.origin(), d.allowedOrigins)) return next(csrfError());
+      return form(req, res, next);
+    }
+    next(new GatewayError(AuthErrors.unsupported_media_type, 'Send a JSON body with Content-Type: application/json.'));
   };
+  const optionalBody: RequestHandler = (req, res, next) => (req.headers['content-length'] === '0' || (!req.headers['content-length'] && !req.headers['transfer-encoding']) ? next() : body(req, res, next));
 
   const wrap =
     (fn: (req: Request, res: Response) => Promise<void>): RequestHandler =>
@@ -53,39 +89,148 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
       fn(req, res).catch(next);
     };
 
-  const requireAuth = async (req: Request): Promise<Authed> => {
-    const token = bearerToken(req.headers.authorization);
-    if (token === undefined) throw unauthenticated(false);
-    if (token === '') throw unauthenticated(true, 'Malformed Authorization header.');
-    try {
-      return await d.auth.authenticate(token);
-    } catch (e) {
-      if (e instanceof GatewayError && e.code === PolicyErrors.invalid_token.code) throw unauthenticated(true, e.message);
-      throw e;
-    }
+  const appendCookies = (res: Response, cookies: string[]) => {
+    if (cookies.length) res.append('set-cookie', cookies);
   };
 
+  /** Bearer or cookie; cookie-authenticated unsafe requests must pass the CSRF origin check. */
+  const requireAuth = async (req: Request, res: Response): Promise<Authed> => {
+    const r = await d.authenticate(req);
+    appendCookies(res, r.setCookies);
+    if (r.bearerError) throw r.bearerError;
+    if (!r.identity || !r.via) throw unauthenticated(false);
+    if (r.via === 'cookie' && UNSAFE.has(req.method) && !originAllowed(req.headers, d.origin(), d.allowedOrigins)) throw csrfError();
+    const user = await d.auth.currentUser(r.identity);
+    return { identity: r.identity, user, via: r.via };
+  };
+
+  const tokenBody = (t: TokenResponse) => ({ access_token: t.access_token, refresh_token: t.refresh_token, token_type: t.token_type, expires_in: t.expires_in });
+
   const r = express.Router();
+  r.get('/static/portcullis.css', (_req, res) => {
+    res.setHeader('cache-control', 'public, max-age=3600');
+    res.type('text/css').send(STYLESHEET);
+  });
+
+  r.get('/login', (req, res) => {
+    const rd = safeRedirect(req.query.rd, d.origin(), d.allowedOrigins);
+    res.type('html').send(loginPage(pageCtx, { rd }));
+  });
+
   r.post(
     '/login',
-    jsonBody,
+    body,
     wrap(async (req, res) => {
-      const out = await d.auth.login(req.body, { ip: d.clientIp(req), userAgent: req.headers['user-agent'] ?? null });
-      res.status(200).json({ access_token: out.access_token, token_type: out.token_type, expires_in: out.expires_in });
+      const ctx = { ip: d.clientIp(req), userAgent: req.headers['user-agent'] ?? null };
+      if (!isForm(req)) {
+        const out = await d.auth.login(req.body, ctx);
+        res.status(200).json(tokenBody(out));
+        return;
+      }
+      const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
+      const username = typeof req.body?.username === 'string' ? req.body.username : '';
+      try {
+        const out = await d.auth.login(req.body, ctx);
+        appendCookies(res, sessionCookies(d.cookies, d.secureCookies, out));
+        res.redirect(303, rd);
+      } catch (e) {
+        const err = e instanceof GatewayError ? e : undefined;
+        if (!err || err.status >= 500) throw e;
+        const message = err.code === AuthErrors.invalid_input.code ? 'Enter a valid username and password.' : err.message;
+        for (const [k, v] of Object.entries(err.headers ?? {})) res.setHeader(k, v);
+        res.status(err.status).type('html').send(loginPage(pageCtx, { rd, error: message, username: username.slice(0, 64) }));
+      }
     }),
   );
+
+  r.post(
+    '/refresh',
+    optionalBody,
+    wrap(async (req, res) => {
+      const fromBody = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>).refresh_token : undefined;
+      let token: unknown = fromBody;
+      let viaCookie = false;
+      if (token === undefined) {
+        token = parseCookies(req.headers.cookie).get(d.cookies.refresh);
+        viaCookie = token !== undefined;
+        if (viaCookie && !originAllowed(req.headers, d.origin(), d.allowedOrigins)) throw csrfError();
+      }
+      if (token === undefined) throw new GatewayError(AuthErrors.invalid_input, 'Send {"refresh_token": "…"} or the refresh cookie.', { extra: { errors: [{ field: 'refresh_token', message: 'required' }] } });
+      try {
+        const out = await d.auth.refresh(token);
+        if (viaCookie) appendCookies(res, sessionCookies(d.cookies, d.secureCookies, out));
+        res.json(tokenBody(out));
+      } catch (e) {
+        if (viaCookie && e instanceof GatewayError && e.status === 401) appendCookies(res, clearCookies(d.cookies, d.secureCookies));
+        throw e;
+      }
+    }),
+  );
+
+  r.get(
+    '/logout',
+    wrap(async (req, res) => {
+      const a = await d.authenticate(req);
+      appendCookies(res, a.setCookies);
+      res.type('html').send(logoutPage(pageCtx, { signedInAs: a.identity?.username ?? null }));
+    }),
+  );
+
+  r.post(
+    '/logout',
+    optionalBody,
+    wrap(async (req, res) => {
+      const form = isForm(req);
+      let a: Authed | undefined;
+      try {
+        a = await requireAuth(req, res);
+      } catch (e) {
+        // A browser that is already signed out just lands on the sign-in page.
+        if (form && e instanceof GatewayError && e.status === 401) {
+          appendCookies(res, clearCookies(d.cookies, d.secureCookies));
+          res.redirect(303, `${d.prefix}/login`);
+          return;
+        }
+        throw e;
+      }
+      await d.auth.revokeSession(a.identity.sid, 'logout');
+      if (a.via === 'cookie') appendCookies(res, clearCookies(d.cookies, d.secureCookies));
+      if (form) res.redirect(303, `${d.prefix}/login`);
+      else res.status(204).end();
+    }),
+  );
+
   r.get(
     '/me',
     wrap(async (req, res) => {
-      const { identity, user } = await requireAuth(req);
+      const { identity, user } = await requireAuth(req, res);
       res.json({ id: user.id, username: user.username, email: user.email, roles: user.roles, mfa_enabled: user.mfaEnabled, session_id: identity.sid });
     }),
   );
-  r.post(
-    '/logout',
+
+  r.get(
+    '/sessions',
     wrap(async (req, res) => {
-      const { identity } = await requireAuth(req);
-      await d.auth.revokeSession(identity.sid, 'logout');
+      const { identity, user } = await requireAuth(req, res);
+      res.json({ sessions: await d.auth.listSessions(user.id, identity.sid) });
+    }),
+  );
+
+  r.delete(
+    '/sessions/:id',
+    wrap(async (req, res) => {
+      const { user } = await requireAuth(req, res);
+      await d.auth.revokeOwnSession(user.id, String(req.params.id));
+      res.status(204).end();
+    }),
+  );
+
+  r.post(
+    '/password',
+    body,
+    wrap(async (req, res) => {
+      const { identity, user } = await requireAuth(req, res);
+      await d.auth.changePassword(user, identity.sid, req.body);
       res.status(204).end();
     }),
   );
@@ -97,9 +242,15 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
   app.use(d.prefix, r);
 
   app.use((req, _res, next) => next(new GatewayError(PolicyErrors.no_route, `No auth endpoint ${req.method} ${req.path}.`)));
-  // express 5 error handler: map body-parser errors onto our codes, everything else as-is.
+  // express 5 error handler: map body-parser errors onto our codes; forms get an HTML page.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    sendError(req, res, mapExpressError(err));
+    const e = mapExpressError(err);
+    if (isForm(req) && e instanceof GatewayError && !res.headersSent) {
+      for (const [k, v] of Object.entries(e.headers ?? {})) res.setHeader(k, v);
+      res.status(e.status).type('html').send(messagePage(pageCtx, e.title, e.message, { href: `${d.prefix}/login`, text: 'Back to sign in' }));
+      return;
+    }
+    sendError(req, res, e);
   });
   return app;
 }
@@ -109,6 +260,7 @@ function mapExpressError(err: unknown): unknown {
   const type = (err as { type?: string }).type;
   if (type === 'entity.too.large') return new GatewayError(AuthErrors.body_too_large, 'Auth request bodies are limited to 16 KiB.');
   if (type === 'entity.parse.failed') return new GatewayError(AuthErrors.malformed_json, 'The body is not valid JSON.');
+  if (type === 'parameters.too.many') return new GatewayError(AuthErrors.invalid_input, 'Too many form fields.');
   if (type === 'encoding.unsupported' || type === 'charset.unsupported') return new GatewayError(AuthErrors.unsupported_media_type, 'Unsupported body encoding.');
   if (typeof (err as { status?: number }).status === 'number' && (err as { status: number }).status < 500) {
     return new GatewayError(PolicyErrors.bad_request, 'Malformed request.');

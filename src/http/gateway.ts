@@ -7,7 +7,8 @@ import type { Metrics, AuthDecision } from '../metrics/index.js';
 import { decide, normalizePath, type CompiledRoute, type RouteTable } from '../policy/index.js';
 import { writeProblemToSocket, type ForwardTarget, type Proxy } from '../proxy/index.js';
 import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
-import { bearerToken } from './auth-api.js';
+import type { Authenticate } from './authenticate.js';
+import { originAllowed } from './redirect.js';
 import { sendError, unauthenticated, wantsHtml } from './problem.js';
 
 /** Everything the request pipeline needs; rebuilt when the config is reloaded. */
@@ -28,18 +29,23 @@ export interface GatewayDeps {
   securityHeaders: (req: IncomingMessage, res: ServerResponse) => void;
   clientIp: (req: IncomingMessage) => string;
   /** True when a bearer token was issued by this gateway (its `kid` is in our key set). */
-  isGatewayToken: (token: string) => boolean;
+  authenticate: Authenticate;
+  /** The gateway's own cookie names, never forwarded upstream. */
+  cookieNames: string[];
+  /** The gateway's own origin (for CSRF checks). */
+  origin: () => string;
   /** Signs an upstream assertion (`X-Auth-Assertion`). */
   signAssertion: (input: { sub: string; username: string; email: string | null; roles: readonly string[]; upstream: string }) => Promise<string>;
 }
 
+const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 const methodLabel = (m: string | undefined) => (m && KNOWN_METHODS.has(m) ? m : 'OTHER');
 
 /** Outcome of the checks every proxied request (and WebSocket upgrade) passes. */
 type Checked =
-  | { ok: true; route: CompiledRoute; path: string; query: string; identity: TokenIdentity | null; tokenUsed: boolean }
-  | { ok: false; error: GatewayError; routeLabel: string; redirect?: string };
+  | { ok: true; route: CompiledRoute; path: string; query: string; identity: TokenIdentity | null; tokenUsed: boolean; setCookies: string[] }
+  | { ok: false; error: GatewayError; routeLabel: string; redirect?: string; setCookies?: string[] };
 
 /**
  * The request pipeline: normalize → match route → authenticate → authorize → proxy.
@@ -74,22 +80,24 @@ export function createGateway(d: GatewayDeps) {
       return { ok: false, routeLabel: route?.name ?? '_invalid', error: new GatewayError(PolicyErrors.bad_path, '";" is not allowed in paths on this route.') };
     }
     if (!route) return { ok: false, routeLabel: '_none', error: new GatewayError(PolicyErrors.no_route, 'No route matches this request.') };
-    const token = bearerToken(req.headers.authorization);
-    let identity: TokenIdentity | null = null;
-    let tokenError: GatewayError | null = null;
-    if (token === '') tokenError = unauthenticated(true, 'Malformed Authorization header.');
-    else if (token !== undefined) {
-      try {
-        identity = await d.auth.verify(token);
-      } catch (e) {
-        tokenError = e instanceof GatewayError && e.status === 401 ? unauthenticated(true, e.message) : (e as GatewayError);
-      }
-    }
     const access = route.config.access;
-    // A bad token on a public route is ignored (the request is anonymous); elsewhere it is 401.
-    if (tokenError && access !== 'public' && access !== 'deny') {
-      decision(route.name, 'unauthenticated', tokenError.message, req, null);
-      return { ok: false, routeLabel: route.name, error: tokenError };
+    const a = await d.authenticate(req);
+    const identity = a.identity;
+    if (access === 'deny') {
+      // Authenticated first only so the audit log says who knocked.
+      decision(route.name, 'deny', `route "${route.name}" denies all requests`, req, identity);
+      return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.access_denied, 'This path is closed.'), setCookies: a.setCookies };
+    }
+    // A bad bearer token on a public route is ignored (the request is anonymous); elsewhere 401.
+    if (a.bearerError && access !== 'public') {
+      decision(route.name, 'unauthenticated', a.bearerError.message, req, null);
+      return { ok: false, routeLabel: route.name, error: a.bearerError, setCookies: a.setCookies };
+    }
+    // Cookies ride along on cross-site requests: an unsafe method authenticated by cookie
+    // must come from our own (or an allowed) origin.
+    if (a.via === 'cookie' && UNSAFE.has(req.method ?? '') && !originAllowed(req.headers, d.origin(), d.state().config.auth.allowed_origins)) {
+      decision(route.name, 'csrf', 'cookie-authenticated unsafe request from a foreign origin', req, identity);
+      return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.csrf, 'This request did not come from a page of this site.'), setCookies: a.setCookies };
     }
     const result = decide(route, identity);
     decision(route.name, result.decision, result.reason, req, identity);
@@ -97,18 +105,18 @@ export function createGateway(d: GatewayDeps) {
       case 'allow':
         // Our own bearer token never reaches an upstream, valid or not (an expired or revoked
         // one on a public route included); a foreign bearer token is the upstream's business.
-        return { ok: true, route, path: pathInfo.path, query: pathInfo.query, identity, tokenUsed: identity !== null || (token !== undefined && d.isGatewayToken(token)) };
+        return { ok: true, route, path: pathInfo.path, query: pathInfo.query, identity, tokenUsed: a.stripBearer, setCookies: a.setCookies };
       case 'deny':
-        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.access_denied, 'This path is closed.') };
+        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.access_denied, 'This path is closed.'), setCookies: a.setCookies };
       case 'unauthenticated': {
         const prefix = d.state().config.auth.prefix;
         const target = pathInfo.path + (pathInfo.query ? `?${pathInfo.query}` : '');
-        return { ok: false, routeLabel: route.name, error: unauthenticated(false), redirect: `${prefix}/login?rd=${encodeURIComponent(target)}` };
+        return { ok: false, routeLabel: route.name, error: unauthenticated(false), redirect: `${prefix}/login?rd=${encodeURIComponent(target)}`, setCookies: a.setCookies };
       }
       case 'forbidden':
-        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.forbidden, 'Your roles do not grant access to this route.') };
+        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.forbidden, 'Your roles do not grant access to this route.'), setCookies: a.setCookies };
       case 'mfa_required':
-        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.mfa_required, 'This route needs a sign-in with a second factor.') };
+        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.mfa_required, 'This route needs a sign-in with a second factor.'), setCookies: a.setCookies };
     }
   }
 
@@ -124,8 +132,9 @@ export function createGateway(d: GatewayDeps) {
       query: c.query,
       assertion,
       identity: id && { sub: id.sub, username: id.username, email: id.email, roles: [...id.roles] },
-      gatewayCookieNames: [] as string[],
+      gatewayCookieNames: d.cookieNames,
       stripBearer: c.tokenUsed,
+      setCookies: c.setCookies,
       clientIp: d.clientIp(req),
       proto: (config.tls ? 'https' : 'http') as 'http' | 'https',
     };
@@ -155,6 +164,7 @@ export function createGateway(d: GatewayDeps) {
     if (!c.ok) {
       routeLabel = c.routeLabel;
       d.securityHeaders(req, res);
+      if (c.setCookies?.length) res.setHeader('set-cookie', c.setCookies);
       if (c.redirect && wantsHtml(req)) {
         res.writeHead(302, { location: c.redirect, 'cache-control': 'no-store', 'content-length': 0 });
         res.end();

@@ -10,6 +10,7 @@ import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Database } from '../ports.js';
 import { MIGRATIONS, runMigrations, type Migration } from './migrations.js';
+import { SqlRefreshTokenStore } from './refresh-token-store.js';
 import { SqlSessionStore } from './session-store.js';
 import type { SqlDialect, Tables } from './schema.js';
 import { parseDatabaseUrl } from './url.js';
@@ -149,6 +150,7 @@ function openSqliteFile(filename: string): BetterSqlite3.Database {
 class KyselyDatabase implements SqlDatabase {
   readonly users: SqlUserStore;
   readonly sessions: SqlSessionStore;
+  readonly refreshTokens: SqlRefreshTokenStore;
   #closed: Promise<void> | undefined;
 
   constructor(
@@ -161,6 +163,7 @@ class KyselyDatabase implements SqlDatabase {
   ) {
     this.users = new SqlUserStore(kysely, dialect, now);
     this.sessions = new SqlSessionStore(kysely);
+    this.refreshTokens = new SqlRefreshTokenStore(kysely);
   }
 
   migrate(): Promise<string[]> {

@@ -79,6 +79,24 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       await db.schema.createIndex('sessions_expires_at_idx').on('sessions').column('expires_at').execute();
     },
   },
+  {
+    name: '0002_refresh_tokens',
+    async up(db: Kysely<any>, dialect: SqlDialect) {
+      // Single-use refresh tokens, stored only as base64url SHA-256 hashes. A session's
+      // tokens go with it (and so with its user) through the cascading foreign key.
+      await db.schema
+        .createTable('refresh_tokens')
+        .addColumn('hash', 'text', (c) => c.primaryKey())
+        .addColumn('session_id', 'text', (c) => c.notNull().references('sessions.id').onDelete('cascade'))
+        .addColumn('created_at', epochType(dialect), (c) => c.notNull())
+        .addColumn('expires_at', epochType(dialect), (c) => c.notNull())
+        .addColumn('used_at', epochType(dialect))
+        .execute();
+      // deleteForSession and the cascade look tokens up by session; purgeExpired by expiry.
+      await db.schema.createIndex('refresh_tokens_session_id_idx').on('refresh_tokens').column('session_id').execute();
+      await db.schema.createIndex('refresh_tokens_expires_at_idx').on('refresh_tokens').column('expires_at').execute();
+    },
+  },
 ]);
 
 /** Options for {@link runMigrations}. */

@@ -46,6 +46,17 @@ export interface SessionsTable {
   ip: string | null;
 }
 
+/** `refresh_tokens` table (migration 0002): single-use refresh tokens, stored only as hashes. */
+export interface RefreshTokensTable {
+  /** base64url SHA-256 of the token; primary key. */
+  hash: string;
+  /** References `sessions.id`, ON DELETE CASCADE. */
+  session_id: string;
+  created_at: EpochMs;
+  expires_at: EpochMs;
+  used_at: ColumnType<number | string | null, number | null, number | null>;
+}
+
 /** `portcullis_migrations` table (one row per applied migration). */
 export interface MigrationsTable {
   name: string;
@@ -56,6 +67,7 @@ export interface MigrationsTable {
 export interface Tables {
   users: UsersTable;
   sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
   portcullis_migrations: MigrationsTable;
 }
 

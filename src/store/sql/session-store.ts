@@ -100,8 +100,22 @@ export class SqlSessionStore implements SessionStore {
     }));
   }
 
+  /** Also deletes the purged sessions' refresh tokens (foreign key cascade). */
   async purgeExpired(before: Date): Promise<number> {
     const res = await this.db.deleteFrom('sessions').where('expires_at', '<', before.getTime()).executeTakeFirst();
     return Number(res.numDeletedRows);
+  }
+
+  /**
+   * Sets `last_seen_at` to `at` unconditionally (revoked or expired sessions included; not
+   * monotonic). True whenever the session exists, even if the value was already `at`.
+   */
+  async touch(id: string, at: Date): Promise<boolean> {
+    const res = await this.db
+      .updateTable('sessions')
+      .set({ last_seen_at: at.getTime() })
+      .where('id', '=', id)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) > 0;
   }
 }

@@ -2,20 +2,23 @@
  * The shared contract for the SQL `Database` implementations. Each dialect's test file calls
  * {@link registerStoreContract} with a factory; the same assertions run on SQLite and PostgreSQL.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../errors/index.js';
-import type { NewSession, NewUser } from '../ports.js';
+import type { NewSession, NewUser, RefreshTokenRecord } from '../ports.js';
 import { MIGRATIONS, type Migration, type SqlDatabase } from './index.js';
 
 /** How a dialect's test file provides databases to the contract. */
 export interface StoreContractHarness {
   /**
-   * Opens a fresh, un-migrated, isolated database (called once, in `beforeAll`), passing
-   * `now` through to `openDatabase` so the contract controls the users' clock.
+   * Opens a fresh, un-migrated, isolated database, passing `now` through to `openDatabase` so
+   * the contract controls the users' clock. Called once without `name` in `beforeAll` (the
+   * suite's shared database), and by single tests with a distinct `name` (e.g. `upgrade`):
+   * each name must get a database of its own, isolated from the others. The contract closes
+   * what it opens.
    */
-  open(opts: { now: () => Date }): Promise<SqlDatabase>;
+  open(opts: { now: () => Date; name?: string }): Promise<SqlDatabase>;
   /** Releases whatever `open` created (called in `afterAll`, after `close()`). */
   cleanup?(): Promise<void>;
 }
@@ -24,6 +27,11 @@ const T0 = Date.UTC(2030, 0, 1, 12, 0, 0, 123);
 const MIN = 60_000;
 const HOUR_MS = 60 * MIN;
 const DAY = 24 * HOUR_MS;
+
+/** A fresh refresh-token hash, shaped like the real ones (base64url SHA-256). */
+function tokenHash(): string {
+  return createHash('sha256').update(randomBytes(32)).digest('base64url');
+}
 
 function newUser(username: string, extra: Partial<NewUser> = {}): NewUser {
   return { username, email: `${username.toLowerCase()}@example.com`, roles: ['user'], passwordHash: `$argon2id$hash-of-${username}`, ...extra };
@@ -60,8 +68,28 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
       await harness.cleanup?.();
     });
 
+    function newSession(userId: string, opts: Partial<NewSession> = {}): NewSession {
+      clock += MIN;
+      return {
+        id: randomUUID(),
+        userId,
+        amr: ['pwd'],
+        createdAt: new Date(clock),
+        expiresAt: new Date(clock + 7 * DAY),
+        userAgent: 'Mozilla/5.0 test',
+        ip: '203.0.113.7',
+        ...opts,
+      };
+    }
+
+    async function countTokens(where?: { sessionId: string }): Promise<number> {
+      let q = db.kysely.selectFrom('refresh_tokens').select((eb) => eb.fn.countAll().as('n'));
+      if (where) q = q.where('session_id', '=', where.sessionId);
+      return Number((await q.executeTakeFirstOrThrow()).n);
+    }
+
     beforeEach(async () => {
-      // Users cascade to sessions: a clean slate per test.
+      // Users cascade to sessions, and sessions to refresh tokens: a clean slate per test.
       for (const u of await db.users.list()) await db.users.delete(u.id);
       clock = T0;
       storeNow = T0;
@@ -73,7 +101,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(firstMigration).toContain('0001_initial');
         expect(await db.migrate()).toEqual([]);
         expect(await db.migrate()).toEqual([]);
-        for (const t of ['users', 'sessions', 'portcullis_migrations']) expect(await tableExists(db, t)).toBe(true);
+        for (const t of ['users', 'sessions', 'refresh_tokens', 'portcullis_migrations']) expect(await tableExists(db, t)).toBe(true);
         const rows = await db.kysely.selectFrom('portcullis_migrations').select('name').orderBy('name').execute();
         expect(rows.map((r) => r.name)).toEqual(MIGRATIONS.map((m) => m.name));
       });
@@ -140,6 +168,36 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         const fixed: Migration = { ...failing, async up(trx) { await trx.schema.createTable(`fail_${tag}`).addColumn('x', 'integer').execute(); } };
         expect(await db.migrateWith([...MIGRATIONS, ok, fixed, never])).toEqual([fixed.name, never.name]);
         expect(await tableExists(db, `fail_${tag}`)).toBe(true);
+      });
+
+      it('upgrades a database at 0001_initial to 0002_refresh_tokens, keeping its data', async () => {
+        const old = await harness.open({ now: () => new Date(storeNow), name: 'upgrade' });
+        try {
+          const first = MIGRATIONS.find((m) => m.name === '0001_initial')!;
+          expect(await old.migrateWith([first])).toEqual(['0001_initial']);
+          expect(await tableExists(old, 'refresh_tokens')).toBe(false);
+          const u = await old.users.create(newUser('legacy'));
+          const s = await old.sessions.create(newSession(u.id));
+
+          const applied = await old.migrate();
+          expect(applied).toEqual(MIGRATIONS.slice(1).map((m) => m.name));
+          expect(applied[0]).toBe('0002_refresh_tokens');
+          expect(await old.migrate()).toEqual([]);
+          expect(await tableExists(old, 'refresh_tokens')).toBe(true);
+
+          // Old rows survived and work with the new table, foreign key and cascade included.
+          expect((await old.sessions.get(s.id))?.userId).toBe(u.id);
+          const hash = tokenHash();
+          await old.refreshTokens.create({ hash, sessionId: s.id, createdAt: new Date(T0), expiresAt: new Date(T0 + DAY) });
+          await expect(
+            old.refreshTokens.create({ hash: tokenHash(), sessionId: randomUUID(), createdAt: new Date(T0), expiresAt: new Date(T0 + DAY) }),
+          ).rejects.toThrow();
+          expect((await old.refreshTokens.use(hash, new Date(T0 + MIN))).status).toBe('ok');
+          expect(await old.users.delete(u.id)).toBe(true);
+          expect(await old.refreshTokens.use(hash, new Date(T0 + 2 * MIN))).toEqual({ status: 'unknown' });
+        } finally {
+          await old.close();
+        }
       });
 
       it('rejects a migration list with duplicate names', async () => {
@@ -265,20 +323,6 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
     });
 
     describe('sessions', () => {
-      function newSession(userId: string, opts: Partial<NewSession> = {}): NewSession {
-        clock += MIN;
-        return {
-          id: randomUUID(),
-          userId,
-          amr: ['pwd'],
-          createdAt: new Date(clock),
-          expiresAt: new Date(clock + 7 * DAY),
-          userAgent: 'Mozilla/5.0 test',
-          ip: '203.0.113.7',
-          ...opts,
-        };
-      }
-
       it('creates and gets a session with every field', async () => {
         const u = await db.users.create(newUser('gina'));
         const ns = newSession(u.id, { amr: ['pwd', 'otp'], ip: '2001:db8::1' });
@@ -427,6 +471,24 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(await db.sessions.purgeExpired(new Date(T0 + 3 * HOUR_MS))).toBe(0);
       });
 
+      it('touch sets lastSeenAt only, and is false for an unknown id', async () => {
+        const u = await db.users.create(newUser('quinn'));
+        const s = await db.sessions.create(newSession(u.id));
+        const other = await db.sessions.create(newSession(u.id));
+        const at = new Date(T0 + 3 * HOUR_MS + 17);
+        expect(await db.sessions.touch(s.id, at)).toBe(true);
+        expect(await db.sessions.get(s.id)).toEqual({ ...s, lastSeenAt: at });
+        expect((await db.sessions.get(other.id))!.lastSeenAt).toEqual(other.createdAt);
+        // The same time again still finds the session.
+        expect(await db.sessions.touch(s.id, at)).toBe(true);
+        // A revoked session can still be touched (the caller decides whether that is allowed).
+        await db.sessions.revoke(s.id, 'logout', at);
+        const later = new Date(at.getTime() + MIN);
+        expect(await db.sessions.touch(s.id, later)).toBe(true);
+        expect((await db.sessions.get(s.id))!.lastSeenAt).toEqual(later);
+        expect(await db.sessions.touch(randomUUID(), at)).toBe(false);
+      });
+
       it('deleting a user deletes its sessions', async () => {
         const u = await db.users.create(newUser('oscar'));
         const other = await db.users.create(newUser('pam'));
@@ -437,6 +499,170 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(await db.sessions.get(s1.id)).toBeUndefined();
         expect(await db.sessions.get(s2.id)).toBeUndefined();
         expect((await db.sessions.get(so.id))?.userId).toBe(other.id);
+      });
+    });
+
+    describe('refresh tokens', () => {
+      async function newToken(sessionId: string, opts: Partial<Omit<RefreshTokenRecord, 'usedAt'>> = {}) {
+        const token = { hash: tokenHash(), sessionId, createdAt: new Date(clock), expiresAt: new Date(clock + DAY), ...opts };
+        await db.refreshTokens.create(token);
+        return token;
+      }
+
+      it('use: ok once (marking it used), then reused with the first use time; unknown hashes are unknown', async () => {
+        const u = await db.users.create(newUser('rita'));
+        const s = await db.sessions.create(newSession(u.id));
+        const t = await newToken(s.id, { createdAt: new Date(T0 + 7), expiresAt: new Date(T0 + DAY + 9) });
+        const first = new Date(T0 + HOUR_MS + 123);
+
+        const r1 = await db.refreshTokens.use(t.hash, first);
+        expect(r1).toEqual({ status: 'ok', record: { ...t, usedAt: first } });
+
+        const r2 = await db.refreshTokens.use(t.hash, new Date(T0 + 2 * HOUR_MS));
+        expect(r2).toEqual({ status: 'reused', record: { ...t, usedAt: first } });
+        // Still the first use time on every later attempt.
+        const r3 = await db.refreshTokens.use(t.hash, new Date(T0 + 3 * HOUR_MS));
+        expect(r3.status === 'reused' && r3.record.usedAt).toEqual(first);
+
+        expect(await db.refreshTokens.use(tokenHash(), first)).toEqual({ status: 'unknown' });
+        expect(await db.refreshTokens.use('', first)).toEqual({ status: 'unknown' });
+      });
+
+      it('use ignores expiry (the caller checks it)', async () => {
+        const u = await db.users.create(newUser('sam'));
+        const s = await db.sessions.create(newSession(u.id));
+        const t = await newToken(s.id, { expiresAt: new Date(T0 + MIN) });
+        const at = new Date(T0 + 30 * DAY);
+        expect(await db.refreshTokens.use(t.hash, at)).toEqual({ status: 'ok', record: { ...t, usedAt: at } });
+      });
+
+      it('exactly one of 50 concurrent use() calls wins; the others see reuse at the winner\'s time', async () => {
+        const u = await db.users.create(newUser('tess'));
+        const s = await db.sessions.create(newSession(u.id));
+        const t = await newToken(s.id);
+        // Distinct times, so the reported usedAt identifies the winner.
+        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => db.refreshTokens.use(t.hash, new Date(T0 + HOUR_MS + i))));
+        const ok = results.filter((r) => r.status === 'ok');
+        const reused = results.filter((r) => r.status === 'reused');
+        expect(ok).toHaveLength(1);
+        expect(reused).toHaveLength(49);
+        const winner = ok[0]!.record.usedAt!;
+        expect(winner.getTime() - (T0 + HOUR_MS)).toBe(results.indexOf(ok[0]!));
+        for (const r of reused) expect(r.record).toEqual({ ...t, usedAt: winner });
+        expect(await db.refreshTokens.use(t.hash, new Date(T0 + 2 * HOUR_MS))).toEqual({ status: 'reused', record: { ...t, usedAt: winner } });
+      });
+
+      it('concurrent use() of different tokens all succeed', async () => {
+        const u = await db.users.create(newUser('uma'));
+        const s = await db.sessions.create(newSession(u.id));
+        const tokens = await Promise.all(Array.from({ length: 20 }, () => newToken(s.id)));
+        const results = await Promise.all(tokens.map((t) => db.refreshTokens.use(t.hash, new Date(T0 + HOUR_MS))));
+        expect(results.map((r) => r.status)).toEqual(tokens.map(() => 'ok'));
+      });
+
+      it('create rejects an unknown session (foreign key) and a duplicate hash', async () => {
+        const u = await db.users.create(newUser('vera'));
+        const s = await db.sessions.create(newSession(u.id));
+        await expect(newToken(randomUUID())).rejects.toThrow();
+        const t = await newToken(s.id);
+        await expect(newToken(s.id, { hash: t.hash })).rejects.toThrow();
+        expect(await countTokens()).toBe(1);
+        // The original is untouched.
+        expect((await db.refreshTokens.use(t.hash, new Date(T0 + MIN))).status).toBe('ok');
+      });
+
+      it('deleteForSession deletes that session\'s tokens, used or not, and counts them', async () => {
+        const u = await db.users.create(newUser('walt'));
+        const s = await db.sessions.create(newSession(u.id));
+        const keep = await db.sessions.create(newSession(u.id));
+        const a = await newToken(s.id);
+        const b = await newToken(s.id);
+        await newToken(s.id);
+        const k = await newToken(keep.id);
+        await db.refreshTokens.use(a.hash, new Date(T0 + MIN));
+
+        expect(await db.refreshTokens.deleteForSession(s.id)).toBe(3);
+        expect(await countTokens({ sessionId: s.id })).toBe(0);
+        expect(await db.refreshTokens.use(a.hash, new Date(T0 + 2 * MIN))).toEqual({ status: 'unknown' });
+        expect(await db.refreshTokens.use(b.hash, new Date(T0 + 2 * MIN))).toEqual({ status: 'unknown' });
+        expect(await db.refreshTokens.deleteForSession(s.id)).toBe(0);
+        expect(await db.refreshTokens.deleteForSession(randomUUID())).toBe(0);
+        // Other sessions' tokens and the session itself stay.
+        expect((await db.refreshTokens.use(k.hash, new Date(T0 + 2 * MIN))).status).toBe('ok');
+        expect((await db.sessions.get(s.id))?.id).toBe(s.id);
+      });
+
+      it('purgeExpired deletes tokens expired before the cut-off, used or not, and counts them', async () => {
+        const u = await db.users.create(newUser('xena'));
+        const s = await db.sessions.create(newSession(u.id));
+        const old1 = await newToken(s.id, { expiresAt: new Date(T0 + HOUR_MS) });
+        const oldUsed = await newToken(s.id, { expiresAt: new Date(T0 + 2 * HOUR_MS) });
+        const edge = await newToken(s.id, { expiresAt: new Date(T0 + 3 * HOUR_MS) });
+        const liveUsed = await newToken(s.id, { expiresAt: new Date(T0 + DAY) });
+        const live = await newToken(s.id, { expiresAt: new Date(T0 + DAY) });
+        const usedAt = new Date(T0 + MIN);
+        await db.refreshTokens.use(oldUsed.hash, usedAt);
+        await db.refreshTokens.use(liveUsed.hash, usedAt);
+
+        const cut = new Date(T0 + 3 * HOUR_MS);
+        expect(await db.refreshTokens.purgeExpired(cut)).toBe(2);
+        expect(await db.refreshTokens.purgeExpired(cut)).toBe(0);
+        expect(await countTokens()).toBe(3);
+        const later = new Date(T0 + 4 * HOUR_MS);
+        expect(await db.refreshTokens.use(old1.hash, later)).toEqual({ status: 'unknown' });
+        expect(await db.refreshTokens.use(oldUsed.hash, later)).toEqual({ status: 'unknown' });
+        // Used but unexpired tokens stay, so reuse is still detected.
+        expect(await db.refreshTokens.use(liveUsed.hash, later)).toEqual({ status: 'reused', record: { ...liveUsed, usedAt } });
+        expect((await db.refreshTokens.use(edge.hash, later)).status).toBe('ok');
+        expect((await db.refreshTokens.use(live.hash, later)).status).toBe('ok');
+        // The session is not the token store's business.
+        expect((await db.sessions.get(s.id))?.id).toBe(s.id);
+      });
+
+      it('deleting a user deletes its sessions\' refresh tokens', async () => {
+        const u = await db.users.create(newUser('yuri'));
+        const other = await db.users.create(newUser('zoe'));
+        const s1 = await db.sessions.create(newSession(u.id));
+        const s2 = await db.sessions.create(newSession(u.id));
+        const so = await db.sessions.create(newSession(other.id));
+        const t1 = await newToken(s1.id);
+        await newToken(s2.id);
+        const to = await newToken(so.id);
+        expect(await countTokens()).toBe(3);
+        expect(await db.users.delete(u.id)).toBe(true);
+        expect(await countTokens()).toBe(1);
+        expect(await db.refreshTokens.use(t1.hash, new Date(T0 + MIN))).toEqual({ status: 'unknown' });
+        expect((await db.refreshTokens.use(to.hash, new Date(T0 + MIN))).status).toBe('ok');
+      });
+
+      it('deleting a session (sessions.purgeExpired or directly) deletes its refresh tokens', async () => {
+        const u = await db.users.create(newUser('abe'));
+        const expiring = await db.sessions.create(newSession(u.id, { expiresAt: new Date(T0 + HOUR_MS) }));
+        const direct = await db.sessions.create(newSession(u.id));
+        const live = await db.sessions.create(newSession(u.id));
+        const te = await newToken(expiring.id, { expiresAt: new Date(T0 + HOUR_MS) });
+        await newToken(direct.id);
+        const tl = await newToken(live.id);
+
+        expect(await db.sessions.purgeExpired(new Date(T0 + 2 * HOUR_MS))).toBe(1);
+        expect(await countTokens({ sessionId: expiring.id })).toBe(0);
+        expect(await db.refreshTokens.use(te.hash, new Date(T0 + MIN))).toEqual({ status: 'unknown' });
+
+        // The port has no session delete; the foreign key is what is under test here.
+        await db.kysely.deleteFrom('sessions').where('id', '=', direct.id).execute();
+        expect(await countTokens({ sessionId: direct.id })).toBe(0);
+
+        expect(await countTokens()).toBe(1);
+        expect((await db.refreshTokens.use(tl.hash, new Date(T0 + MIN))).status).toBe('ok');
+      });
+
+      it('revoking a session keeps its tokens (deleting them is the caller\'s choice)', async () => {
+        const u = await db.users.create(newUser('bea'));
+        const s = await db.sessions.create(newSession(u.id));
+        await newToken(s.id);
+        await db.sessions.revoke(s.id, 'logout', new Date(T0 + MIN));
+        await db.sessions.revokeAllForUser(u.id, 'disabled', new Date(T0 + MIN));
+        expect(await countTokens({ sessionId: s.id })).toBe(1);
       });
     });
   });

@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openDatabase, type SqlDatabase } from './index.js';
+import { MIGRATIONS, openDatabase, type SqlDatabase } from './index.js';
 import { registerStoreContract } from './store-contract.js';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const IN_CI = process.env.CI === 'true';
 /** One fresh schema per test file, dropped at the end. */
 const SCHEMA = `portcullis_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+const ALL = MIGRATIONS.map((m) => m.name);
 
 async function reachable(): Promise<string | undefined> {
   const client = new pg.Client({ connectionString: DATABASE_URL, connectionTimeoutMillis: 2000 });
@@ -49,6 +50,8 @@ if (problem !== undefined && IN_CI) {
     it('contract', () => {});
   });
 } else {
+  /** Schemas the contract asked for by name (`${SCHEMA}_${name}`). */
+  const contractSchemas = new Set<string>();
   afterAll(async () => {
     await dropSchema(SCHEMA);
     await dropSchema(`${SCHEMA}_url`);
@@ -56,7 +59,14 @@ if (problem !== undefined && IN_CI) {
   });
 
   registerStoreContract('postgres', {
-    open: ({ now }) => openDatabase(DATABASE_URL, { schema: SCHEMA, now, log: () => {} }),
+    open: ({ now, name }) => {
+      const schema = name === undefined ? SCHEMA : `${SCHEMA}_c_${name}`;
+      contractSchemas.add(schema);
+      return openDatabase(DATABASE_URL, { schema, now, log: () => {} });
+    },
+    cleanup: async () => {
+      for (const s of contractSchemas) if (s !== SCHEMA) await dropSchema(s);
+    },
   });
 
   describe('postgres specifics', () => {
@@ -67,12 +77,12 @@ if (problem !== undefined && IN_CI) {
       try {
         expect(db.dialect).toBe('postgres');
         expect(db.schema).toBe(`${SCHEMA}_url`);
-        expect(await db.migrate()).toEqual(['0001_initial']);
+        expect(await db.migrate()).toEqual(ALL);
         const cur = await sql<{ s: string }>`select current_schema() as s`.execute(db.kysely);
         expect(cur.rows[0]?.s).toBe(`${SCHEMA}_url`);
         const t = await sql<{ table_name: string }>`
           select table_name from information_schema.tables where table_schema = ${`${SCHEMA}_url`} order by table_name`.execute(db.kysely);
-        expect(t.rows.map((r) => r.table_name)).toEqual(['portcullis_migrations', 'sessions', 'users']);
+        expect(t.rows.map((r) => r.table_name)).toEqual(['portcullis_migrations', 'refresh_tokens', 'sessions', 'users']);
       } finally {
         await db.close();
       }
@@ -100,9 +110,10 @@ if (problem !== undefined && IN_CI) {
       const dbs: SqlDatabase[] = await Promise.all([open(), open(), open()]);
       try {
         const results = await Promise.all(dbs.map((d) => d.migrate()));
-        expect(results.flat()).toEqual(['0001_initial']);
-        const rows = await dbs[0]!.kysely.selectFrom('portcullis_migrations').select('name').execute();
-        expect(rows.map((r) => r.name)).toEqual(['0001_initial']);
+        // Each migration is applied by exactly one of them (not necessarily the same one).
+        expect(results.flat().sort()).toEqual([...ALL].sort());
+        const rows = await dbs[0]!.kysely.selectFrom('portcullis_migrations').select('name').orderBy('name').execute();
+        expect(rows.map((r) => r.name)).toEqual([...ALL].sort());
       } finally {
         await Promise.all(dbs.map((d) => d.close()));
       }

@@ -3,17 +3,19 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openDatabase } from './index.js';
+import { MIGRATIONS, openDatabase } from './index.js';
 import { registerStoreContract } from './store-contract.js';
 
+const ALL = MIGRATIONS.map((m) => m.name);
 const dir = mkdtempSync(path.join(tmpdir(), 'portcullis-sqlite-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 registerStoreContract('sqlite file', {
-  open: ({ now }) => openDatabase(`sqlite:${path.join(dir, 'contract', 'nested', 'store.db')}`, { now, log: () => {} }),
+  open: ({ now, name }) => openDatabase(`sqlite:${path.join(dir, 'contract', 'nested', `${name ?? 'store'}.db`)}`, { now, log: () => {} }),
 });
 
 registerStoreContract('sqlite :memory:', {
+  // Every :memory: connection is a database of its own.
   open: ({ now }) => openDatabase('sqlite::memory:', { now, log: () => {} }),
 });
 
@@ -25,7 +27,7 @@ describe('sqlite specifics', () => {
       const file = path.join(dir, 'data', 'sub', 'portcullis.db');
       expect(statSync(file).isFile()).toBe(true);
       expect(statSync(file).mode & 0o777).toBe(0o600);
-      expect(await db.migrate()).toEqual(['0001_initial']);
+      expect(await db.migrate()).toEqual(ALL);
       // The WAL file inherits the database file's mode.
       await db.users.create({ username: 'w', email: null, roles: [], passwordHash: 'h' });
       expect(statSync(`${file}-wal`).mode & 0o777).toBe(0o600);
@@ -51,7 +53,7 @@ describe('sqlite specifics', () => {
   it('keeps data across reopen and does not re-apply migrations', async () => {
     const url = `sqlite:${path.join(dir, 'reopen.db')}`;
     const a = await openDatabase(url, { log: () => {} });
-    expect(await a.migrate()).toEqual(['0001_initial']);
+    expect(await a.migrate()).toEqual(ALL);
     const u = await a.users.create({ username: 'Keep', email: null, roles: ['r'], passwordHash: 'h' });
     await a.close();
     await a.close(); // idempotent

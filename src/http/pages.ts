@@ -1,0 +1,78 @@
+import { escapeHtml } from './problem.js';
+
+/** Everything a page needs to know about the gateway. */
+export interface PageContext {
+  name: string;
+  prefix: string;
+}
+
+/** The one stylesheet (served from `{prefix}/static/portcullis.css`; CSP allows 'self' styles only). */
+export const STYLESHEET = `:root{color-scheme:light dark;font-family:system-ui,-apple-system,"Segoe UI",sans-serif}
+body{margin:0;min-height:100vh;display:grid;place-items:center;background:Canvas;color:CanvasText}
+main{width:min(22rem,90vw);padding:2rem;border:1px solid color-mix(in srgb,CanvasText 20%,transparent);border-radius:12px}
+h1{font-size:1.4rem;margin:0 0 1.2rem}
+label{display:block;font-weight:600;margin:.9rem 0 .3rem}
+input{box-sizing:border-box;width:100%;padding:.55rem .6rem;font:inherit;border:1px solid color-mix(in srgb,CanvasText 35%,transparent);border-radius:6px}
+button{margin-top:1.4rem;width:100%;padding:.6rem;font:inherit;font-weight:600;border:0;border-radius:6px;background:#1f5fbf;color:#fff;cursor:pointer}
+button:focus-visible,input:focus-visible{outline:3px solid #f0a000;outline-offset:2px}
+.error{padding:.6rem .8rem;border-radius:6px;background:#fde8e8;color:#8a1111}
+.muted{opacity:.75;font-size:.9rem}
+a{color:inherit}`;
+
+function layout(ctx: PageContext, title: string, body: string): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>${escapeHtml(title)} · ${escapeHtml(ctx.name)}</title>
+<link rel="stylesheet" href="${escapeHtml(ctx.prefix)}/static/portcullis.css">
+</head>
+<body>
+<main>
+${body}
+</main>
+</body>
+</html>
+`;
+}
+
+/** The sign-in form: server-rendered, labelled fields, no script. */
+export function loginPage(ctx: PageContext, opts: { rd: string; error?: string; username?: string }): string {
+  const error = opts.error ? `<p class="error" role="alert" id="login-error">${escapeHtml(opts.error)}</p>` : '';
+  return layout(
+    ctx,
+    'Sign in',
+    `<h1>Sign in to ${escapeHtml(ctx.name)}</h1>
+${error}
+<form method="post" action="${escapeHtml(ctx.prefix)}/login"${opts.error ? ' aria-describedby="login-error"' : ''}>
+<input type="hidden" name="rd" value="${escapeHtml(opts.rd)}">
+<label for="username">Username</label>
+<input id="username" name="username" type="text" autocomplete="username" autocapitalize="none" spellcheck="false" required maxlength="64" value="${escapeHtml(opts.username ?? '')}"${opts.username ? '' : ' autofocus'}>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024"${opts.username ? ' autofocus' : ''}>
+<button type="submit">Sign in</button>
+</form>`,
+  );
+}
+
+/** The sign-out confirmation: a form, because signing out changes state (never a GET). */
+export function logoutPage(ctx: PageContext, opts: { signedInAs: string | null }): string {
+  const who = opts.signedInAs ? `<p>Signed in as <strong>${escapeHtml(opts.signedInAs)}</strong>.</p>` : '<p class="muted">You are not signed in.</p>';
+  return layout(
+    ctx,
+    'Sign out',
+    `<h1>Sign out</h1>
+${who}
+<form method="post" action="${escapeHtml(ctx.prefix)}/logout">
+<button type="submit">Sign out</button>
+</form>
+<p class="muted"><a href="/">Back</a></p>`,
+  );
+}
+
+/** A plain message page (errors on form posts). */
+export function messagePage(ctx: PageContext, title: string, message: string, link?: { href: string; text: string }): string {
+  return layout(ctx, title, `<h1>${escapeHtml(title)}</h1>\n<p>${escapeHtml(message)}</p>${link ? `\n<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.text)}</a></p>` : ''}`);
+}
