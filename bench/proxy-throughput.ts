@@ -6,10 +6,12 @@
  *
  * Starts the echo upstream and `portcullis serve` as separate processes, signs in once, then
  * alternates autocannon runs: echo direct, gateway with a bearer token. Prints req/s, latency
- * and the ratio gateway/direct.
+ * and the ratio gateway/direct. Also prints the CPU time each server process used per request
+ * (from /proc, Linux only): on a shared box that is steadier than req/s, and it is what the
+ * gateway adds over a bare http-proxy.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,8 +42,33 @@ function start(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{
   });
 }
 
-async function load(url: string, headers: Record<string, string>): Promise<autocannon.Result> {
-  return autocannon({ url, connections: CONNECTIONS, duration: SECONDS, headers, pipelining: 1 });
+/**
+ * CPU seconds (user + system) a process and its descendants (the tsx CLI runs scripts in a
+ * child process) have used so far, or NaN where /proc is missing.
+ */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined || !existsSync(`/proc/${pid}/stat`)) return NaN;
+  let total = 0;
+  const stack = [pid];
+  while (stack.length) {
+    const p = stack.pop()!;
+    try {
+      // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+      const rest = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ');
+      total += (Number(rest[11]) + Number(rest[12])) / 100; // USER_HZ is 100 on Linux
+      stack.push(...readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').split(' ').filter(Boolean).map(Number));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
+}
+
+/** One load run against `url`, with the CPU that `server` (the process answering it) spent per request. */
+async function load(url: string, headers: Record<string, string>, server: ChildProcess): Promise<{ r: autocannon.Result; cpuUs: number }> {
+  const c0 = cpuSeconds(server.pid);
+  const r = await autocannon({ url, connections: CONNECTIONS, duration: SECONDS, headers, pipelining: 1 });
+  return { r, cpuUs: ((cpuSeconds(server.pid) - c0) / r.requests.total) * 1e6 };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
@@ -81,26 +108,29 @@ try {
 
   await autocannon({ url: `${bareUrl}/bench`, connections: 10, duration: 2 });
 
-  const rows: { direct: number; bare: number; gateway: number }[] = [];
+  type Row = { direct: number; bare: number; gateway: number; directCpu: number; bareCpu: number; gatewayCpu: number };
+  const rows: Row[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    const direct = await load(`${echoUrl}/bench`, {});
-    const bareRun = await load(`${bareUrl}/bench`, {});
-    const gateway = await load(`${gwUrl}/bench`, { authorization: `Bearer ${token}` });
+    const { r: direct, cpuUs: directCpu } = await load(`${echoUrl}/bench`, {}, echo.child);
+    const { r: bareRun, cpuUs: bareCpu } = await load(`${bareUrl}/bench`, {}, bare.child);
+    const { r: gateway, cpuUs: gatewayCpu } = await load(`${gwUrl}/bench`, { authorization: `Bearer ${token}` }, gw.child);
     const non2xx = gateway.non2xx + gateway.errors;
-    rows.push({ direct: direct.requests.average, bare: bareRun.requests.average, gateway: gateway.requests.average });
+    rows.push({ direct: direct.requests.average, bare: bareRun.requests.average, gateway: gateway.requests.average, directCpu, bareCpu, gatewayCpu });
     console.log(
-      `round ${r + 1}: direct ${direct.requests.average.toFixed(0)} req/s (p99 ${direct.latency.p99} ms) | ` +
-        `bare http-proxy ${bareRun.requests.average.toFixed(0)} req/s (p99 ${bareRun.latency.p99} ms) | ` +
-        `gateway ${gateway.requests.average.toFixed(0)} req/s (p99 ${gateway.latency.p99} ms, ${non2xx} non-2xx/errors)`,
+      `round ${r + 1}: direct ${direct.requests.average.toFixed(0)} req/s (p99 ${direct.latency.p99} ms, ${directCpu.toFixed(0)} µs CPU/req) | ` +
+        `bare http-proxy ${bareRun.requests.average.toFixed(0)} req/s (p99 ${bareRun.latency.p99} ms, ${bareCpu.toFixed(0)} µs CPU/req) | ` +
+        `gateway ${gateway.requests.average.toFixed(0)} req/s (p99 ${gateway.latency.p99} ms, ${gatewayCpu.toFixed(0)} µs CPU/req, ${non2xx} non-2xx/errors)`,
     );
   }
-  const avg = (k: 'direct' | 'bare' | 'gateway') => rows.reduce((a, x) => a + x[k], 0) / rows.length;
+  const avg = (k: keyof Row) => rows.reduce((a, x) => a + x[k], 0) / rows.length;
   console.log(`\n${CONNECTIONS} connections, ${SECONDS}s x ${ROUNDS} rounds, all on this machine`);
   console.log(`echo direct:              ${avg('direct').toFixed(0)} req/s`);
   console.log(`bare http-proxy:          ${avg('bare').toFixed(0)} req/s`);
   console.log(`gateway (bearer, authz):  ${avg('gateway').toFixed(0)} req/s`);
   console.log(`ratio gateway/direct:     ${(avg('gateway') / avg('direct')).toFixed(2)}`);
   console.log(`ratio gateway/bare proxy: ${(avg('gateway') / avg('bare')).toFixed(2)}`);
+  console.log(`CPU per request (server process, user+sys): echo ${avg('directCpu').toFixed(0)} µs, bare http-proxy ${avg('bareCpu').toFixed(0)} µs, gateway ${avg('gatewayCpu').toFixed(0)} µs`);
+  console.log(`CPU ratio gateway/bare proxy: ${(avg('gatewayCpu') / avg('bareCpu')).toFixed(2)}`);
 } finally {
   bare.child.kill('SIGTERM');
   gw.child.kill('SIGTERM');

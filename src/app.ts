@@ -132,6 +132,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
       strictTransportSecurity: c.tls ? { maxAge: 31_536_000, includeSubDomains: true } : false,
       contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], styleSrc: ["'self'"], imgSrc: ["'self'", 'data:'], formAction: ["'self'", ...c.auth.allowed_origins], frameAncestors: ["'none'"], baseUri: ["'none'"], upgradeInsecureRequests: c.tls ? [] : null } },
       crossOriginEmbedderPolicy: false,
+      // Not no-referrer: with it, browsers send `Origin: null` on form posts, and the CSRF check
+      // needs the real origin of our own sign-in form.
+      referrerPolicy: { policy: 'same-origin' },
     });
   const helmetMw = makeHelmet(config);
   const ourKids = new Set(keySet.kids);

@@ -117,6 +117,8 @@ function renderHtml(r: EchoReply): string {
     ? `<p>Signed in as <strong>${esc(r.identity.user)}</strong>${r.identity.email ? ` &lt;${esc(r.identity.email)}&gt;` : ''}` +
       ` — user id <code>${esc(r.identity.user_id ?? '?')}</code>, roles: ${r.identity.roles.length ? esc(r.identity.roles.join(', ')) : '<em>none</em>'}</p>`
     : '<p>Signed in as <strong>nobody</strong> (no identity headers received).</p>';
+  // The gateway's sign-out page (default auth prefix); a link, since the page itself posts the form.
+  const signOut = r.identity.user ? '<p><a href="/api/auth/logout" id="sign-out">Sign out</a></p>' : '<p><a href="/api/auth/login">Sign in</a></p>';
   const rows = r.raw_headers.map(([k, v]) => `<tr><th scope="row">${esc(k)}</th><td>${esc(v)}</td></tr>`).join('\n');
   return `<!doctype html>
 <html lang="en">
@@ -125,6 +127,7 @@ function renderHtml(r: EchoReply): string {
 <main>
 <h1>Demo upstream</h1>
 ${who}
+${signOut}
 <p>Request: <code>${esc(r.method)} ${esc(r.path)}</code>${r.query ? ` query <code>${esc(r.query)}</code>` : ''}, ${r.body_bytes} body bytes.</p>
 <h2>Headers received</h2>
 <table>

@@ -1,0 +1,88 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { chromium, type Browser } from 'playwright-core';
+import { addUser, GOOD_PASSWORD, startHarness, type Harness } from './helpers.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const available = existsSync(CHROMIUM);
+if (!available && process.env.CI === 'true') throw new Error(`Chromium is not installed at ${CHROMIUM}, and CI=true requires the browser test`);
+if (!available) console.warn(`[browser.e2e] skipped: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+
+const ROUTES = `
+routes:
+  - name: app
+    match: { path: /** }
+    upstream: echo
+    access: authenticated
+`;
+
+describe.runIf(available)('a real browser signs in, stays signed in past the access TTL, signs out', () => {
+  let h: Harness;
+  let browser: Browser;
+  beforeAll(async () => {
+    // A 2 s access token: the browser drops the access cookie and must be refreshed silently.
+    h = await startHarness({ routes: ROUTES, extraYaml: 'auth:\n  access_ttl: 2s\n' });
+    await addUser(h, 'bea', ['staff'], { email: 'bea@example.com' });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await h?.close();
+  });
+
+  it('runs the whole sign-in journey', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+
+    // 1. A protected page sends the browser to the sign-in form, remembering where it was going.
+    await page.goto(`${h.url}/reports/q3?view=full`);
+    expect(new URL(page.url()).pathname).toBe('/api/auth/login');
+    expect(new URL(page.url()).searchParams.get('rd')).toBe('/reports/q3?view=full');
+    await expect(page.getByLabel('Username').isVisible()).resolves.toBe(true);
+
+    // 2. A wrong password re-renders the form with an error.
+    await page.getByLabel('Username').fill('bea');
+    await page.getByLabel('Password').fill('not the password at all');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForLoadState();
+    expect(await page.getByRole('alert').textContent()).toContain('wrong');
+
+    // 3. The right one lands on the original page, and the demo app shows who is signed in.
+    await page.getByLabel('Password').fill(GOOD_PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${h.url}/reports/q3?view=full`);
+    expect(await page.locator('main').textContent()).toContain('Signed in as bea');
+    const cookies = await context.cookies();
+    const at = cookies.find((c) => c.name === 'portcullis_at');
+    expect(at).toMatchObject({ httpOnly: true, sameSite: 'Lax', path: '/' });
+    // The page cannot read the tokens (HttpOnly), and nothing lands in localStorage.
+    expect(await page.evaluate(() => document.cookie)).not.toContain('portcullis_');
+    expect(await page.evaluate(() => localStorage.length)).toBe(0);
+
+    // 4. Past the access TTL the browser drops the access cookie; a reload is refreshed silently.
+    await page.waitForTimeout(3_000);
+    expect((await context.cookies()).some((c) => c.name === 'portcullis_at')).toBe(false);
+    await page.reload();
+    expect(new URL(page.url()).pathname).toBe('/reports/q3');
+    expect(await page.locator('main').textContent()).toContain('Signed in as bea');
+    expect((await context.cookies()).some((c) => c.name === 'portcullis_at')).toBe(true);
+
+    // 5. Sign out from the demo app: the sign-out page posts its form, and the browser is back
+    //    on the sign-in page; protected pages send it there again.
+    await page.getByRole('link', { name: 'Sign out' }).click();
+    await page.waitForURL(`${h.url}/api/auth/logout`);
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL((u) => u.pathname === '/api/auth/login');
+    expect((await context.cookies()).filter((c) => c.name.startsWith('portcullis_'))).toEqual([]);
+    await page.goto(`${h.url}/reports/q3`);
+    expect(new URL(page.url()).pathname).toBe('/api/auth/login');
+    // The pages work under the strict CSP: no violation was reported on the way.
+    expect(errors.filter((e) => /Content Security Policy|Refused to/i.test(e))).toEqual([]);
+    await context.close();
+  });
+});
