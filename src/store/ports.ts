@@ -115,12 +115,24 @@ export interface RefreshTokenStore {
   purgeExpired(before: Date): Promise<number>;
 }
 
+/** Hashed single-use 2FA recovery codes. */
+export interface RecoveryCodeStore {
+  /** Replaces all of a user's codes with these hashes (unused). */
+  replace(userId: string, hashes: readonly string[], at: Date): Promise<void>;
+  /** Atomically spends one code; true only for the one caller that found it unused. */
+  use(userId: string, hash: string, at: Date): Promise<boolean>;
+  /** Unused codes left. */
+  remaining(userId: string): Promise<number>;
+  deleteForUser(userId: string): Promise<number>;
+}
+
 /** The durable database: stores plus lifecycle. */
 export interface Database {
   readonly dialect: 'sqlite' | 'postgres';
   readonly users: UserStore;
   readonly sessions: SessionStore;
   readonly refreshTokens: RefreshTokenStore;
+  readonly recoveryCodes: RecoveryCodeStore;
   /** Applies pending migrations; returns the names applied. */
   migrate(): Promise<string[]>;
   /** Throws when the database cannot be reached. */
@@ -139,4 +151,28 @@ export interface RevocationList {
   add(sessionId: string, expiresAt: Date): void;
   /** Number of revocations held (for tests and metrics). */
   size(): number;
+}
+
+/**
+ * Short-lived shared state: counters, locks and TOTP replay marks. In-process for one
+ * process (embedded mode); Redis when several processes must agree. Every operation that
+ * must be atomic is atomic in each implementation.
+ */
+export interface StateStore {
+  readonly kind: 'memory' | 'redis';
+  /**
+   * Records `step` as the user's last used TOTP time step if it is greater than the one
+   * stored; true when it was (the code may be accepted), false for a replay.
+   */
+  claimTotpStep(userId: string, step: number, ttlMs: number): Promise<boolean>;
+  /** Increments a counter whose window starts at its first increment; returns the count and ms left. */
+  increment(key: string, windowMs: number): Promise<{ count: number; resetMs: number }>;
+  /** Sets a flag that lasts `ttlMs`. */
+  setFlag(key: string, ttlMs: number): Promise<void>;
+  /** Milliseconds left on a flag, 0 when unset. */
+  flagTtl(key: string): Promise<number>;
+  /** Deletes counters or flags. */
+  delete(...keys: string[]): Promise<void>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
 }
