@@ -135,6 +135,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       // Not no-referrer: with it, browsers send `Origin: null` on form posts, and the CSRF check
       // needs the real origin of our own sign-in form.
       referrerPolicy: { policy: 'same-origin' },
+      xFrameOptions: { action: 'deny' },
     });
   const helmetMw = makeHelmet(config);
   const ourKids = new Set(keySet.kids);

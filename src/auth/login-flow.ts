@@ -206,10 +206,9 @@ export class AuthService {
     const key = hashRefreshToken(token);
     const running = this.inflight.get(key);
     if (running) return running;
-    const p = this.spend(token, true).finally(() => {
-      // Keep the result briefly: the sibling requests of a page load arrive over a few ms.
-      setTimeout(() => this.inflight.delete(key), 2_000).unref();
-    });
+    // Shared only while running: later siblings go through the grace path, which re-checks
+    // the session (a cached result could outlive a logout).
+    const p = this.spend(token, true).finally(() => this.inflight.delete(key));
     this.inflight.set(key, p);
     return p;
   }

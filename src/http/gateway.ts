@@ -174,13 +174,16 @@ export function createGateway(d: GatewayDeps) {
       return;
     }
     routeLabel = c.route.name;
+    // Set now so an upstream failure (502/504) still hands the browser its rotated cookies;
+    // on success the proxy appends them to the upstream's own.
+    if (c.setCookies.length) res.setHeader('set-cookie', c.setCookies);
     d.proxy.forward(req, res, await target(req, c));
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     // writeProblemToSocket ends the socket and destroys it once flushed: a refused client
     // that stays half-open must not keep a descriptor.
-    const fail = (err: GatewayError) => writeProblemToSocket(socket, err);
+    const fail = (err: GatewayError, setCookies?: readonly string[]) => writeProblemToSocket(socket, err, setCookies);
     socket.on('error', () => socket.destroy());
     let pathInfo;
     try {
@@ -196,7 +199,7 @@ export function createGateway(d: GatewayDeps) {
     }
     const c = await check(req, pathInfo);
     if (!c.ok) {
-      fail(c.error);
+      fail(c.error, c.setCookies);
       return;
     }
     d.proxy.upgrade(req, socket, head, await target(req, c));

@@ -67,7 +67,7 @@ const REASONS: Record<number, string> = {
  * or failed WebSocket upgrades, where there is no `ServerResponse`) and closes the socket
  * once it is flushed. Does nothing on a socket that is no longer writable.
  */
-export function writeProblemToSocket(socket: Duplex, err: GatewayError): void {
+export function writeProblemToSocket(socket: Duplex, err: GatewayError, setCookies: readonly string[] = []): void {
   if (socket.destroyed || !socket.writable) {
     socket.destroy();
     return;
@@ -80,6 +80,7 @@ export function writeProblemToSocket(socket: Duplex, err: GatewayError): void {
     `Content-Length: ${Buffer.byteLength(body)}`,
     'Connection: close',
     ...Object.entries(err.headers ?? {}).map(([k, v]) => `${k}: ${v}`),
+    ...setCookies.map((v) => `Set-Cookie: ${v}`),
   ];
   socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
   // end() only half-closes; make sure the descriptor is released even if the peer stalls.

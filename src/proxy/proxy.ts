@@ -460,9 +460,8 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     }
     if (setCookies?.length) {
       // Appended, never replacing the upstream's own cookies.
-      const theirs = res.getHeader('set-cookie');
-      const list = theirs === undefined ? [] : Array.isArray(theirs) ? theirs : [String(theirs)];
-      res.setHeader('set-cookie', [...list, ...setCookies]);
+      // The upstream's own (never res.getHeader: the caller may have set ours already).
+      res.setHeader('set-cookie', [...(proxyRes.headers['set-cookie'] ?? []), ...setCookies]);
     }
   }
 
@@ -619,7 +618,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
         { event: 'upstream_error', upstream: up.name, reason, code: (err as { code?: unknown } | null)?.code ?? null, websocket: true },
         'upstream upgrade failed',
       );
-      writeProblemToSocket(socket, problemFor(reason));
+      writeProblemToSocket(socket, problemFor(reason), t.setCookies);
       x.proxyReq?.destroy();
     };
     const onTimeout = (): void => {
@@ -634,7 +633,9 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       if (up.servername) o.servername = up.servername;
       armTimeout(x, creq, up.cfg.timeout, onTimeout);
       // Registered before http-proxy's own listeners, so these run first.
-      creq.on('upgrade', (_res: http.IncomingMessage, proxySocket: Socket) => {
+      creq.on('upgrade', (upRes: http.IncomingMessage, proxySocket: Socket) => {
+        // http-proxy writes the 101 from these headers after this listener runs.
+        if (t.setCookies?.length) upRes.headers['set-cookie'] = [...(upRes.headers['set-cookie'] ?? []), ...t.setCookies];
         x.upgraded = true;
         x.proxySocket = proxySocket;
         report(x, 101);
@@ -648,6 +649,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
         // The upstream refused the upgrade. http-proxy relays its status line and headers,
         // then pipes the decoded body and ends the socket: make that framing honest.
         report(x, proxyRes.statusCode ?? null);
+        if (t.setCookies?.length) proxyRes.headers['set-cookie'] = [...(proxyRes.headers['set-cookie'] ?? []), ...t.setCookies];
         delete proxyRes.headers['transfer-encoding'];
         delete proxyRes.headers['keep-alive'];
         proxyRes.headers.connection = 'close';

@@ -14,14 +14,17 @@ export const TokenTypes = Object.freeze({
   access: 'at+jwt',
   /** Signed identity assertion sent to upstreams (`X-Auth-Assertion`). */
   assertion: 'portcullis-assertion+jwt',
-  /** Reserved: refresh tokens. */
+  /** Reserved (refresh tokens are opaque, never JWTs). */
   refresh: 'portcullis-refresh+jwt',
-  /** Reserved: the short-lived token between password and second factor. */
+  /** The short-lived token between password and second factor. */
   mfa: 'portcullis-mfa+jwt',
 } as const);
 
 /** A token kind (key of {@link TokenTypes}). */
 export type TokenKind = keyof typeof TokenTypes;
+
+/** Lifetime of an MFA token, in seconds. */
+export const MFA_TTL_SECONDS = 300;
 
 /** Lifetime of an upstream assertion, in seconds. */
 export const ASSERTION_TTL_SECONDS = 60;
@@ -233,6 +236,24 @@ export class TokenService {
    *
    * @throws GatewayError `invalid_token` on any failure
    */
+  /**
+   * The MFA token of SPEC §5: proves the password step, accepted only by `/2fa/verify`
+   * (its own `typ` and audience), 5 minutes.
+   */
+  async signMfa(input: { sub: string; username: string }): Promise<{ token: string; expiresIn: number; jti: string }> {
+    if (!isNonEmptyString(input.sub) || !isNonEmptyString(input.username)) throw new TypeError('sub and username are required');
+    const t = await this.sign('mfa', { username: input.username }, { sub: input.sub, audience: `${this.audience}:mfa`, ttlSec: MFA_TTL_SECONDS });
+    return { token: t.token, expiresIn: MFA_TTL_SECONDS, jti: t.jti };
+  }
+
+  /** Verifies an MFA token; any failure is `invalid_token`. */
+  async verifyMfa(token: string): Promise<{ sub: string; username: string; jti: string; exp: number }> {
+    const payload = await this.verify('mfa', token, `${this.audience}:mfa`, ['sub', 'jti', 'exp', 'iat']);
+    const { sub, jti, username, exp } = payload;
+    if (!isNonEmptyString(sub) || !isNonEmptyString(jti) || !isNonEmptyString(username)) throw invalid('invalid mfa token claims');
+    return { sub, jti, username, exp: exp as number };
+  }
+
   async verifyAssertion(token: string, upstream: string): Promise<AssertionClaims> {
     const payload = await this.verify('assertion', token, upstream, ['sub', 'jti', 'exp', 'iat']);
     const { sub, jti, username, email, roles } = payload;

@@ -10,6 +10,7 @@ import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Database } from '../ports.js';
 import { MIGRATIONS, runMigrations, type Migration } from './migrations.js';
+import { SqlRecoveryCodeStore } from './recovery-code-store.js';
 import { SqlRefreshTokenStore } from './refresh-token-store.js';
 import { SqlSessionStore } from './session-store.js';
 import type { SqlDialect, Tables } from './schema.js';
@@ -151,6 +152,7 @@ class KyselyDatabase implements SqlDatabase {
   readonly users: SqlUserStore;
   readonly sessions: SqlSessionStore;
   readonly refreshTokens: SqlRefreshTokenStore;
+  readonly recoveryCodes: SqlRecoveryCodeStore;
   #closed: Promise<void> | undefined;
 
   constructor(
@@ -164,6 +166,7 @@ class KyselyDatabase implements SqlDatabase {
     this.users = new SqlUserStore(kysely, dialect, now);
     this.sessions = new SqlSessionStore(kysely);
     this.refreshTokens = new SqlRefreshTokenStore(kysely);
+    this.recoveryCodes = new SqlRecoveryCodeStore(kysely, dialect);
   }
 
   migrate(): Promise<string[]> {

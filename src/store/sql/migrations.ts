@@ -97,6 +97,21 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       await db.schema.createIndex('refresh_tokens_expires_at_idx').on('refresh_tokens').column('expires_at').execute();
     },
   },
+  {
+    name: '0003_recovery_codes',
+    async up(db: Kysely<any>, dialect: SqlDialect) {
+      // Hashed single-use 2FA recovery codes; a user's codes go with it (cascading foreign
+      // key). The primary key (user_id, hash) also serves every lookup by user.
+      await db.schema
+        .createTable('recovery_codes')
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', epochType(dialect), (c) => c.notNull())
+        .addColumn('used_at', epochType(dialect))
+        .addPrimaryKeyConstraint('recovery_codes_pkey', ['user_id', 'hash'])
+        .execute();
+    },
+  },
 ]);
 
 /** Options for {@link runMigrations}. */

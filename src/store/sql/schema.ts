@@ -57,6 +57,16 @@ export interface RefreshTokensTable {
   used_at: ColumnType<number | string | null, number | null, number | null>;
 }
 
+/** `recovery_codes` table (migration 0003): hashed single-use 2FA recovery codes. */
+export interface RecoveryCodesTable {
+  /** References `users.id`, ON DELETE CASCADE. Primary key (`user_id`, `hash`). */
+  user_id: string;
+  /** Hash of the code, as computed by the caller. */
+  hash: string;
+  created_at: EpochMs;
+  used_at: ColumnType<number | string | null, number | null, number | null>;
+}
+
 /** `portcullis_migrations` table (one row per applied migration). */
 export interface MigrationsTable {
   name: string;
@@ -68,6 +78,7 @@ export interface Tables {
   users: UsersTable;
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
+  recovery_codes: RecoveryCodesTable;
   portcullis_migrations: MigrationsTable;
 }
 

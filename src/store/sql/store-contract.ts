@@ -101,7 +101,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(firstMigration).toContain('0001_initial');
         expect(await db.migrate()).toEqual([]);
         expect(await db.migrate()).toEqual([]);
-        for (const t of ['users', 'sessions', 'refresh_tokens', 'portcullis_migrations']) expect(await tableExists(db, t)).toBe(true);
+        for (const t of ['users', 'sessions', 'refresh_tokens', 'recovery_codes', 'portcullis_migrations']) expect(await tableExists(db, t)).toBe(true);
         const rows = await db.kysely.selectFrom('portcullis_migrations').select('name').orderBy('name').execute();
         expect(rows.map((r) => r.name)).toEqual(MIGRATIONS.map((m) => m.name));
       });
@@ -195,6 +195,52 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
           expect((await old.refreshTokens.use(hash, new Date(T0 + MIN))).status).toBe('ok');
           expect(await old.users.delete(u.id)).toBe(true);
           expect(await old.refreshTokens.use(hash, new Date(T0 + 2 * MIN))).toEqual({ status: 'unknown' });
+        } finally {
+          await old.close();
+        }
+      });
+
+      it('upgrades a database at 0002_refresh_tokens to 0003_recovery_codes, keeping its data', async () => {
+        const old = await harness.open({ now: () => new Date(storeNow), name: 'upgrade3' });
+        try {
+          const firstTwo = MIGRATIONS.slice(0, 2);
+          expect(firstTwo.map((m) => m.name)).toEqual(['0001_initial', '0002_refresh_tokens']);
+          expect(await old.migrateWith(firstTwo)).toEqual(['0001_initial', '0002_refresh_tokens']);
+          expect(await tableExists(old, 'recovery_codes')).toBe(false);
+          const u = await old.users.create(newUser('legacy3', { roles: ['admin'] }));
+          await old.users.update(u.id, { mfaEnabled: true, totpSecret: 'k1:secret' });
+          const s = await old.sessions.create(newSession(u.id));
+          const spent = tokenHash();
+          const fresh = tokenHash();
+          await old.refreshTokens.create({ hash: spent, sessionId: s.id, createdAt: new Date(T0), expiresAt: new Date(T0 + DAY) });
+          await old.refreshTokens.create({ hash: fresh, sessionId: s.id, createdAt: new Date(T0), expiresAt: new Date(T0 + DAY) });
+          const spentAt = new Date(T0 + MIN);
+          expect((await old.refreshTokens.use(spent, spentAt)).status).toBe('ok');
+
+          const applied = await old.migrate();
+          expect(applied).toEqual(MIGRATIONS.slice(2).map((m) => m.name));
+          expect(applied[0]).toBe('0003_recovery_codes');
+          expect(await old.migrate()).toEqual([]);
+          expect(await tableExists(old, 'recovery_codes')).toBe(true);
+
+          // Old rows survived unchanged.
+          const user = await old.users.findById(u.id);
+          expect(user?.mfaEnabled).toBe(true);
+          expect(user?.totpSecret).toBe('k1:secret');
+          expect(user?.roles).toEqual(['admin']);
+          expect((await old.sessions.get(s.id))?.userId).toBe(u.id);
+          expect(await old.refreshTokens.use(spent, new Date(T0 + 2 * MIN))).toMatchObject({ status: 'reused', record: { usedAt: spentAt } });
+          expect((await old.refreshTokens.use(fresh, new Date(T0 + 2 * MIN))).status).toBe('ok');
+
+          // The new table works with the old users, foreign key and cascade included.
+          const codes = [tokenHash(), tokenHash()];
+          await old.recoveryCodes.replace(u.id, codes, new Date(T0 + 3 * MIN));
+          expect(await old.recoveryCodes.remaining(u.id)).toBe(2);
+          await expect(old.recoveryCodes.replace(randomUUID(), [tokenHash()], new Date(T0))).rejects.toThrow();
+          expect(await old.recoveryCodes.use(u.id, codes[0]!, new Date(T0 + 4 * MIN))).toBe(true);
+          expect(await old.users.delete(u.id)).toBe(true);
+          const left = await old.kysely.selectFrom('recovery_codes').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
+          expect(Number(left.n)).toBe(0);
         } finally {
           await old.close();
         }
@@ -665,6 +711,166 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(await countTokens({ sessionId: s.id })).toBe(1);
       });
     });
+
+    describe('recovery codes', () => {
+      /** Fresh code hashes (the store does not care how they were computed). */
+      const hashes = (n: number) => Array.from({ length: n }, () => tokenHash());
+
+      async function rows(userId: string) {
+        const r = await db.kysely.selectFrom('recovery_codes').selectAll().where('user_id', '=', userId).orderBy('hash').execute();
+        return r.map((x) => ({
+          hash: x.hash,
+          createdAt: Number(x.created_at),
+          usedAt: x.used_at === null ? null : Number(x.used_at),
+        }));
+      }
+
+      it('replace stores the hashes unused at `at`; remaining counts them', async () => {
+        const u = await db.users.create(newUser('rc-anna'));
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(0);
+        const codes = hashes(10);
+        await db.recoveryCodes.replace(u.id, codes, new Date(T0 + 17));
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(10);
+        expect(await rows(u.id)).toEqual([...codes].sort().map((hash) => ({ hash, createdAt: T0 + 17, usedAt: null })));
+        expect(await db.recoveryCodes.remaining(randomUUID())).toBe(0);
+      });
+
+      it('use: true once (recording the time), then false; remaining goes down', async () => {
+        const u = await db.users.create(newUser('rc-ben'));
+        const codes = hashes(3);
+        await db.recoveryCodes.replace(u.id, codes, new Date(T0));
+        const at = new Date(T0 + HOUR_MS + 5);
+        expect(await db.recoveryCodes.use(u.id, codes[1]!, at)).toBe(true);
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(2);
+        expect(await db.recoveryCodes.use(u.id, codes[1]!, new Date(T0 + 2 * HOUR_MS))).toBe(false);
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(2);
+        // The first use time stays.
+        expect((await rows(u.id)).find((r) => r.hash === codes[1])?.usedAt).toBe(at.getTime());
+        expect(await db.recoveryCodes.use(u.id, codes[0]!, at)).toBe(true);
+        expect(await db.recoveryCodes.use(u.id, codes[2]!, at)).toBe(true);
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(0);
+      });
+
+      it('use of an unknown hash, or for an unknown user, is false and changes nothing', async () => {
+        const u = await db.users.create(newUser('rc-cleo'));
+        const codes = hashes(2);
+        await db.recoveryCodes.replace(u.id, codes, new Date(T0));
+        expect(await db.recoveryCodes.use(u.id, tokenHash(), new Date(T0))).toBe(false);
+        expect(await db.recoveryCodes.use(u.id, '', new Date(T0))).toBe(false);
+        expect(await db.recoveryCodes.use(randomUUID(), codes[0]!, new Date(T0))).toBe(false);
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(2);
+      });
+
+      it('another user\'s code is false; the same hash may exist for two users independently', async () => {
+        const a = await db.users.create(newUser('rc-dina'));
+        const b = await db.users.create(newUser('rc-egon'));
+        const [onlyA, shared] = hashes(2) as [string, string];
+        await db.recoveryCodes.replace(a.id, [onlyA, shared], new Date(T0));
+        await db.recoveryCodes.replace(b.id, [shared], new Date(T0));
+        expect(await db.recoveryCodes.use(b.id, onlyA, new Date(T0 + MIN))).toBe(false);
+        expect(await db.recoveryCodes.remaining(a.id)).toBe(2);
+        // Spending the shared hash for b leaves a's copy unused.
+        expect(await db.recoveryCodes.use(b.id, shared, new Date(T0 + MIN))).toBe(true);
+        expect(await db.recoveryCodes.remaining(b.id)).toBe(0);
+        expect(await db.recoveryCodes.use(a.id, shared, new Date(T0 + MIN))).toBe(true);
+        expect(await db.recoveryCodes.use(a.id, onlyA, new Date(T0 + MIN))).toBe(true);
+      });
+
+      it('replace discards the old codes, used or not; a re-issued hash is unused again', async () => {
+        const u = await db.users.create(newUser('rc-finn'));
+        const other = await db.users.create(newUser('rc-gail'));
+        const old = hashes(4);
+        await db.recoveryCodes.replace(u.id, old, new Date(T0));
+        await db.recoveryCodes.replace(other.id, hashes(2), new Date(T0));
+        expect(await db.recoveryCodes.use(u.id, old[0]!, new Date(T0 + MIN))).toBe(true);
+
+        const next = [...hashes(2), old[0]!];
+        await db.recoveryCodes.replace(u.id, next, new Date(T0 + HOUR_MS));
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(3);
+        expect(await rows(u.id)).toEqual([...next].sort().map((hash) => ({ hash, createdAt: T0 + HOUR_MS, usedAt: null })));
+        for (const h of old.slice(1)) expect(await db.recoveryCodes.use(u.id, h, new Date(T0 + 2 * HOUR_MS))).toBe(false);
+        expect(await db.recoveryCodes.use(u.id, old[0]!, new Date(T0 + 2 * HOUR_MS))).toBe(true);
+        // Another user's codes are untouched.
+        expect(await db.recoveryCodes.remaining(other.id)).toBe(2);
+
+        // Duplicates are stored once; an empty list clears.
+        const dup = tokenHash();
+        await db.recoveryCodes.replace(u.id, [dup, dup], new Date(T0));
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(1);
+        await db.recoveryCodes.replace(u.id, [], new Date(T0));
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(0);
+        expect(await rows(u.id)).toEqual([]);
+      });
+
+      it('replace is one transaction: a failing insert keeps the old codes', async () => {
+        const u = await db.users.create(newUser('rc-hugo'));
+        const codes = hashes(3);
+        await db.recoveryCodes.replace(u.id, codes, new Date(T0));
+        await db.recoveryCodes.use(u.id, codes[0]!, new Date(T0 + MIN));
+        const before = await rows(u.id);
+        // A null hash violates NOT NULL after the delete already ran inside the transaction.
+        await expect(db.recoveryCodes.replace(u.id, [tokenHash(), null as unknown as string], new Date(T0 + HOUR_MS))).rejects.toThrow();
+        expect(await rows(u.id)).toEqual(before);
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(2);
+        // An unknown user is a foreign-key error, and stores nothing.
+        await expect(db.recoveryCodes.replace(randomUUID(), hashes(1), new Date(T0))).rejects.toThrow();
+        expect(await db.kysely.selectFrom('recovery_codes').select('hash').where('user_id', '!=', u.id).execute()).toEqual([]);
+      });
+
+      it('exactly one of 50 concurrent use() calls of one code gets true', async () => {
+        const u = await db.users.create(newUser('rc-ivy'));
+        const codes = hashes(5);
+        await db.recoveryCodes.replace(u.id, codes, new Date(T0));
+        // Distinct times, so the stored usedAt identifies the winner.
+        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => db.recoveryCodes.use(u.id, codes[2]!, new Date(T0 + HOUR_MS + i))));
+        expect(results.filter((r) => r)).toHaveLength(1);
+        expect((await rows(u.id)).find((r) => r.hash === codes[2])?.usedAt).toBe(T0 + HOUR_MS + results.indexOf(true));
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(4);
+      });
+
+      it('concurrent replaces leave exactly one whole set; concurrent readers never see a mix or none', async () => {
+        const u = await db.users.create(newUser('rc-jack'));
+        await db.recoveryCodes.replace(u.id, hashes(5), new Date(T0));
+        const sets = Array.from({ length: 10 }, () => hashes(5));
+        const counts: number[] = [];
+        await Promise.all([
+          ...sets.map((set, i) => db.recoveryCodes.replace(u.id, set, new Date(T0 + i))),
+          ...Array.from({ length: 20 }, async () => counts.push(await db.recoveryCodes.remaining(u.id))),
+        ]);
+        expect(counts).toEqual(counts.map(() => 5));
+        const final = (await rows(u.id)).map((r) => r.hash);
+        expect(sets.some((set) => JSON.stringify([...set].sort()) === JSON.stringify(final))).toBe(true);
+      });
+
+      it('deleteForUser deletes that user\'s codes, used or not, and counts them', async () => {
+        const u = await db.users.create(newUser('rc-kim'));
+        const other = await db.users.create(newUser('rc-lou'));
+        const codes = hashes(4);
+        await db.recoveryCodes.replace(u.id, codes, new Date(T0));
+        await db.recoveryCodes.replace(other.id, hashes(2), new Date(T0));
+        await db.recoveryCodes.use(u.id, codes[0]!, new Date(T0 + MIN));
+        expect(await db.recoveryCodes.deleteForUser(u.id)).toBe(4);
+        expect(await db.recoveryCodes.deleteForUser(u.id)).toBe(0);
+        expect(await db.recoveryCodes.deleteForUser(randomUUID())).toBe(0);
+        expect(await db.recoveryCodes.remaining(u.id)).toBe(0);
+        expect(await db.recoveryCodes.use(u.id, codes[1]!, new Date(T0 + MIN))).toBe(false);
+        expect(await db.recoveryCodes.remaining(other.id)).toBe(2);
+        // The user itself stays.
+        expect((await db.users.findById(u.id))?.id).toBe(u.id);
+      });
+
+      it('deleting a user deletes its recovery codes', async () => {
+        const u = await db.users.create(newUser('rc-max'));
+        const other = await db.users.create(newUser('rc-ned'));
+        const codes = hashes(3);
+        await db.recoveryCodes.replace(u.id, codes, new Date(T0));
+        await db.recoveryCodes.replace(other.id, hashes(3), new Date(T0));
+        await db.recoveryCodes.use(u.id, codes[0]!, new Date(T0 + MIN));
+        expect(await db.users.delete(u.id)).toBe(true);
+        expect(await rows(u.id)).toEqual([]);
+        expect(await db.recoveryCodes.use(u.id, codes[1]!, new Date(T0 + MIN))).toBe(false);
+        expect(await db.recoveryCodes.remaining(other.id)).toBe(3);
+      });
+    });
   });
 }
-

@@ -82,7 +82,7 @@ if (problem !== undefined && IN_CI) {
         expect(cur.rows[0]?.s).toBe(`${SCHEMA}_url`);
         const t = await sql<{ table_name: string }>`
           select table_name from information_schema.tables where table_schema = ${`${SCHEMA}_url`} order by table_name`.execute(db.kysely);
-        expect(t.rows.map((r) => r.table_name)).toEqual(['portcullis_migrations', 'refresh_tokens', 'sessions', 'users']);
+        expect(t.rows.map((r) => r.table_name)).toEqual(['portcullis_migrations', 'recovery_codes', 'refresh_tokens', 'sessions', 'users']);
       } finally {
         await db.close();
       }

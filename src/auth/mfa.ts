@@ -1,0 +1,181 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
+import QRCode from 'qrcode';
+import { AuthErrors, GatewayError, PolicyErrors } from '../errors/index.js';
+import type { Metrics } from '../metrics/index.js';
+import type { Database, StateStore, UserRecord } from '../store/ports.js';
+import type { TokenService } from '../tokens/index.js';
+import type { Lockout } from './lockout.js';
+import { dependency, requireStrings } from './login-flow.js';
+import type { SecretBox } from './secret-box.js';
+import type { PasswordHasher } from './password.js';
+
+/** RFC 6238 parameters (SPEC §7): SHA-1, 6 digits, 30 s, one step of skew either way. */
+export const TOTP_PERIOD_SECONDS = 30;
+const SKEW_SECONDS = 30;
+/** How long a used step is remembered: longer than the whole acceptance window. */
+const STEP_MEMORY_MS = 5 * 60_000;
+/** An MFA token allows at most this many codes (SPEC §5). */
+export const MFA_MAX_ATTEMPTS = 5;
+const RECOVERY_CODES = 10;
+const SECRET_PURPOSE = 'totp-secret';
+
+const mfaError = (detail: string) => new GatewayError({ code: 'invalid_mfa_code', status: 401, title: 'Invalid code' }, detail);
+
+/** A recovery code: 16 base32 characters (80 bits) in four groups, e.g. `K7QX-2MPA-…`. */
+function newRecoveryCode(): string {
+  const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789';
+  const bytes = randomBytes(16);
+  const chars = Array.from(bytes, (b) => alphabet[b & 31]).join('');
+  return chars.match(/.{4}/g)!.join('-');
+}
+
+/** Codes are hashed with the user id: 80 bits of entropy need no slow hash. */
+function hashRecoveryCode(userId: string, code: string): string {
+  const canonical = code.toUpperCase().replace(/[^A-Z0-9]/g, '');
+  return createHash('sha256').update(`${userId}:${canonical}`).digest('base64url');
+}
+
+export interface MfaDeps {
+  db: Database;
+  state: StateStore;
+  box: SecretBox;
+  tokens: TokenService;
+  lockout: Lockout;
+  hasher: PasswordHasher;
+  metrics: Metrics;
+  log: Logger;
+  now: () => Date;
+  issuer: string;
+}
+
+/** What a checked second factor was. */
+export type FactorKind = 'totp' | 'recovery_code';
+
+/**
+ * TOTP enrollment and verification. Secrets are encrypted at rest (AES-256-GCM, key id kept
+ * with each ciphertext, re-encrypted under the active key on use); a code's time step is
+ * accepted once per user (claimed atomically in the state store); recovery codes are single
+ * use and stored hashed.
+ */
+export class MfaService {
+  constructor(private readonly d: MfaDeps) {}
+
+  private secretOf(user: UserRecord): { secret: string; stale: boolean } {
+    if (!user.totpSecret) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'Call /2fa/setup first.');
+    return (({ plaintext, stale }) => ({ secret: plaintext, stale }))(this.d.box.decrypt(user.totpSecret, SECRET_PURPOSE, user.id));
+  }
+
+  /** Starts enrollment: a fresh secret (stored encrypted, pending), its otpauth URI and a QR code. */
+  async setup(user: UserRecord): Promise<{ secret: string; otpauth_uri: string; qr_svg: string }> {
+    if (user.mfaEnabled) throw new GatewayError({ code: 'mfa_already_enabled', status: 409, title: 'Two-factor authentication is already on' }, 'Disable it first to enroll a new authenticator.');
+    const secret = generateSecret();
+    const totpSecret = this.d.box.encrypt(secret, SECRET_PURPOSE, user.id);
+    await dependency(() => this.d.db.users.update(user.id, { totpSecret, mfaEnabled: false }), this.d.log);
+    const otpauth_uri = generateURI({ issuer: this.d.issuer, label: user.username, secret });
+    const qr_svg = await QRCode.toString(otpauth_uri, { type: 'svg', errorCorrectionLevel: 'M', margin: 2 });
+    return { secret, otpauth_uri, qr_svg };
+  }
+
+  /** Confirms enrollment with a current code: 2FA on, ten recovery codes (shown once). */
+  async enable(user: UserRecord, body: unknown): Promise<{ recovery_codes: string[] }> {
+    const { code } = requireStrings(body, ['code'] as const);
+    if (user.mfaEnabled) throw new GatewayError({ code: 'mfa_already_enabled', status: 409, title: 'Two-factor authentication is already on' }, 'It is already enabled.');
+    const kind = await this.check(user, code, { allowRecovery: false });
+    if (!kind) throw new GatewayError(AuthErrors.invalid_input, 'The code is not valid for the pending secret.', { extra: { errors: [{ field: 'code', message: 'invalid' }] } });
+    const codes = Array.from({ length: RECOVERY_CODES }, newRecoveryCode);
+    const now = this.d.now();
+    await dependency(() => this.d.db.recoveryCodes.replace(user.id, codes.map((c) => hashRecoveryCode(user.id, c)), now), this.d.log);
+    await dependency(() => this.d.db.users.update(user.id, { mfaEnabled: true }), this.d.log);
+    this.d.log.info({ event: 'mfa_enabled', user_id: user.id }, 'two-factor authentication enabled');
+    return { recovery_codes: codes };
+  }
+
+  /** Turns 2FA off; needs the password and a current code. */
+  async disable(user: UserRecord, body: unknown): Promise<void> {
+    const { password, code } = requireStrings(body, ['password', 'code'] as const);
+    if (!user.mfaEnabled) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'It is not enabled.');
+    const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
+    const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
+    if (!passwordOk || !kind) {
+      await this.d.lockout.fail(user.username, null);
+      throw new GatewayError(AuthErrors.wrong_password, 'The password or the code is wrong.');
+    }
+    await this.reset(user.id);
+    this.d.log.info({ event: 'mfa_disabled', user_id: user.id }, 'two-factor authentication disabled');
+  }
+
+  /** Clears the secret and the recovery codes (also `portcullis user reset-2fa`). */
+  async reset(userId: string): Promise<void> {
+    await dependency(() => this.d.db.users.update(userId, { mfaEnabled: false, totpSecret: null }), this.d.log);
+    await dependency(() => this.d.db.recoveryCodes.deleteForUser(userId), this.d.log);
+  }
+
+  /**
+   * Checks a TOTP code (its time step claimed once per user) or, when allowed, an unused
+   * recovery code. Returns what matched, or null. Replays are logged and counted here.
+   */
+  async check(user: UserRecord, code: string, opts: { allowRecovery: boolean }): Promise<FactorKind | null> {
+    const { d } = this;
+    const trimmed = code.replace(/\s+/g, '');
+    if (/^\d{6}$/.test(trimmed)) {
+      const { secret, stale } = this.secretOf(user);
+      const epoch = Math.floor(d.now().getTime() / 1000);
+      const r = await verifyTotp({ secret, token: trimmed, epoch, epochTolerance: SKEW_SECONDS });
+      if (!r.valid) return null;
+      const step = (r as { timeStep: number }).timeStep;
+      const claimed = await dependency(() => d.state.claimTotpStep(user.id, step, STEP_MEMORY_MS), d.log);
+      if (!claimed) {
+        d.metrics.mfaAttempts.inc({ result: 'replay' });
+        d.log.warn({ event: 'mfa_replay', user_id: user.id, username: user.username, step }, 'a TOTP code was replayed');
+        return null;
+      }
+      if (stale) {
+        // Rotate the secret's encryption onto the active key while we hold the plaintext.
+        const totpSecret = d.box.encrypt(secret, SECRET_PURPOSE, user.id);
+        await dependency(() => d.db.users.update(user.id, { totpSecret }), d.log);
+      }
+      return 'totp';
+    }
+    if (opts.allowRecovery && /^[A-Za-z0-9]{4}(-?[A-Za-z0-9]{4}){3}$/.test(trimmed)) {
+      const used = await dependency(() => d.db.recoveryCodes.use(user.id, hashRecoveryCode(user.id, trimmed), d.now()), d.log);
+      return used ? 'recovery_code' : null;
+    }
+    return null;
+  }
+
+  /**
+   * `/2fa/verify`: the MFA token (5 minutes, at most five codes) plus a code completes the
+   * sign-in. Failures count toward the username lockout.
+   */
+  async verifyLogin(body: unknown, ip: string | null): Promise<UserRecord> {
+    const { d } = this;
+    const { mfa_token, code } = requireStrings(body, ['mfa_token', 'code'] as const);
+    let claims;
+    try {
+      claims = await d.tokens.verifyMfa(mfa_token);
+    } catch {
+      throw new GatewayError(PolicyErrors.invalid_token, 'The MFA token is invalid or expired; sign in again.', { headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' } });
+    }
+    await d.lockout.assertUnlocked(claims.username);
+    const { count } = await dependency(() => d.state.increment(`mfa:attempts:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+    if (count > MFA_MAX_ATTEMPTS) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has used up its attempts; sign in again.');
+    const user = await dependency(() => d.db.users.findById(claims.sub), d.log);
+    if (!user || user.disabled || !user.mfaEnabled) throw new GatewayError(PolicyErrors.invalid_token, 'The account can no longer complete this sign-in.');
+    const kind = await this.check(user, code, { allowRecovery: true });
+    if (!kind) {
+      d.metrics.mfaAttempts.inc({ result: 'invalid' });
+      d.log.info({ event: 'mfa_failure', user_id: user.id, username: user.username, ip, attempt: count }, 'second factor refused');
+      await d.lockout.fail(user.username, ip);
+      throw mfaError('The code is not valid.');
+    }
+    d.metrics.mfaAttempts.inc({ result: kind === 'totp' ? 'success' : 'recovery_code' });
+    await d.lockout.succeed(user.username);
+    if (kind === 'recovery_code') {
+      const left = await dependency(() => d.db.recoveryCodes.remaining(user.id), d.log);
+      d.log.info({ event: 'recovery_code_used', user_id: user.id, remaining: left }, 'recovery code used');
+    }
+    return user;
+  }
+}

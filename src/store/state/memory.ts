@@ -1,0 +1,70 @@
+import type { StateStore } from '../ports.js';
+
+/**
+ * In-process state for one process (embedded mode). Every method is synchronous inside, so
+ * each is atomic with respect to the event loop.
+ */
+export class MemoryStateStore implements StateStore {
+  readonly kind = 'memory' as const;
+  private readonly counters = new Map<string, { count: number; resetAt: number }>();
+  private readonly flags = new Map<string, number>();
+  private readonly steps = new Map<string, { step: number; until: number }>();
+  private ops = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  async claimTotpStep(userId: string, step: number, ttlMs: number): Promise<boolean> {
+    const t = this.now();
+    this.sweep(t);
+    const last = this.steps.get(userId);
+    if (last && last.until > t && step <= last.step) return false;
+    this.steps.set(userId, { step, until: t + ttlMs });
+    return true;
+  }
+
+  async increment(key: string, windowMs: number): Promise<{ count: number; resetMs: number }> {
+    const t = this.now();
+    this.sweep(t);
+    const c = this.counters.get(key);
+    if (!c || c.resetAt <= t) {
+      this.counters.set(key, { count: 1, resetAt: t + windowMs });
+      return { count: 1, resetMs: windowMs };
+    }
+    c.count++;
+    return { count: c.count, resetMs: c.resetAt - t };
+  }
+
+  async setFlag(key: string, ttlMs: number): Promise<void> {
+    this.flags.set(key, this.now() + ttlMs);
+  }
+
+  async flagTtl(key: string): Promise<number> {
+    const until = this.flags.get(key);
+    if (until === undefined) return 0;
+    const left = until - this.now();
+    if (left <= 0) {
+      this.flags.delete(key);
+      return 0;
+    }
+    return left;
+  }
+
+  async delete(...keys: string[]): Promise<void> {
+    for (const k of keys) {
+      this.counters.delete(k);
+      this.flags.delete(k);
+    }
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  /** Drops expired entries every few hundred operations, so memory stays bounded. */
+  private sweep(t: number): void {
+    if (++this.ops % 512 !== 0) return;
+    for (const [k, c] of this.counters) if (c.resetAt <= t) this.counters.delete(k);
+    for (const [k, until] of this.flags) if (until <= t) this.flags.delete(k);
+    for (const [k, s] of this.steps) if (s.until <= t) this.steps.delete(k);
+  }
+}
