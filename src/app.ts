@@ -16,7 +16,9 @@ import { openDatabase } from './store/sql/index.js';
 import type { Database } from './store/ports.js';
 import { MemoryRevocationList, RevocationSync } from './store/state/revocations.js';
 import { TokenService, loadKeySet, loadOrCreateKeyFile, readKeyFile, type KeySet } from './tokens/index.js';
-import { passwordTools, type PasswordHasher } from './auth/index.js';
+import { Lockout, MfaService, loadSecretBox, passwordTools, type PasswordHasher } from './auth/index.js';
+import { MemoryStateStore } from './store/state/memory.js';
+import type { StateStore } from './store/ports.js';
 import { AuthService } from './auth/login-flow.js';
 import { createAuthApi } from './http/auth-api.js';
 import { createAuthenticator } from './http/authenticate.js';
@@ -51,6 +53,9 @@ export interface App {
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly hasher: PasswordHasher;
+  readonly mfa: MfaService;
+  readonly lockout: Lockout;
+  readonly state: StateStore;
   start(): Promise<{ url: string; adminUrl: string; demoUrl?: string }>;
   /** Graceful stop: stop accepting, let in-flight requests finish within `graceMs`, close pools. */
   stop(graceMs?: number): Promise<void>;
@@ -88,6 +93,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     log.warn({ event: 'state_store' }, 'storage.redis_url is set, but this build keeps shared state in process; run a single replica');
   }
   const keySet = await loadKeys(config, env, log);
+  const box = loadSecretBox(env, join(config.data_dir, 'encryption.key'), (msg) => log.warn({ event: 'keys_generated' }, msg));
   const db = await openDatabase(config.storage.database_url, { log: (msg, extra) => (msg === 'migration applied' ? log.info(extra ?? {}, msg) : log.warn(extra ?? {}, msg)) });
   try {
     const applied = await db.migrate();
@@ -105,7 +111,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
     now,
     onError: (e) => log.warn({ err: (e as Error).message }, 'revocation sync failed; keeping the last known list'),
   });
-  const auth = new AuthService({ db, tokens, hasher, policy, revocations, metrics, log, now, sessionMaxAgeMs: config.auth.session_max_age, refreshTtlMs: config.auth.refresh_ttl });
+  const stateStore: StateStore = new MemoryStateStore(() => now().getTime());
+  const lockout = new Lockout(stateStore, { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration }, metrics, log);
+  const auth = new AuthService({ db, tokens, hasher, policy, revocations, metrics, log, now, sessionMaxAgeMs: config.auth.session_max_age, refreshTtlMs: config.auth.refresh_ttl, lockout });
+  const mfa = new MfaService({ db, state: stateStore, box, tokens, lockout, hasher, metrics, log, now, issuer: config.name });
   // The gateway's own origin: public_url, else the address actually bound (known after listen).
   let origin = new URL(config.publicUrl).origin;
   const secureCookies = Boolean(config.tls) || origin.startsWith('https:');
@@ -151,6 +160,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const authenticate = createAuthenticator({ auth, cookies, secureCookies, isGatewayToken });
   const authApp = createAuthApi({
     auth,
+    mfa,
     authenticate,
     prefix: config.auth.prefix,
     name: config.name,
@@ -244,6 +254,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
     metrics,
     log,
     hasher,
+    mfa,
+    lockout,
+    state: stateStore,
     async start() {
       // Build the dummy hash now, so the first unknown-user login is not measurably slower.
       await hasher.warmUp();

@@ -5,7 +5,10 @@
 export { PasswordHasher, type PasswordHasherOptions } from './password.js';
 export { PasswordPolicy, type PasswordContext, type PasswordPolicyOptions } from './policy.js';
 export { USERNAME_PATTERN, validateUsername } from './username.js';
-export { AuthService, dependency, requireStrings, type TokenIdentity, type TokenResponse } from './login-flow.js';
+export { AuthService, dependency, requireStrings, type LoginResult, type TokenIdentity, type TokenResponse } from './login-flow.js';
+export { Lockout, lockedError } from './lockout.js';
+export { MfaService, MFA_MAX_ATTEMPTS } from './mfa.js';
+export { SecretBox, loadSecretBox } from './secret-box.js';
 
 import type { Config } from '../config/index.js';
 import { PasswordHasher as Hasher } from './password.js';

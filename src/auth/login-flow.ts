@@ -7,6 +7,7 @@ import type { TokenService } from '../tokens/index.js';
 import type { PasswordHasher } from './password.js';
 import type { PasswordPolicy } from './policy.js';
 import { validateUsername } from './username.js';
+import type { Lockout } from './lockout.js';
 
 /** What a completed sign-in returns (SPEC §4). */
 export interface TokenResponse {
@@ -56,7 +57,11 @@ export interface AuthServiceDeps {
   now: () => Date;
   sessionMaxAgeMs: number;
   refreshTtlMs: number;
+  lockout: Lockout;
 }
+
+/** A login answer: a completed sign-in, or the MFA step (SPEC §4). */
+export type LoginResult = TokenResponse | { mfa_required: true; mfa_token: string; expires_in: number };
 
 /** The identity a verified access token carries. */
 export interface TokenIdentity {
@@ -107,7 +112,7 @@ export class AuthService {
    * Password sign-in. Unknown, disabled and wrong-password outcomes are indistinguishable
    * from outside: same error, and each runs exactly one argon2 verification.
    */
-  async login(body: unknown, ctx: { ip: string | null; userAgent: string | null }): Promise<TokenResponse> {
+  async login(body: unknown, ctx: { ip: string | null; userAgent: string | null }): Promise<LoginResult> {
     const { d } = this;
     let fields: Record<'username' | 'password', string>;
     let username: string;
@@ -116,6 +121,15 @@ export class AuthService {
       username = validateUsername(fields.username);
     } catch (e) {
       d.metrics.loginAttempts.inc({ result: 'invalid_input' });
+      throw e;
+    }
+    try {
+      await dependency(() => d.lockout.assertUnlocked(username), d.log);
+    } catch (e) {
+      if (e instanceof GatewayError && e.status === 423) {
+        d.metrics.loginAttempts.inc({ result: 'locked' });
+        d.log.info({ event: 'login_failure', username, reason: 'locked', ip: ctx.ip }, 'login refused: username locked');
+      }
       throw e;
     }
     const user = await dependency(() => d.db.users.findByUsername(username), d.log);
@@ -130,16 +144,29 @@ export class AuthService {
       const cause = !user ? 'unknown_user' : user.disabled ? 'user_disabled' : 'wrong_password';
       d.metrics.loginAttempts.inc({ result: 'invalid_credentials' });
       d.log.info({ event: 'login_failure', username, reason: cause, ip: ctx.ip }, 'login failed');
+      await dependency(() => d.lockout.fail(username, ctx.ip), d.log);
       throw new GatewayError(AuthErrors.invalid_credentials, 'The username or password is wrong.');
     }
+    await dependency(() => d.lockout.succeed(username), d.log);
     if (d.hasher.needsRehash(user.passwordHash)) {
       const passwordHash = await d.hasher.hash(fields.password);
       await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);
       d.log.info({ event: 'password_rehashed', user_id: user.id }, 'password hash upgraded');
     }
-    const result = await this.startSession(user, ['pwd'], ctx);
-    d.metrics.loginAttempts.inc({ result: 'success' });
-    d.log.info({ event: 'login_success', username, user_id: user.id, session_id: result.session_id, ip: ctx.ip }, 'login succeeded');
+    if (user.mfaEnabled) {
+      const mfa = await d.tokens.signMfa({ sub: user.id, username: user.username });
+      d.metrics.loginAttempts.inc({ result: 'mfa_required' });
+      d.log.info({ event: 'login_mfa_required', username, user_id: user.id, ip: ctx.ip }, 'password accepted; second factor required');
+      return { mfa_required: true, mfa_token: mfa.token, expires_in: mfa.expiresIn };
+    }
+    return this.completeLogin(user, ['pwd'], ctx);
+  }
+
+  /** Starts the session of a fully authenticated sign-in (password, or password and code). */
+  async completeLogin(user: UserRecord, amr: string[], ctx: { ip: string | null; userAgent: string | null }): Promise<TokenResponse> {
+    const result = await this.startSession(user, amr, ctx);
+    this.d.metrics.loginAttempts.inc({ result: 'success' });
+    this.d.log.info({ event: 'login_success', username: user.username, user_id: user.id, session_id: result.session_id, amr, ip: ctx.ip }, 'login succeeded');
     return result;
   }
 
@@ -227,6 +254,12 @@ export class AuthService {
     if (used.status === 'unknown') return invalid('unknown refresh token');
     const session = await dependency(() => d.db.sessions.get(used.record.sessionId), d.log);
     if (used.status === 'reused') {
+      // A token that was already dead at its first use (expired, or its session over) bought
+      // nothing: retrying it is a confused client, not theft.
+      const firstUse = used.record.usedAt!;
+      if (used.record.expiresAt <= firstUse || !session || (session.revokedAt !== null && session.revokedAt <= firstUse) || session.expiresAt <= firstUse) {
+        return invalid('refresh token no longer valid');
+      }
       const withinGrace = silent && used.record.usedAt !== null && now.getTime() - used.record.usedAt.getTime() <= SILENT_REFRESH_GRACE_MS;
       if (withinGrace && session && !session.revokedAt && session.expiresAt > now) {
         const user = await dependency(() => d.db.users.findById(session.userId), d.log);

@@ -1,12 +1,12 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { RequestHandler } from 'express';
 import { AuthErrors, GatewayError, PolicyErrors } from '../errors/index.js';
-import type { AuthService, TokenIdentity, TokenResponse } from '../auth/index.js';
+import type { AuthService, LoginResult, MfaService, TokenIdentity, TokenResponse } from '../auth/index.js';
 import type { UserRecord } from '../store/ports.js';
 import type { Authenticate } from './authenticate.js';
 import { sessionCookies } from './authenticate.js';
-import { clearCookies, parseCookies, type CookieNames } from './cookies.js';
-import { loginPage, logoutPage, messagePage, STYLESHEET, type PageContext } from './pages.js';
+import { clearCookies, parseCookies, serializeCookie, type CookieNames } from './cookies.js';
+import { loginPage, logoutPage, messagePage, mfaPage, mfaSetupPage, recoveryCodesPage, STYLESHEET, type PageContext } from './pages.js';
 import { sendError, unauthenticated } from './problem.js';
 import { originAllowed, safeRedirect } from './redirect.js';
 
@@ -14,6 +14,7 @@ export { bearerToken } from './bearer.js';
 
 export interface AuthApiDeps {
   auth: AuthService;
+  mfa: MfaService;
   authenticate: Authenticate;
   prefix: string;
   name: string;
@@ -29,6 +30,7 @@ export interface AuthApiDeps {
 
 type Authed = { identity: TokenIdentity; user: UserRecord; via: 'bearer' | 'cookie' };
 
+const isMfaStep = (r: LoginResult): r is Extract<LoginResult, { mfa_required: true }> => 'mfa_required' in r;
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 const isForm = (req: Request) => /^application\/x-www-form-urlencoded\b/i.test(req.headers['content-type'] ?? '');
 const isJson = (req: Request) => /^application\/(?:[\w.+-]+\+)?json\b/i.test(req.headers['content-type'] ?? '');
@@ -47,6 +49,9 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
     next();
   });
   const pageCtx: PageContext = { name: d.name, prefix: d.prefix };
+  // Carries the MFA token from the password form to the code form; scoped to the auth prefix,
+  // so it cannot take the __Host- prefix (that needs Path=/).
+  const mfaCookie = d.secureCookies ? '__Secure-portcullis_mfa' : 'portcullis_mfa';
   const csrfError = () => new GatewayError(PolicyErrors.csrf, 'This request did not come from a page of this site.');
 
   // CORS for the auth API: an explicit allowlist, echoed back; never `*` with credentials.
@@ -124,13 +129,19 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
       const ctx = { ip: d.clientIp(req), userAgent: req.headers['user-agent'] ?? null };
       if (!isForm(req)) {
         const out = await d.auth.login(req.body, ctx);
-        res.status(200).json(tokenBody(out));
+        res.status(200).json(isMfaStep(out) ? out : tokenBody(out));
         return;
       }
       const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
       const username = typeof req.body?.username === 'string' ? req.body.username : '';
       try {
         const out = await d.auth.login(req.body, ctx);
+        if (isMfaStep(out)) {
+          // The MFA token waits in a short-lived cookie scoped to the auth prefix.
+          appendCookies(res, [serializeCookie(mfaCookie, out.mfa_token, out.expires_in, d.secureCookies).replace('Path=/', `Path=${d.prefix}`)]);
+          res.redirect(303, `${d.prefix}/2fa?rd=${encodeURIComponent(rd)}`);
+          return;
+        }
         appendCookies(res, sessionCookies(d.cookies, d.secureCookies, out));
         res.redirect(303, rd);
       } catch (e) {
@@ -143,11 +154,113 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
     }),
   );
 
+  r.get('/2fa', (req, res) => {
+    const rd = safeRedirect(req.query.rd, d.origin(), d.allowedOrigins);
+    if (!parseCookies(req.headers.cookie).get(mfaCookie)) {
+      res.redirect(303, `${d.prefix}/login?rd=${encodeURIComponent(rd)}`);
+      return;
+    }
+    res.type('html').send(mfaPage(pageCtx, { rd }));
+  });
+
+  r.post(
+    '/2fa/verify',
+    body,
+    wrap(async (req, res) => {
+      const ctx = { ip: d.clientIp(req), userAgent: req.headers['user-agent'] ?? null };
+      if (!isForm(req)) {
+        const user = await d.mfa.verifyLogin(req.body, ctx.ip);
+        res.json(tokenBody(await d.auth.completeLogin(user, ['pwd', 'otp'], ctx)));
+        return;
+      }
+      const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
+      const mfaToken = parseCookies(req.headers.cookie).get(mfaCookie);
+      const clearMfa = serializeCookie(mfaCookie, '', 0, d.secureCookies).replace('Path=/', `Path=${d.prefix}`);
+      try {
+        const user = await d.mfa.verifyLogin({ mfa_token: mfaToken ?? '', code: req.body?.code }, ctx.ip);
+        const out = await d.auth.completeLogin(user, ['pwd', 'otp'], ctx);
+        appendCookies(res, [...sessionCookies(d.cookies, d.secureCookies, out), clearMfa]);
+        res.redirect(303, rd);
+      } catch (e) {
+        const err = e instanceof GatewayError ? e : undefined;
+        if (!err || err.status >= 500) throw e;
+        if (err.code === PolicyErrors.invalid_token.code) {
+          // The MFA step is over (expired, used up): start again from the password.
+          appendCookies(res, [clearMfa]);
+          res.redirect(303, `${d.prefix}/login?rd=${encodeURIComponent(rd)}`);
+          return;
+        }
+        for (const [k, v] of Object.entries(err.headers ?? {})) res.setHeader(k, v);
+        res.status(err.status).type('html').send(mfaPage(pageCtx, { rd, error: err.status === 423 ? err.message : 'That code is not valid.' }));
+      }
+    }),
+  );
+
+  r.get(
+    '/2fa/setup',
+    wrap(async (req, res) => {
+      const rd = safeRedirect(req.query.rd, d.origin(), d.allowedOrigins);
+      const a = await d.authenticate(req);
+      appendCookies(res, a.setCookies);
+      if (!a.identity) {
+        res.redirect(303, `${d.prefix}/login?rd=${encodeURIComponent(`${d.prefix}/2fa/setup?rd=${encodeURIComponent(rd)}`)}`);
+        return;
+      }
+      const user = await d.auth.currentUser(a.identity);
+      res.type('html').send(mfaSetupPage(pageCtx, { rd, enabled: user.mfaEnabled }));
+    }),
+  );
+
+  r.post(
+    '/2fa/setup',
+    optionalBody,
+    wrap(async (req, res) => {
+      const { user } = await requireAuth(req, res);
+      const out = await d.mfa.setup(user);
+      if (!isForm(req)) {
+        res.json(out);
+        return;
+      }
+      const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
+      res.type('html').send(mfaSetupPage(pageCtx, { rd, setup: { qrSvg: out.qr_svg, secret: out.secret } }));
+    }),
+  );
+
+  r.post(
+    '/2fa/enable',
+    body,
+    wrap(async (req, res) => {
+      const { user } = await requireAuth(req, res);
+      if (!isForm(req)) {
+        res.json(await d.mfa.enable(user, req.body));
+        return;
+      }
+      const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
+      const out = await d.mfa.enable(user, { code: req.body?.code });
+      // The current session was signed in without a code; continuing through the sign-in page
+      // gets a session whose token carries amr "otp".
+      res.type('html').send(recoveryCodesPage(pageCtx, { rd: `${d.prefix}/login?rd=${encodeURIComponent(rd)}`, codes: out.recovery_codes }));
+    }),
+  );
+
+  r.post(
+    '/2fa/disable',
+    body,
+    wrap(async (req, res) => {
+      const { user } = await requireAuth(req, res);
+      await d.mfa.disable(user, req.body);
+      res.status(204).end();
+    }),
+  );
+
   r.post(
     '/refresh',
     optionalBody,
     wrap(async (req, res) => {
       const fromBody = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>).refresh_token : undefined;
+      if (fromBody !== undefined && typeof fromBody !== 'string') {
+        throw new GatewayError(AuthErrors.invalid_input, 'Invalid fields: refresh_token.', { extra: { errors: [{ field: 'refresh_token', message: fromBody === null ? 'required' : 'must be a string' }] } });
+      }
       let token: unknown = fromBody;
       let viaCookie = false;
       if (token === undefined) {

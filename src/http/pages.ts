@@ -76,3 +76,69 @@ ${who}
 export function messagePage(ctx: PageContext, title: string, message: string, link?: { href: string; text: string }): string {
   return layout(ctx, title, `<h1>${escapeHtml(title)}</h1>\n<p>${escapeHtml(message)}</p>${link ? `\n<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.text)}</a></p>` : ''}`);
 }
+
+/** The code prompt of a two-step sign-in. */
+export function mfaPage(ctx: PageContext, opts: { rd: string; error?: string }): string {
+  const error = opts.error ? `<p class="error" role="alert" id="mfa-error">${escapeHtml(opts.error)}</p>` : '';
+  return layout(
+    ctx,
+    'Two-factor authentication',
+    `<h1>Enter your code</h1>
+${error}
+<p class="muted">Open your authenticator app, or use one of your recovery codes.</p>
+<form method="post" action="${escapeHtml(ctx.prefix)}/2fa/verify"${opts.error ? ' aria-describedby="mfa-error"' : ''}>
+<input type="hidden" name="rd" value="${escapeHtml(opts.rd)}">
+<label for="code">Code</label>
+<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" autocapitalize="none" spellcheck="false" required maxlength="32" autofocus>
+<button type="submit">Verify</button>
+</form>`,
+  );
+}
+
+/** Enrollment, step 1 (a button: creating a secret changes state) or step 2 (QR + confirm). */
+export function mfaSetupPage(ctx: PageContext, opts: { rd: string; setup?: { qrSvg: string; secret: string }; error?: string; enabled?: boolean }): string {
+  if (opts.enabled) {
+    return layout(ctx, 'Two-factor authentication', `<h1>Two-factor authentication is on</h1>\n<p><a href="${escapeHtml(opts.rd)}">Continue</a></p>`);
+  }
+  const error = opts.error ? `<p class="error" role="alert">${escapeHtml(opts.error)}</p>` : '';
+  if (!opts.setup) {
+    return layout(
+      ctx,
+      'Set up two-factor authentication',
+      `<h1>Set up two-factor authentication</h1>
+${error}
+<p>This page needs a second factor. Set up an authenticator app (TOTP) to continue.</p>
+<form method="post" action="${escapeHtml(ctx.prefix)}/2fa/setup">
+<input type="hidden" name="rd" value="${escapeHtml(opts.rd)}">
+<button type="submit">Set up an authenticator</button>
+</form>`,
+    );
+  }
+  // The QR code is server-made SVG markup (qrcode library output: paths only, no script).
+  return layout(
+    ctx,
+    'Set up two-factor authentication',
+    `<h1>Scan this code</h1>
+${error}
+<div class="qr" role="img" aria-label="QR code for your authenticator app">${opts.setup.qrSvg}</div>
+<p class="muted">Or enter this key by hand: <code id="totp-secret">${escapeHtml(opts.setup.secret)}</code></p>
+<form method="post" action="${escapeHtml(ctx.prefix)}/2fa/enable">
+<input type="hidden" name="rd" value="${escapeHtml(opts.rd)}">
+<label for="code">Code from the app</label>
+<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" required maxlength="6" autofocus>
+<button type="submit">Turn on</button>
+</form>`,
+  );
+}
+
+/** Recovery codes, shown once. */
+export function recoveryCodesPage(ctx: PageContext, opts: { rd: string; codes: string[] }): string {
+  return layout(
+    ctx,
+    'Recovery codes',
+    `<h1>Save your recovery codes</h1>
+<p>Each code signs you in once if you lose your authenticator. They are shown only now.</p>
+<ul id="recovery-codes">${opts.codes.map((c) => `<li><code>${escapeHtml(c)}</code></li>`).join('')}</ul>
+<p><a href="${escapeHtml(opts.rd)}">Continue</a></p>`,
+  );
+}

@@ -21,7 +21,7 @@ export class SqlRecoveryCodeStore implements RecoveryCodeStore {
     const unique = [...new Set(hashes)];
     await this.db.transaction().execute(async (trx) => {
       if (this.dialect === 'postgres') {
-        // removed
+        await trx.selectFrom('users').select('id').where('id', '=', userId).forNoKeyUpdate().execute();
       }
       await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
       if (unique.length === 0) return;

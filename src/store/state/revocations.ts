@@ -67,8 +67,9 @@ export class RevocationSync {
   /** One synchronisation round; overlapping rounds are not started. */
   async poll(): Promise<void> {
     const now = (this.opts.now ?? (() => new Date()))();
-    // Look back a little so a revocation committed while the previous query ran is not missed.
-    const from = new Date(Math.max(0, this.since.getTime() - 5_000));
+    // Look back a minute: a revocation committed while the previous query ran, or stamped by a
+    // process whose clock lags ours, is still picked up (adding one twice is harmless).
+    const from = new Date(Math.max(0, this.since.getTime() - 60_000));
     const found: Revocation[] = await this.sessions.revokedSince(from, now);
     for (const r of found) this.list.add(r.sessionId, r.expiresAt);
     this.since = now;
