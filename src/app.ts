@@ -1,7 +1,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
 import helmet from 'helmet';
 import { decodeProtectedHeader } from 'jose';
@@ -209,7 +210,15 @@ export async function createApp(opts: AppOptions): Promise<App> {
 
   const dependencies: Dependency[] = [{ name: 'database', ping: () => db.ping() }];
   let configLoaded = true;
-  const admin = createAdminServer({ metrics, dependencies: () => dependencies, ready: () => configLoaded });
+  // In-process lockout state lives in this process only: the CLI reaches it through the admin
+  // listener with a token it reads from the data directory.
+  const adminToken = stateStore.kind === 'memory' ? randomBytes(32).toString('base64url') : undefined;
+  const admin = createAdminServer({
+    metrics,
+    dependencies: () => dependencies,
+    ready: () => configLoaded,
+    unlock: adminToken ? { token: adminToken, run: (u) => lockout.unlock(u) } : undefined,
+  });
   let demo: Awaited<ReturnType<typeof startEchoServer>> | undefined;
   let purgeTimer: NodeJS.Timeout | undefined;
   /** Hourly: drop sessions (and with them their refresh tokens) a day past their expiry. */
@@ -268,6 +277,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       metrics.dependencyUp.set({ dependency: 'database' }, 1);
       const out = { url: urlOf(config.tls ? 'https' : 'http', a), adminUrl: urlOf('http', b), demoUrl: demo?.url };
       if (!config.public_url) origin = new URL(out.url).origin;
+      if (adminToken) writeAdminToken(join(config.data_dir, 'admin.token'), out.adminUrl, adminToken);
       purgeTimer = setInterval(() => void purge(), 3_600_000);
       purgeTimer.unref();
       log.info({ event: 'listening', url: out.url, admin: out.adminUrl, demo: out.demoUrl }, 'portcullis is listening');
@@ -328,4 +338,11 @@ export function randomPassword(): string {
   const bytes = new Uint8Array(24);
   crypto.getRandomValues(bytes);
   return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
+}
+
+/** Where the CLI finds this process's admin listener, and the token it needs (a 0600 file). */
+function writeAdminToken(path: string, url: string, token: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileSync(path, JSON.stringify({ url, token }) + '\n', { mode: 0o600 });
+  chmodSync(path, 0o600);
 }

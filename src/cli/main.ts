@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadConfig, ConfigError, formatProblem, type Config } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, explain, formatExplain, routePatternCheck } from '../policy/index.js';
@@ -288,16 +290,20 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
       return withDb(p, io, async (db) => {
         const u = await findUser(db, name);
         await db.users.update(u.id, { mfaEnabled: false, totpSecret: null });
-        io.out(`two-factor authentication of ${u.username} reset\n`);
+        const codes = await db.recoveryCodes.deleteForUser(u.id);
+        io.out(`two-factor authentication of ${u.username} reset (${codes} recovery codes removed)\n`);
         return 0;
       });
     }
     case 'unlock': {
       const p = parseArgs(rest, { valued: ['config'] });
       const name = one(p, 'unlock NAME');
-      return withDb(p, io, async (db) => {
-        const u = await findUser(db, name);
-        io.out(`${u.username}: no lockout state is kept by this build (lockout arrives with the abuse-protection work)\n`);
+      return withDb(p, io, async (db, config) => {
+        // Lockouts apply to unknown usernames too, so the name need not exist.
+        const username = validateUsername(name);
+        const known = await db.users.findByUsername(username);
+        const wasLocked = await unlockViaAdmin(config, username);
+        io.out(`${username}: ${wasLocked ? 'unlocked' : 'was not locked'}${known ? '' : ' (no such user)'}\n`);
         return 0;
       });
     }
@@ -306,3 +312,25 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
   }
 }
 
+
+/**
+ * Clears a lockout held in a running gateway's in-process state, through its admin listener
+ * (authenticated with the token the gateway wrote into the data directory).
+ */
+async function unlockViaAdmin(config: Config, username: string): Promise<boolean> {
+  let found: { url: string; token: string };
+  try {
+    found = JSON.parse(readFileSync(join(config.data_dir, 'admin.token'), 'utf8'));
+  } catch {
+    throw new Error(`no running gateway found (no ${join(config.data_dir, 'admin.token')}); in-process lockouts end with the gateway process`);
+  }
+  const { url, token } = found;
+  let res: Response;
+  try {
+    res = await fetch(`${url.replace('0.0.0.0', '127.0.0.1')}/unlock`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ username }), signal: AbortSignal.timeout(5000) });
+  } catch {
+    throw new Error(`no gateway answers on the admin listener ${url}; in-process lockouts end with the gateway process`);
+  }
+  if (res.status !== 200) throw new Error(`the gateway refused the unlock (HTTP ${res.status})`);
+  return ((await res.json()) as { was_locked: boolean }).was_locked;
+}

@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { Metrics } from '../metrics/index.js';
 
@@ -36,7 +37,13 @@ export async function checkDependencies(deps: readonly Dependency[], metrics: Me
 }
 
 /** The admin listener: `/metrics`, `/healthz` (alive), `/readyz` (config loaded, dependencies reachable). */
-export function createAdminServer(opts: { metrics: Metrics; dependencies: () => readonly Dependency[]; ready: () => boolean }): Server {
+export function createAdminServer(opts: {
+  metrics: Metrics;
+  dependencies: () => readonly Dependency[];
+  ready: () => boolean;
+  /** `POST /unlock {username}` for `portcullis user unlock` when lockout state is in process. */
+  unlock?: { token: string; run: (username: string) => Promise<boolean> };
+}): Server {
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, body: unknown) => {
@@ -44,6 +51,33 @@ export function createAdminServer(opts: { metrics: Metrics; dependencies: () => 
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(text);
     };
+    if (path === '/unlock' && req.method === 'POST' && opts.unlock) {
+      const unlock = opts.unlock;
+      // Only a holder of the token file in the data directory (the CLI on this host) may unlock.
+      const given = Buffer.from(req.headers.authorization ?? '');
+      const want = Buffer.from(`Bearer ${unlock.token}`);
+      if (given.length !== want.length || !timingSafeEqual(given, want)) return send(401, { status: 'unauthorized' });
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (c: string) => {
+        body += c;
+        if (body.length > 1024) req.destroy();
+      });
+      req.on('end', () => {
+        let username: unknown;
+        try {
+          username = (JSON.parse(body) as { username?: unknown }).username;
+        } catch {
+          return send(400, { status: 'bad_request' });
+        }
+        if (typeof username !== 'string') return send(400, { status: 'bad_request' });
+        unlock.run(username).then(
+          (wasLocked) => send(200, { status: 'ok', was_locked: wasLocked }),
+          () => send(503, { status: 'unavailable' }),
+        );
+      });
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { status: 'method_not_allowed' });
     if (path === '/healthz') return send(200, { status: 'ok' });
     if (path === '/readyz') {

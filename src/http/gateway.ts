@@ -115,8 +115,17 @@ export function createGateway(d: GatewayDeps) {
       }
       case 'forbidden':
         return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.forbidden, 'Your roles do not grant access to this route.'), setCookies: a.setCookies };
-      case 'mfa_required':
-        return { ok: false, routeLabel: route.name, error: new GatewayError(PolicyErrors.mfa_required, 'This route needs a sign-in with a second factor.'), setCookies: a.setCookies };
+      case 'mfa_required': {
+        const error = new GatewayError(PolicyErrors.mfa_required, 'This route needs a sign-in with a second factor.');
+        if (!wantsHtml(req) || !identity) return { ok: false, routeLabel: route.name, error, setCookies: a.setCookies };
+        // A browser is sent where it can get the factor: enrollment when the user has none
+        // yet, otherwise a fresh sign-in (which will ask for the code).
+        const prefix = d.state().config.auth.prefix;
+        const rd = encodeURIComponent(pathInfo.path + (pathInfo.query ? `?${pathInfo.query}` : ''));
+        const user = await d.auth.currentUser(identity).catch(() => null);
+        const redirect = user && !user.mfaEnabled ? `${prefix}/2fa/setup?rd=${rd}` : `${prefix}/login?rd=${rd}`;
+        return { ok: false, routeLabel: route.name, error, redirect, setCookies: a.setCookies };
+      }
     }
   }
 
