@@ -19,10 +19,12 @@ import { MemoryRevocationList, RevocationSync } from './store/state/revocations.
 import { TokenService, loadKeySet, loadOrCreateKeyFile, readKeyFile, type KeySet } from './tokens/index.js';
 import { Lockout, MfaService, loadSecretBox, passwordTools, type PasswordHasher } from './auth/index.js';
 import { MemoryStateStore } from './store/state/memory.js';
-import type { StateStore } from './store/ports.js';
+import type { RevocationList, StateStore } from './store/ports.js';
+import { createRedisClient, redisReady, RedisRevocationBus, RedisStateStore } from './store/state/redis.js';
 import { AuthService } from './auth/login-flow.js';
 import { createAuthApi } from './http/auth-api.js';
 import { createAuthenticator } from './http/authenticate.js';
+import { createLimiter, type LimiterBackend } from './http/rate-limit.js';
 import { cookieNames } from './http/cookies.js';
 import { createGateway, type GatewayState } from './http/gateway.js';
 import { createAdminServer, type Dependency } from './http/admin.js';
@@ -90,9 +92,6 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const log = opts.logger ?? createLogger(config.log_level);
   const metrics = new Metrics();
 
-  if (config.storage.redis_url) {
-    log.warn({ event: 'state_store' }, 'storage.redis_url is set, but this build keeps shared state in process; run a single replica');
-  }
   const keySet = await loadKeys(config, env, log);
   const box = loadSecretBox(env, join(config.data_dir, 'encryption.key'), (msg) => log.warn({ event: 'keys_generated' }, msg));
   const db = await openDatabase(config.storage.database_url, { log: (msg, extra) => (msg === 'migration applied' ? log.info(extra ?? {}, msg) : log.warn(extra ?? {}, msg)) });
@@ -106,13 +105,38 @@ export async function createApp(opts: AppOptions): Promise<App> {
 
   const tokens = new TokenService({ keySet, issuer: config.issuer, audience: config.auth.audience, accessTtlMs: config.auth.access_ttl, now });
   const { hasher, policy } = passwordTools(config.auth);
-  const revocations = new MemoryRevocationList(now);
-  const revocationSync = new RevocationSync(db.sessions, revocations, {
+  const localRevocations = new MemoryRevocationList(now);
+  // Revocations made here go to the local list at once and, with Redis, to every replica.
+  const revocations: RevocationList = {
+    isRevoked: (sid) => localRevocations.isRevoked(sid),
+    size: () => localRevocations.size(),
+    add: (sid, until) => {
+      localRevocations.add(sid, until);
+      bus?.publish(sid, until).catch((e) => log.warn({ err: (e as Error).message }, 'revocation broadcast failed; replicas will catch up from the database'));
+    },
+  };
+  const revocationSync = new RevocationSync(db.sessions, localRevocations, {
     intervalMs: opts.revocationPollMs ?? 1000,
     now,
     onError: (e) => log.warn({ err: (e as Error).message }, 'revocation sync failed; keeping the last known list'),
   });
-  const stateStore: StateStore = new MemoryStateStore(() => now().getTime());
+  // Shared state: Redis when configured (several replicas act as one), else in process.
+  const redis = config.storage.redis_url ? createRedisClient(config.storage.redis_url, { log: (msg, extra) => log.warn(extra ?? {}, msg) }) : undefined;
+  const prefix = config.storage.redis_prefix;
+  if (redis) {
+    // Wait briefly for Redis so the rate limiters can upload their scripts; if it is down the
+    // gateway still starts (not ready, sign-in answering 503) and recovers when Redis returns.
+    await redisReady(redis, 3000).catch((e) => log.error({ event: 'state_store', err: (e as Error).message }, 'Redis is not reachable at start; sign-in will answer 503 until it is'));
+  }
+  const stateStore: StateStore = redis ? new RedisStateStore(redis, prefix) : new MemoryStateStore(() => now().getTime());
+  const bus = redis
+    ? new RedisRevocationBus(redis, config.storage.redis_url, prefix, {
+        log: (msg, extra) => log.warn(extra ?? {}, msg),
+        onRevoked: (sid, until) => localRevocations.add(sid, until),
+        // Messages sent while disconnected are lost: reload the whole list from the database.
+        onResync: () => revocationSync.resync(),
+      })
+    : undefined;
   const lockout = new Lockout(stateStore, { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration }, metrics, log);
   const auth = new AuthService({ db, tokens, hasher, policy, revocations, metrics, log, now, sessionMaxAgeMs: config.auth.session_max_age, refreshTtlMs: config.auth.refresh_ttl, lockout });
   const mfa = new MfaService({ db, state: stateStore, box, tokens, lockout, hasher, metrics, log, now, issuer: config.name });
@@ -134,7 +158,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       },
     });
   let proxy = makeProxy(config);
-  let state: GatewayState = { config, routes: compileRoutes(config.routes) };
+  let state: GatewayState;
 
   const makeHelmet = (c: Config) =>
     helmet({
@@ -159,7 +183,23 @@ export async function createApp(opts: AppOptions): Promise<App> {
     }
   };
   const authenticate = createAuthenticator({ auth, cookies, secureCookies, isGatewayToken });
+  const limiterBackend: LimiterBackend = redis ? { kind: 'redis', client: redis, prefix } : { kind: 'memory' };
+  const limiterBase = { backend: limiterBackend, clientIp, metrics, log };
+  const loginLimiter = createLimiter({
+    ...limiterBase,
+    name: 'login',
+    requests: config.auth.login_rate_limit.requests,
+    perMs: config.auth.login_rate_limit.per,
+    onStoreError: 'closed',
+    onLimited: () => metrics.loginAttempts.inc({ result: 'rate_limited' }),
+  });
+  const apiLimiter = createLimiter({ ...limiterBase, name: 'auth_api', requests: config.auth.api_rate_limit.requests, perMs: config.auth.api_rate_limit.per, onStoreError: 'closed' });
+  /** Per-route limiters, rebuilt with the routes on reload; a store outage lets traffic through. */
+  const routeLimiters = (c: Config) =>
+    new Map(c.routes.filter((r) => r.rate_limit).map((r) => [r.name, createLimiter({ ...limiterBase, name: `route:${r.name}`, requests: r.rate_limit!.requests, perMs: r.rate_limit!.per, onStoreError: 'open' })]));
   const authApp = createAuthApi({
+    loginLimiter,
+    apiLimiter,
     auth,
     mfa,
     authenticate,
@@ -193,6 +233,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
     origin: () => origin,
   });
 
+  state = { config, routes: compileRoutes(config.routes), limiters: routeLimiters(config) };
+
   const server: Server = config.tls
     ? createHttpsServer({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }, gateway.handle)
     : createHttpServer(gateway.handle);
@@ -208,7 +250,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
     res.once('close', () => inFlight--);
   });
 
-  const dependencies: Dependency[] = [{ name: 'database', ping: () => db.ping() }];
+  const dependencies: Dependency[] = [
+    { name: 'database', ping: () => db.ping() },
+    { name: 'state_store', ping: () => stateStore.ping() },
+  ];
   let configLoaded = true;
   // In-process lockout state lives in this process only: the CLI reaches it through the admin
   // listener with a token it reads from the data directory.
@@ -239,7 +284,13 @@ export async function createApp(opts: AppOptions): Promise<App> {
     const given = env.PORTCULLIS_BOOTSTRAP_ADMIN_PASSWORD;
     const password = given || randomPassword();
     if (given) policy.assert(given, { username: 'admin' });
-    await db.users.create({ username: 'admin', email: null, roles: ['admin'], passwordHash: await hasher.hash(password) });
+    try {
+      await db.users.create({ username: 'admin', email: null, roles: ['admin'], passwordHash: await hasher.hash(password) });
+    } catch (e) {
+      // Another replica or worker starting at the same moment created it first.
+      if (e instanceof GatewayError && e.code === 'user_exists') return;
+      throw e;
+    }
     log.warn({ event: 'bootstrap_admin', username: 'admin' }, 'created the first admin account');
     if (!given) (opts.announce ?? ((l) => process.stderr.write(l + '\n')))(`portcullis: first admin account created: username "admin", password "${password}" (shown once; change it)`);
   }
@@ -271,10 +322,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
       await hasher.warmUp();
       await bootstrap();
       await revocationSync.start();
+      // A bus that cannot connect now keeps trying, and resynchronises from the database
+      // once it is subscribed; the database poll covers the gap.
+      if (bus) await bus.start().catch((e) => log.error({ event: 'state_store', err: (e as Error).message }, 'revocation broadcast not connected yet'));
       if (config.demo_upstream) demo = await startEchoServer(config.demo_upstream.listen);
       const a = await listen(server, config.listen.host, config.listen.port);
       const b = await listen(admin, config.admin.listen.host, config.admin.listen.port);
       metrics.dependencyUp.set({ dependency: 'database' }, 1);
+      metrics.dependencyUp.set({ dependency: 'state_store' }, 1);
       const out = { url: urlOf(config.tls ? 'https' : 'http', a), adminUrl: urlOf('http', b), demoUrl: demo?.url };
       if (!config.public_url) origin = new URL(out.url).origin;
       if (adminToken) writeAdminToken(join(config.data_dir, 'admin.token'), out.adminUrl, adminToken);
@@ -301,6 +356,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       admin.closeAllConnections();
       await demo?.close();
+      await bus?.close();
+      await stateStore.close();
       await db.close();
       log.info({ event: 'stopped' }, 'portcullis stopped');
     },
@@ -319,7 +376,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
           if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
         }
         config = next;
-        state = { config: next, routes };
+        state = { config: next, routes, limiters: routeLimiters(next) };
         metrics.configReloads.inc({ result: 'success' });
         log.info({ event: 'config_reloaded', result: 'success', routes: next.routes.length }, 'config reloaded');
         return { ok: true };

@@ -161,7 +161,7 @@ describe('portcullis user …', () => {
     expect(show.mfa_enabled).toBe(false);
     expect((await run(['user', 'delete', 'alice', ...c()])).code).toBe(0);
     expect((await run(['user', 'show', 'alice', ...c()])).code).toBe(2);
-  });
+  }, 120_000);
 
   it('rejects unknown subcommands and options with one line and exit 2', async () => {
     const r = await run(['user', 'frobnicate', ...c()]);

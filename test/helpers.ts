@@ -1,8 +1,11 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { generate } from 'otplib';
 import { parseConfig } from '../src/config/index.js';
 import { createApp, type App } from '../src/app.js';
 import { createLogger } from '../src/http/log.js';
@@ -189,4 +192,60 @@ export function sample(text: string, name: string, labels: Record<string, string
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[4]);
   }
   return 0;
+}
+
+/**
+ * A settable clock for `startHarness({ now })` (tokens, lockouts and TOTP all read it): tests
+ * move time instead of sleeping.
+ */
+export interface FakeClock {
+  now: () => Date;
+  /** Current time, epoch milliseconds. */
+  ms(): number;
+  advance(ms: number): void;
+}
+
+export function fakeClock(startMs: number): FakeClock {
+  let t = startMs;
+  return {
+    now: () => new Date(t),
+    ms: () => t,
+    advance(ms: number) {
+      t += ms;
+    },
+  };
+}
+
+/** The RFC 6238 code (SHA-1, 6 digits, 30 s) of a base32 secret at the given epoch milliseconds. */
+export async function totpAt(secret: string, atMs: number): Promise<string> {
+  return generate({ secret, epoch: Math.floor(atMs / 1000) });
+}
+
+/** A 6-digit code that is wrong for the secret at any step the gateway accepts around `atMs`. */
+export async function wrongTotp(secret: string, atMs: number): Promise<string> {
+  const valid = new Set(await Promise.all([-2, -1, 0, 1, 2].map((s) => totpAt(secret, atMs + s * 30_000))));
+  let n = (Number(await totpAt(secret, atMs)) + 500_000) % 1_000_000;
+  while (valid.has(String(n).padStart(6, '0'))) n = (n + 1) % 1_000_000;
+  return String(n).padStart(6, '0');
+}
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real `portcullis` command (bin/portcullis.js) with a minimal environment. */
+export async function runCli(args: string[], opts: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(root, 'bin/portcullis.js'), ...args], { cwd: root, env: { PATH: process.env.PATH, ...opts.env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(opts.stdin ?? '');
+  });
 }

@@ -34,7 +34,9 @@ export class Lockout {
 
   /** Counts a failure; the one that reaches the limit locks the username (and says so). */
   async fail(username: string, ip: string | null): Promise<void> {
-    const { count } = await this.state.increment(failKey(username), this.opts.windowMs);
+    // Sliding window: any `maxFailures` within `windowMs`. Exactly one caller sees the count
+    // reach the limit (the store is atomic), and the log starts over once locked.
+    const count = await this.state.recordEvent(failKey(username), this.opts.windowMs);
     if (count === this.opts.maxFailures) {
       await this.state.setFlag(lockKey(username), this.opts.durationMs);
       await this.state.delete(failKey(username));

@@ -147,7 +147,9 @@ export class AuthService {
       await dependency(() => d.lockout.fail(username, ctx.ip), d.log);
       throw new GatewayError(AuthErrors.invalid_credentials, 'The username or password is wrong.');
     }
-    await dependency(() => d.lockout.succeed(username), d.log);
+    // With 2FA on, the password alone is not a success: the count resets only once the code
+    // is right (otherwise a password holder could guess codes forever, 4 at a time).
+    if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(username), d.log);
     if (d.hasher.needsRehash(user.passwordHash)) {
       const passwordHash = await d.hasher.hash(fields.password);
       await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);

@@ -52,6 +52,8 @@ export interface MfaDeps {
 
 /** What a checked second factor was. */
 export type FactorKind = 'totp' | 'recovery_code';
+/** A check's outcome: the factor, a replayed TOTP step, or nothing valid. */
+export type CheckResult = FactorKind | 'replay' | null;
 
 /**
  * TOTP enrollment and verification. Secrets are encrypted at rest (AES-256-GCM, key id kept
@@ -64,7 +66,15 @@ export class MfaService {
 
   private secretOf(user: UserRecord): { secret: string; stale: boolean } {
     if (!user.totpSecret) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'Call /2fa/setup first.');
-    return (({ plaintext, stale }) => ({ secret: plaintext, stale }))(this.d.box.decrypt(user.totpSecret, SECRET_PURPOSE, user.id));
+    try {
+      const { plaintext, stale } = this.d.box.decrypt(user.totpSecret, SECRET_PURPOSE, user.id);
+      return { secret: plaintext, stale };
+    } catch (e) {
+      // Fails closed: most likely the key that encrypted it is not configured (rotation).
+      const keyId = user.totpSecret.split('.')[1] ?? '?';
+      this.d.log.error({ event: 'mfa_secret_unreadable', user_id: user.id, key_id: keyId, err: (e as Error).message }, 'cannot decrypt a TOTP secret; is its key in PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS?');
+      throw new GatewayError(AuthErrors.service_unavailable, 'Two-factor authentication is temporarily unavailable.');
+    }
   }
 
   /** Starts enrollment: a fresh secret (stored encrypted, pending), its otpauth URI and a QR code. */
@@ -83,7 +93,7 @@ export class MfaService {
     const { code } = requireStrings(body, ['code'] as const);
     if (user.mfaEnabled) throw new GatewayError({ code: 'mfa_already_enabled', status: 409, title: 'Two-factor authentication is already on' }, 'It is already enabled.');
     const kind = await this.check(user, code, { allowRecovery: false });
-    if (!kind) throw new GatewayError(AuthErrors.invalid_input, 'The code is not valid for the pending secret.', { extra: { errors: [{ field: 'code', message: 'invalid' }] } });
+    if (!kind || kind === 'replay') throw new GatewayError(AuthErrors.invalid_input, 'The code is not valid for the pending secret.', { extra: { errors: [{ field: 'code', message: 'invalid' }] } });
     const codes = Array.from({ length: RECOVERY_CODES }, newRecoveryCode);
     const now = this.d.now();
     await dependency(() => this.d.db.recoveryCodes.replace(user.id, codes.map((c) => hashRecoveryCode(user.id, c)), now), this.d.log);
@@ -98,7 +108,7 @@ export class MfaService {
     if (!user.mfaEnabled) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'It is not enabled.');
     const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
     const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
-    if (!passwordOk || !kind) {
+    if (!passwordOk || !kind || kind === 'replay') {
       await this.d.lockout.fail(user.username, null);
       throw new GatewayError(AuthErrors.wrong_password, 'The password or the code is wrong.');
     }
@@ -116,7 +126,7 @@ export class MfaService {
    * Checks a TOTP code (its time step claimed once per user) or, when allowed, an unused
    * recovery code. Returns what matched, or null. Replays are logged and counted here.
    */
-  async check(user: UserRecord, code: string, opts: { allowRecovery: boolean }): Promise<FactorKind | null> {
+  async check(user: UserRecord, code: string, opts: { allowRecovery: boolean }): Promise<CheckResult> {
     const { d } = this;
     const trimmed = code.replace(/\s+/g, '');
     if (/^\d{6}$/.test(trimmed)) {
@@ -129,7 +139,7 @@ export class MfaService {
       if (!claimed) {
         d.metrics.mfaAttempts.inc({ result: 'replay' });
         d.log.warn({ event: 'mfa_replay', user_id: user.id, username: user.username, step }, 'a TOTP code was replayed');
-        return null;
+        return 'replay';
       }
       if (stale) {
         // Rotate the secret's encryption onto the active key while we hold the plaintext.
@@ -164,12 +174,18 @@ export class MfaService {
     const user = await dependency(() => d.db.users.findById(claims.sub), d.log);
     if (!user || user.disabled || !user.mfaEnabled) throw new GatewayError(PolicyErrors.invalid_token, 'The account can no longer complete this sign-in.');
     const kind = await this.check(user, code, { allowRecovery: true });
-    if (!kind) {
-      d.metrics.mfaAttempts.inc({ result: 'invalid' });
-      d.log.info({ event: 'mfa_failure', user_id: user.id, username: user.username, ip, attempt: count }, 'second factor refused');
+    if (!kind || kind === 'replay') {
+      // A replay was counted and logged as such by check(); both count toward the lockout.
+      if (!kind) {
+        d.metrics.mfaAttempts.inc({ result: 'invalid' });
+        d.log.info({ event: 'mfa_failure', user_id: user.id, username: user.username, ip, attempt: count }, 'second factor refused');
+      }
       await d.lockout.fail(user.username, ip);
       throw mfaError('The code is not valid.');
     }
+    // An MFA token completes one sign-in only.
+    const done = await dependency(() => d.state.increment(`mfa:done:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+    if (done.count > 1) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has already been used; sign in again.');
     d.metrics.mfaAttempts.inc({ result: kind === 'totp' ? 'success' : 'recovery_code' });
     await d.lockout.succeed(user.username);
     if (kind === 'recovery_code') {

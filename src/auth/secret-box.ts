@@ -57,7 +57,8 @@ export class SecretBox {
     const [v, id, iv, ct, tag] = value.split('.');
     const k = this.byId.get(id ?? '');
     if (v !== 'v1' || !k || !iv || ct === undefined || !tag) throw new Error('secret was encrypted with an unknown key or format');
-    const d = createDecipheriv('aes-256-gcm', this.derive(k, purpose), Buffer.from(iv, 'base64url'));
+    // authTagLength pins the full 16-byte tag: Node would otherwise accept a truncated one.
+    const d = createDecipheriv('aes-256-gcm', this.derive(k, purpose), Buffer.from(iv, 'base64url'), { authTagLength: 16 });
     d.setAAD(Buffer.from(context));
     d.setAuthTag(Buffer.from(tag, 'base64url'));
     const plaintext = Buffer.concat([d.update(Buffer.from(ct, 'base64url')), d.final()]).toString('utf8');

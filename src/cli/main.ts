@@ -1,10 +1,15 @@
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, ConfigError, formatProblem, type Config } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, explain, formatExplain, routePatternCheck } from '../policy/index.js';
 import { generateSigningJwk } from '../tokens/index.js';
-import { passwordTools, validateUsername } from '../auth/index.js';
+import { Lockout, passwordTools, validateUsername } from '../auth/index.js';
+import { Metrics } from '../metrics/index.js';
+import { createRedisClient, redisReady, RedisStateStore } from '../store/state/redis.js';
+import { pino } from 'pino';
 import { openDatabase } from '../store/sql/index.js';
 import type { Database, UserRecord } from '../store/ports.js';
 import { createApp } from '../app.js';
@@ -139,6 +144,13 @@ async function serve(p: Parsed, io: Io): Promise<number> {
   if (p.positionals.length) throw new UsageError(`serve takes no arguments (got "${p.positionals[0]}")`);
   const file = configPath(p, io);
   const config = loadConfig(file, io.env, [routePatternCheck]);
+  const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
+  if (workers > 1 && cluster.isPrimary) {
+    if (!config.storage.redis_url) {
+      throw new UsageError(`workers: ${config.workers} needs storage.redis_url: in-process state (rate limits, lockouts, revocations, TOTP steps) is not shared between processes`);
+    }
+    return supervise(workers, io);
+  }
   const app = await createApp({ config, env: io.env, announce: (l) => io.err(l + '\n') });
   await app.start();
   await new Promise<void>((resolve) => {
@@ -158,6 +170,39 @@ async function serve(p: Parsed, io: Io): Promise<number> {
   });
   app.log.flush?.();
   return 0;
+}
+
+/**
+ * The node:cluster primary: forks the workers (they share the listening sockets), replaces a
+ * worker that dies unexpectedly, forwards SIGHUP, and on SIGTERM/SIGINT lets every worker
+ * drain before exiting 0.
+ */
+function supervise(count: number, io: Io): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const fork = () => cluster.fork();
+    for (let i = 0; i < count; i++) fork();
+    cluster.on('exit', (worker, code, signal) => {
+      if (stopping) {
+        if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+        return;
+      }
+      io.err(`portcullis: worker ${worker.process.pid} exited (${signal ?? code}); starting another\n`);
+      setTimeout(fork, 500);
+    });
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+      if (Object.keys(cluster.workers ?? {}).length === 0) resolve(0);
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    });
+    io.err(`portcullis: started ${count} workers\n`);
+  });
 }
 
 async function withDb<T>(p: Parsed, io: Io, fn: (db: Database, config: Config) => Promise<T>): Promise<T> {
@@ -302,7 +347,7 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
         // Lockouts apply to unknown usernames too, so the name need not exist.
         const username = validateUsername(name);
         const known = await db.users.findByUsername(username);
-        const wasLocked = await unlockViaAdmin(config, username);
+        const wasLocked = config.storage.redis_url ? await unlockInRedis(config, username) : await unlockViaAdmin(config, username);
         io.out(`${username}: ${wasLocked ? 'unlocked' : 'was not locked'}${known ? '' : ' (no such user)'}\n`);
         return 0;
       });
@@ -333,4 +378,19 @@ async function unlockViaAdmin(config: Config, username: string): Promise<boolean
   }
   if (res.status !== 200) throw new Error(`the gateway refused the unlock (HTTP ${res.status})`);
   return ((await res.json()) as { was_locked: boolean }).was_locked;
+}
+
+/** With Redis-shared state the lock lives in Redis: clear it there (every replica sees it). */
+async function unlockInRedis(config: Config, username: string): Promise<boolean> {
+  const client = createRedisClient(config.storage.redis_url, { lazyConnect: true });
+  try {
+    await redisReady(client, 3000);
+    const state = new RedisStateStore(client, config.storage.redis_prefix);
+    const silent = pino({ level: 'silent' });
+    return await new Lockout(state, { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration }, new Metrics({ processMetrics: false }), silent).unlock(username);
+  } catch (e) {
+    throw new Error(`cannot reach Redis at storage.redis_url: ${(e as Error).message}`);
+  } finally {
+    client.disconnect();
+  }
 }

@@ -86,10 +86,14 @@ export const configSchema = z
     data_dir: z.string().min(1).default('./data'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     shutdown_grace: duration.default(25_000),
+    /** Worker processes (node:cluster): a number, or auto (one per CPU). Needs Redis-shared state. */
+    workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default(1),
     storage: z
       .strictObject({
         database_url: z.string().min(1).default('sqlite:./data/portcullis.db'),
         redis_url: z.string().default(''),
+        /** Prefix of every Redis key and channel (several gateways, or test runs, can share a Redis). */
+        redis_prefix: z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/, 'letters, digits and : _ . -').default('portcullis:'),
       })
       .prefault({}),
     keys: z
@@ -116,6 +120,8 @@ export const configSchema = z
           })
           .prefault({}),
         login_rate_limit: rateLimit.default({ requests: 5, per: 60_000 }),
+        /** Per client IP, every other auth API request (refresh, 2FA, sessions, …). */
+        api_rate_limit: rateLimit.default({ requests: 120, per: 60_000 }),
         password: z
           .strictObject({
             min_length: z.number().int().min(8).default(12),

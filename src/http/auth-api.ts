@@ -9,6 +9,7 @@ import { clearCookies, parseCookies, serializeCookie, type CookieNames } from '.
 import { loginPage, logoutPage, messagePage, mfaPage, mfaSetupPage, recoveryCodesPage, STYLESHEET, type PageContext } from './pages.js';
 import { sendError, unauthenticated } from './problem.js';
 import { originAllowed, safeRedirect } from './redirect.js';
+import { asMiddleware, type Limiter } from './rate-limit.js';
 
 export { bearerToken } from './bearer.js';
 
@@ -26,6 +27,10 @@ export interface AuthApiDeps {
   /** The gateway's own origin (known once the listener is bound). */
   origin: () => string;
   allowedOrigins: readonly string[];
+  /** Per-IP limit on POST /login (both forms). */
+  loginLimiter: Limiter;
+  /** Per-IP limit on every other auth API request. */
+  apiLimiter: Limiter;
 }
 
 type Authed = { identity: TokenIdentity; user: UserRecord; via: 'bearer' | 'cookie' };
@@ -112,6 +117,10 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
   const tokenBody = (t: TokenResponse) => ({ access_token: t.access_token, refresh_token: t.refresh_token, token_type: t.token_type, expires_in: t.expires_in });
 
   const r = express.Router();
+  const loginLimit = asMiddleware(d.loginLimiter);
+  const apiLimit = asMiddleware(d.apiLimiter);
+  // Sign-in has its own, tighter limit; everything else under the prefix shares a looser one.
+  r.use((req, res, next) => (req.method === 'POST' && req.path === '/login' ? next() : apiLimit(req, res, next)));
   r.get('/static/portcullis.css', (_req, res) => {
     res.setHeader('cache-control', 'public, max-age=3600');
     res.type('text/css').send(STYLESHEET);
@@ -124,6 +133,7 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
 
   r.post(
     '/login',
+    loginLimit,
     body,
     wrap(async (req, res) => {
       const ctx = { ip: d.clientIp(req), userAgent: req.headers['user-agent'] ?? null };

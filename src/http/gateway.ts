@@ -2,19 +2,22 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { GatewayError, PolicyErrors } from '../errors/index.js';
+import { AuthErrors, GatewayError, PolicyErrors } from '../errors/index.js';
 import type { Metrics, AuthDecision } from '../metrics/index.js';
 import { decide, normalizePath, type CompiledRoute, type RouteTable } from '../policy/index.js';
 import { writeProblemToSocket, type ForwardTarget, type Proxy } from '../proxy/index.js';
 import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
 import type { Authenticate } from './authenticate.js';
 import { originAllowed } from './redirect.js';
+import type { Limiter } from './rate-limit.js';
 import { sendError, unauthenticated, wantsHtml } from './problem.js';
 
 /** Everything the request pipeline needs; rebuilt when the config is reloaded. */
 export interface GatewayState {
   config: Config;
   routes: RouteTable;
+  /** Rate limiters of routes with `rate_limit`, by route name. */
+  limiters: Map<string, Limiter>;
 }
 
 export interface GatewayDeps {
@@ -45,7 +48,7 @@ const methodLabel = (m: string | undefined) => (m && KNOWN_METHODS.has(m) ? m : 
 /** Outcome of the checks every proxied request (and WebSocket upgrade) passes. */
 type Checked =
   | { ok: true; route: CompiledRoute; path: string; query: string; identity: TokenIdentity | null; tokenUsed: boolean; setCookies: string[] }
-  | { ok: false; error: GatewayError; routeLabel: string; redirect?: string; setCookies?: string[] };
+  | { ok: false; error: GatewayError; routeLabel: string; redirect?: string; setCookies?: string[]; /** the response was already written (429) */ answered?: boolean };
 
 /**
  * The request pipeline: normalize → match route → authenticate → authorize → proxy.
@@ -71,7 +74,7 @@ export function createGateway(d: GatewayDeps) {
     }
   }
 
-  async function check(req: IncomingMessage, pathInfo: { path: string; query: string; hasSemicolon: boolean }): Promise<Checked> {
+  async function check(req: IncomingMessage, pathInfo: { path: string; query: string; hasSemicolon: boolean }, res?: ServerResponse): Promise<Checked> {
     const { routes } = d.state();
     const route = routes.match({ host: req.headers.host, method: req.method ?? 'GET', path: pathInfo.path });
     // A `;` is refused unless the matched route allows it; with no route at all it is still a
@@ -80,6 +83,10 @@ export function createGateway(d: GatewayDeps) {
       return { ok: false, routeLabel: route?.name ?? '_invalid', error: new GatewayError(PolicyErrors.bad_path, '";" is not allowed in paths on this route.') };
     }
     if (!route) return { ok: false, routeLabel: '_none', error: new GatewayError(PolicyErrors.no_route, 'No route matches this request.') };
+    const limiter = res && d.state().limiters.get(route.name);
+    if (limiter && !(await limiter(req, res))) {
+      return { ok: false, routeLabel: route.name, error: new GatewayError(AuthErrors.rate_limited), answered: true };
+    }
     const access = route.config.access;
     const a = await d.authenticate(req);
     const identity = a.identity;
@@ -169,9 +176,10 @@ export function createGateway(d: GatewayDeps) {
       d.authApp(req, res);
       return;
     }
-    const c = await check(req, pathInfo);
+    const c = await check(req, pathInfo, res);
     if (!c.ok) {
       routeLabel = c.routeLabel;
+      if (c.answered) return;
       d.securityHeaders(req, res);
       if (c.setCookies?.length) res.setHeader('set-cookie', c.setCookies);
       if (c.redirect && wantsHtml(req)) {

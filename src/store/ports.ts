@@ -167,11 +167,16 @@ export interface StateStore {
   claimTotpStep(userId: string, step: number, ttlMs: number): Promise<boolean>;
   /** Increments a counter whose window starts at its first increment; returns the count and ms left. */
   increment(key: string, windowMs: number): Promise<{ count: number; resetMs: number }>;
+  /**
+   * Records one event under `key` and returns how many happened in the last `windowMs`
+   * (a sliding window: "5 failures within 15 minutes" at any moment).
+   */
+  recordEvent(key: string, windowMs: number): Promise<number>;
   /** Sets a flag that lasts `ttlMs`. */
   setFlag(key: string, ttlMs: number): Promise<void>;
   /** Milliseconds left on a flag, 0 when unset. */
   flagTtl(key: string): Promise<number>;
-  /** Deletes counters or flags. */
+  /** Deletes counters, event logs or flags. */
   delete(...keys: string[]): Promise<void>;
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -9,6 +9,7 @@ export class MemoryStateStore implements StateStore {
   private readonly counters = new Map<string, { count: number; resetAt: number }>();
   private readonly flags = new Map<string, number>();
   private readonly steps = new Map<string, { step: number; until: number }>();
+  private readonly events = new Map<string, number[]>();
   private ops = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
@@ -34,6 +35,15 @@ export class MemoryStateStore implements StateStore {
     return { count: c.count, resetMs: c.resetAt - t };
   }
 
+  async recordEvent(key: string, windowMs: number): Promise<number> {
+    const t = this.now();
+    this.sweep(t);
+    const list = (this.events.get(key) ?? []).filter((at) => at > t - windowMs);
+    list.push(t);
+    this.events.set(key, list);
+    return list.length;
+  }
+
   async setFlag(key: string, ttlMs: number): Promise<void> {
     this.flags.set(key, this.now() + ttlMs);
   }
@@ -53,6 +63,7 @@ export class MemoryStateStore implements StateStore {
     for (const k of keys) {
       this.counters.delete(k);
       this.flags.delete(k);
+      this.events.delete(k);
     }
   }
 
@@ -66,5 +77,7 @@ export class MemoryStateStore implements StateStore {
     for (const [k, c] of this.counters) if (c.resetAt <= t) this.counters.delete(k);
     for (const [k, until] of this.flags) if (until <= t) this.flags.delete(k);
     for (const [k, s] of this.steps) if (s.until <= t) this.steps.delete(k);
+    // Event logs are kept for at most a day here; windows are far shorter.
+    for (const [k, list] of this.events) if (list.length === 0 || list[list.length - 1] <= t - 86_400_000) this.events.delete(k);
   }
 }

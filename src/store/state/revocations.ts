@@ -56,20 +56,40 @@ export class RevocationSync {
 
   private async tick(): Promise<void> {
     if (this.running) return;
-    this.running = this.poll()
-      .catch((e) => this.opts.onError?.(e))
-      .finally(() => {
-        this.running = undefined;
-      });
-    await this.running;
+    await this.exclusive(() => this.poll()).catch((e) => this.opts.onError?.(e));
   }
 
-  /** One synchronisation round; overlapping rounds are not started. */
+  /** One synchronisation round (new revocations since the last one, with a minute of overlap). */
   async poll(): Promise<void> {
-    const now = (this.opts.now ?? (() => new Date()))();
     // Look back a minute: a revocation committed while the previous query ran, or stamped by a
     // process whose clock lags ours, is still picked up (adding one twice is harmless).
-    const from = new Date(Math.max(0, this.since.getTime() - 60_000));
+    await this.load(new Date(Math.max(0, this.since.getTime() - 60_000)));
+  }
+
+  /**
+   * Reloads every live revocation from the database, after waiting for a running round. For
+   * when revocation messages may have been lost (the Redis subscriber reconnected). Rejects
+   * when the database query fails.
+   */
+  async resync(): Promise<void> {
+    while (this.running) await this.running;
+    await this.exclusive(() => this.load(new Date(0)));
+  }
+
+  /** Runs one round with `running` set, so periodic ticks do not overlap it. */
+  private exclusive(round: () => Promise<void>): Promise<void> {
+    const result = round();
+    const running = result
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.running === running) this.running = undefined;
+      });
+    this.running = running;
+    return result;
+  }
+
+  private async load(from: Date): Promise<void> {
+    const now = (this.opts.now ?? (() => new Date()))();
     const found: Revocation[] = await this.sessions.revokedSince(from, now);
     for (const r of found) this.list.add(r.sessionId, r.expiresAt);
     this.since = now;
