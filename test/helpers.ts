@@ -59,7 +59,7 @@ export interface Harness {
  * Starts a real echo upstream and a real gateway on 127.0.0.1:0 with a fresh SQLite file (or
  * the given database URL) in its own temp dir.
  */
-export async function startHarness(opts: { extraYaml?: string; routes?: string; upstreamExtra?: string; databaseUrl?: string; env?: NodeJS.ProcessEnv; now?: () => Date } = {}): Promise<Harness> {
+export async function startHarness(opts: { extraYaml?: string; routes?: string; upstreamExtra?: string; databaseUrl?: string; redisUrl?: string; redisPrefix?: string; env?: NodeJS.ProcessEnv; now?: () => Date } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-test-'));
   const echo = await startEchoServer({ host: '127.0.0.1', port: 0 });
   const yaml = `
@@ -69,6 +69,7 @@ data_dir: ${dir}
 log_level: info
 storage:
   database_url: ${opts.databaseUrl ?? `sqlite:${join(dir, 'test.db')}`}
+${opts.redisUrl ? `  redis_url: ${opts.redisUrl}\n  redis_prefix: "${opts.redisPrefix ?? `pc-test:${process.pid}:${Date.now().toString(36)}:`}"` : ''}
 upstreams:
   echo:
     url: ${echo.url}
