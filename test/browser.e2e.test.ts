@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
-import { addUser, GOOD_PASSWORD, startHarness, type Harness } from './helpers.js';
+import { addUser, GOOD_PASSWORD, startHarness, totpAt, type Harness } from './helpers.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const available = existsSync(CHROMIUM);
@@ -10,6 +10,11 @@ if (!available) console.warn(`[browser.e2e] skipped: no Chromium at ${CHROMIUM} 
 
 const ROUTES = `
 routes:
+  - name: secure
+    match: { path: /secure/** }
+    upstream: echo
+    access: authenticated
+    mfa: true
   - name: app
     match: { path: /** }
     upstream: echo
@@ -19,9 +24,12 @@ routes:
 describe.runIf(available)('a real browser signs in, stays signed in past the access TTL, signs out', () => {
   let h: Harness;
   let browser: Browser;
+  // The gateway's clock runs ahead of real time by `skew`, so the test can step past a used
+  // TOTP time step without sleeping (the browser's own cookie clock is unaffected).
+  let skew = 0;
   beforeAll(async () => {
     // A 2 s access token: the browser drops the access cookie and must be refreshed silently.
-    h = await startHarness({ routes: ROUTES, extraYaml: 'auth:\n  access_ttl: 2s\n' });
+    h = await startHarness({ routes: ROUTES, extraYaml: 'auth:\n  access_ttl: 2s\n', now: () => new Date(Date.now() + skew) });
     await addUser(h, 'bea', ['staff'], { email: 'bea@example.com' });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -82,6 +90,45 @@ describe.runIf(available)('a real browser signs in, stays signed in past the acc
     await page.goto(`${h.url}/reports/q3`);
     expect(new URL(page.url()).pathname).toBe('/api/auth/login');
     // The pages work under the strict CSP: no violation was reported on the way.
+    expect(errors.filter((e) => /Content Security Policy|Refused to/i.test(e))).toEqual([]);
+    await context.close();
+  });
+
+  it('enrolls a second factor when a route needs one, then signs in with password and code', async () => {
+    await addUser(h, 'carl', ['staff']);
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+
+    // Signed in with a password only, a route with mfa: true sends carl to enrollment.
+    await page.goto(`${h.url}/secure/vault`);
+    await page.getByLabel('Username').fill('carl');
+    await page.getByLabel('Password').fill(GOOD_PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL((u) => u.pathname === '/api/auth/2fa/setup');
+    await page.getByRole('button', { name: 'Set up an authenticator' }).click();
+    await page.waitForLoadState();
+    expect(await page.locator('.qr svg').count()).toBe(1);
+    const secret = (await page.locator('#totp-secret').textContent())!.trim();
+    await page.getByLabel('Code from the app').fill(await totpAt(secret, Date.now() + skew));
+    await page.getByRole('button', { name: 'Turn on' }).click();
+    await page.waitForLoadState();
+    const codes = await page.locator('#recovery-codes li').allTextContents();
+    expect(codes).toHaveLength(10);
+
+    // Continue: sign in again, now with the code (a later time step than the one just used).
+    skew += 60_000;
+    await page.getByRole('link', { name: 'Continue' }).click();
+    await page.waitForURL((u) => u.pathname === '/api/auth/login');
+    await page.getByLabel('Username').fill('carl');
+    await page.getByLabel('Password').fill(GOOD_PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL((u) => u.pathname === '/api/auth/2fa');
+    await page.getByLabel('Code').fill(await totpAt(secret, Date.now() + skew));
+    await page.getByRole('button', { name: 'Verify' }).click();
+    await page.waitForURL(`${h.url}/secure/vault`);
+    expect(await page.locator('main').textContent()).toContain('Signed in as carl');
     expect(errors.filter((e) => /Content Security Policy|Refused to/i.test(e))).toEqual([]);
     await context.close();
   });
