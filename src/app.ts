@@ -30,6 +30,7 @@ import { createGateway, type GatewayState } from './http/gateway.js';
 import { createAdminServer, type Dependency } from './http/admin.js';
 import { createLogger } from './http/log.js';
 import { sendError } from './http/problem.js';
+import { messagePage } from './http/pages.js';
 import { startEchoServer } from './demo/echo.js';
 
 export interface AppOptions {
@@ -192,6 +193,13 @@ export async function createApp(opts: AppOptions): Promise<App> {
     perMs: config.auth.login_rate_limit.per,
     onStoreError: 'closed',
     onLimited: () => metrics.loginAttempts.inc({ result: 'rate_limited' }),
+    // The sign-in form gets a page, like its other errors; API clients get problem+json.
+    respond: (req, res, err) => {
+      if (!/^application\/x-www-form-urlencoded\b/i.test(req.headers['content-type'] ?? '')) return sendError(req, res, err);
+      const page = messagePage({ name: config.name, prefix: config.auth.prefix }, err.title, err.message, { href: `${config.auth.prefix}/login`, text: 'Back to sign in' });
+      res.writeHead(429, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(page);
+    },
   });
   const apiLimiter = createLimiter({ ...limiterBase, name: 'auth_api', requests: config.auth.api_rate_limit.requests, perMs: config.auth.api_rate_limit.per, onStoreError: 'closed' });
   /** Per-route limiters, rebuilt with the routes on reload; a store outage lets traffic through. */

@@ -34,12 +34,14 @@ export class Lockout {
 
   /** Counts a failure; the one that reaches the limit locks the username (and says so). */
   async fail(username: string, ip: string | null): Promise<void> {
-    // Sliding window: any `maxFailures` within `windowMs`. Exactly one caller sees the count
-    // reach the limit (the store is atomic), and the log starts over once locked.
+    // Sliding window: any `maxFailures` within `windowMs`; the log starts over once locked.
     const count = await this.state.recordEvent(failKey(username), this.opts.windowMs);
-    if (count === this.opts.maxFailures) {
-      await this.state.setFlag(lockKey(username), this.opts.durationMs);
+    if (count >= this.opts.maxFailures) {
+      // Requests that passed the lock check before the lock existed also reach the limit:
+      // only the one that actually sets the lock reports it.
+      const first = await this.state.setFlagIfAbsent(lockKey(username), this.opts.durationMs);
       await this.state.delete(failKey(username));
+      if (!first) return;
       this.metrics.lockouts.inc();
       this.log.warn({ event: 'account_locked', username, ip, failures: count, duration_ms: this.opts.durationMs }, 'username locked after repeated failures');
     }

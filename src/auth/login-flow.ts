@@ -78,14 +78,28 @@ export interface TokenIdentity {
  * state store failed, and auth endpoints then fail closed with 503.
  */
 export async function dependency<T>(fn: () => Promise<T>, log?: Logger): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  // A hung dependency (accepting connections, answering nothing) must not hold a sign-in past
+  // the 2 s promise: give up at 1.5 s and answer 503.
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`dependency did not answer within ${DEPENDENCY_TIMEOUT_MS} ms`)), DEPENDENCY_TIMEOUT_MS);
+  });
   try {
-    return await fn();
+    return await Promise.race([fn(), deadline]);
   } catch (e) {
     if (e instanceof GatewayError) throw e;
     log?.error({ err: (e as Error).message }, 'dependency failure');
     throw new GatewayError(AuthErrors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' }, cause: e });
+  } finally {
+    clearTimeout(timer);
   }
 }
+
+/** How long one database or state-store call may take before sign-in answers 503. */
+export const DEPENDENCY_TIMEOUT_MS = 1500;
+
+/** After this long, a spend without a successor token is known to have been abandoned. */
+const UNFINISHED_SPEND_MS = 3000;
 
 /** Checks a JSON body's field types; throws 422 listing every bad field. */
 export function requireStrings<K extends string>(body: unknown, fields: readonly K[]): Record<K, string> {
@@ -269,6 +283,22 @@ export class AuthService {
           const access = await this.signFor(user, session);
           d.metrics.tokenRefresh.inc({ result: 'success' });
           return { kind: 'access', access: access.token, expiresIn: access.expiresIn, identity: identityOf(user, session) };
+        }
+      }
+      // A spend that never issued a successor (the database stalled after marking the token
+      // used, and the client got a 503) gave nobody a new token: the retry is not theft. Only
+      // once the first spend must be over (past the dependency deadline): concurrent
+      // presentations stay strict, since the winner's successor may not be written yet.
+      const settled = now.getTime() - firstUse.getTime() >= UNFINISHED_SPEND_MS;
+      const completed = !settled || (await dependency(() => d.db.refreshTokens.hasSuccessor(used.record.sessionId, firstUse), d.log));
+      if (!completed && session && !session.revokedAt && session.expiresAt > now) {
+        const user = await dependency(() => d.db.users.findById(session.userId), d.log);
+        if (user && !user.disabled) {
+          d.log.info({ event: 'refresh_retry', session_id: session.id }, 'refresh retried after an unfinished spend');
+          await dependency(() => d.db.sessions.touch(session.id, now), d.log);
+          const tokens = await this.issue(user, session);
+          d.metrics.tokenRefresh.inc({ result: 'success' });
+          return { kind: 'pair', tokens, identity: identityOf(user, session) };
         }
       }
       d.metrics.tokenRefresh.inc({ result: 'reuse_detected' });

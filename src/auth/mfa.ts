@@ -109,7 +109,7 @@ export class MfaService {
     const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
     const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
     if (!passwordOk || !kind || kind === 'replay') {
-      await this.d.lockout.fail(user.username, null);
+      await dependency(() => this.d.lockout.fail(user.username, null), this.d.log);
       throw new GatewayError(AuthErrors.wrong_password, 'The password or the code is wrong.');
     }
     await this.reset(user.id);
@@ -168,7 +168,7 @@ export class MfaService {
     } catch {
       throw new GatewayError(PolicyErrors.invalid_token, 'The MFA token is invalid or expired; sign in again.', { headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' } });
     }
-    await d.lockout.assertUnlocked(claims.username);
+    await dependency(() => d.lockout.assertUnlocked(claims.username), d.log);
     const { count } = await dependency(() => d.state.increment(`mfa:attempts:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
     if (count > MFA_MAX_ATTEMPTS) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has used up its attempts; sign in again.');
     const user = await dependency(() => d.db.users.findById(claims.sub), d.log);
@@ -180,14 +180,14 @@ export class MfaService {
         d.metrics.mfaAttempts.inc({ result: 'invalid' });
         d.log.info({ event: 'mfa_failure', user_id: user.id, username: user.username, ip, attempt: count }, 'second factor refused');
       }
-      await d.lockout.fail(user.username, ip);
+      await dependency(() => d.lockout.fail(user.username, ip), d.log);
       throw mfaError('The code is not valid.');
     }
     // An MFA token completes one sign-in only.
     const done = await dependency(() => d.state.increment(`mfa:done:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
     if (done.count > 1) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has already been used; sign in again.');
     d.metrics.mfaAttempts.inc({ result: kind === 'totp' ? 'success' : 'recovery_code' });
-    await d.lockout.succeed(user.username);
+    await dependency(() => d.lockout.succeed(user.username), d.log);
     if (kind === 'recovery_code') {
       const left = await dependency(() => d.db.recoveryCodes.remaining(user.id), d.log);
       d.log.info({ event: 'recovery_code_used', user_id: user.id, remaining: left }, 'recovery code used');

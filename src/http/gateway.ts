@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
@@ -74,16 +74,17 @@ export function createGateway(d: GatewayDeps) {
     }
   }
 
-  async function check(req: IncomingMessage, pathInfo: { path: string; query: string; hasSemicolon: boolean }, res?: ServerResponse): Promise<Checked> {
+  async function check(req: IncomingMessage, pathInfo: { path: string; query: string; hasSemicolon: boolean }, res: ServerResponse, onRoute?: (name: string) => void): Promise<Checked> {
     const { routes } = d.state();
     const route = routes.match({ host: req.headers.host, method: req.method ?? 'GET', path: pathInfo.path });
+    if (route) onRoute?.(route.name);
     // A `;` is refused unless the matched route allows it; with no route at all it is still a
     // bad path (400), not a mere miss (404).
     if (pathInfo.hasSemicolon && !route?.config.allow_semicolons) {
       return { ok: false, routeLabel: route?.name ?? '_invalid', error: new GatewayError(PolicyErrors.bad_path, '";" is not allowed in paths on this route.') };
     }
     if (!route) return { ok: false, routeLabel: '_none', error: new GatewayError(PolicyErrors.no_route, 'No route matches this request.') };
-    const limiter = res && d.state().limiters.get(route.name);
+    const limiter = d.state().limiters.get(route.name);
     if (limiter && !(await limiter(req, res))) {
       return { ok: false, routeLabel: route.name, error: new GatewayError(AuthErrors.rate_limited), answered: true };
     }
@@ -176,7 +177,7 @@ export function createGateway(d: GatewayDeps) {
       d.authApp(req, res);
       return;
     }
-    const c = await check(req, pathInfo, res);
+    const c = await check(req, pathInfo, res, (name) => (routeLabel = name));
     if (!c.ok) {
       routeLabel = c.routeLabel;
       if (c.answered) return;
@@ -214,8 +215,15 @@ export function createGateway(d: GatewayDeps) {
       fail(new GatewayError(PolicyErrors.no_route, 'WebSockets are not served on the auth endpoints.'));
       return;
     }
-    const c = await check(req, pathInfo);
+    // The limiter writes its 429 into a detached response; the socket gets the same answer.
+    const scratch = new ServerResponse(req);
+    const c = await check(req, pathInfo, scratch);
     if (!c.ok) {
+      if (c.answered) {
+        const retry = scratch.getHeader('retry-after');
+        fail(new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.', { headers: retry === undefined ? {} : { 'retry-after': String(retry) } }));
+        return;
+      }
       fail(c.error, c.setCookies);
       return;
     }

@@ -26,6 +26,8 @@ export interface LimiterOptions {
   onStoreError: 'closed' | 'open';
   /** Extra work when a request is refused (e.g. counting a login attempt). */
   onLimited?: () => void;
+  /** Writes the 429 (default: problem+json; the sign-in form wants an HTML page). */
+  respond?: (req: IncomingMessage, res: ServerResponse, err: GatewayError) => void;
 }
 
 /** A limiter callable on raw requests: resolves true to continue; false when it answered (429/503). */
@@ -37,15 +39,11 @@ export type Limiter = (req: IncomingMessage, res: ServerResponse) => Promise<boo
  */
 class ResilientRedisStore extends RedisStore {
   override async retryableIncrement(key: string) {
-    try {
-      return await super.retryableIncrement(key);
-    } catch (e) {
-      this.incrementScriptSha = this.loadIncrementScript();
-      this.getScriptSha = this.loadGetScript();
-      this.incrementScriptSha.catch(() => undefined);
-      this.getScriptSha.catch(() => undefined);
-      throw e;
-    }
+    // A failed upload is retried now, not one request later.
+    this.incrementScriptSha = this.incrementScriptSha.catch(() => this.loadIncrementScript());
+    this.getScriptSha = this.getScriptSha.catch(() => this.loadGetScript());
+    this.getScriptSha.catch(() => undefined);
+    return super.retryableIncrement(key);
   }
 }
 
@@ -66,6 +64,8 @@ function storeFor(o: LimiterOptions): Store {
  * draft-8 `RateLimit`/`RateLimit-Policy` headers.
  */
 export function createLimiter(o: LimiterOptions): Limiter {
+  // The wrapper below learns through this map that the handler refused a request.
+  const refused = new WeakMap<IncomingMessage, () => void>();
   const mw = rateLimit({
     windowMs: o.perMs,
     limit: o.requests,
@@ -73,39 +73,56 @@ export function createLimiter(o: LimiterOptions): Limiter {
     legacyHeaders: false,
     identifier: o.name,
     store: storeFor(o),
-    passOnStoreError: o.onStoreError === 'open',
+    // Store errors always come to the wrapper below, which logs them and applies onStoreError.
+    passOnStoreError: false,
     // The raw request has no req.ip; this is the only key and it is already trust-proxy aware.
     keyGenerator: (req) => ipKeyGenerator(o.clientIp(req as unknown as IncomingMessage), 56),
     validate: false,
     handler: (req, res) => {
+      const raw = req as unknown as IncomingMessage;
       o.metrics.rateLimited.inc({ limiter: o.name });
       o.onLimited?.();
-      o.log.info({ event: 'rate_limited', limiter: o.name, ip: o.clientIp(req as unknown as IncomingMessage) }, 'rate limit reached');
-      sendError(req as unknown as IncomingMessage, res as unknown as ServerResponse, new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.'));
+      o.log.info({ event: 'rate_limited', limiter: o.name, ip: o.clientIp(raw) }, 'rate limit reached');
+      const err = new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.');
+      (o.respond ?? sendError)(raw, res as unknown as ServerResponse, err);
+      refused.get(raw)?.();
     },
   });
   return (req, res) =>
     new Promise<boolean>((resolve) => {
       let settled = false;
-      res.once('finish', () => {
-        if (!settled) {
-          settled = true;
-          resolve(false);
-        }
-      });
+      const settle = (v: boolean) => {
+        if (settled) return;
+        settled = true;
+        refused.delete(req);
+        resolve(v);
+      };
+      refused.set(req, () => settle(false));
+      // express-rate-limit writes its headers with res.append, which plain Node responses lack.
+      const r = res as ServerResponse & { append?: (name: string, value: string | string[]) => unknown };
+      if (typeof r.append !== 'function') r.append = (name, value) => r.appendHeader(name, value);
       Promise.resolve(
         mw(req as never, res as never, (err?: unknown) => {
           if (settled) return;
-          settled = true;
           if (err) {
-            o.log.error({ event: 'rate_limit_store_error', limiter: o.name, err: (err as Error).message }, 'rate limit store unavailable');
+            o.log.error({ event: 'rate_limit_store_error', limiter: o.name, err: (err as Error).message, fail: o.onStoreError }, 'rate limit store unavailable');
+            if (o.onStoreError === 'open') {
+              settle(true);
+              return;
+            }
             sendError(req, res, new GatewayError(AuthErrors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
-            resolve(false);
+            settle(false);
             return;
           }
-          resolve(true);
+          settle(true);
         }),
-      ).catch(() => undefined);
+      ).catch((e: unknown) => {
+        o.log.error({ event: 'rate_limit_error', limiter: o.name, err: (e as Error).message }, 'rate limiter failed');
+        if (!settled) {
+          sendError(req, res, e);
+          settle(false);
+        }
+      });
     });
 }
 

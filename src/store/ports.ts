@@ -109,6 +109,8 @@ export interface RefreshTokenStore {
   create(token: Omit<RefreshTokenRecord, 'usedAt'>): Promise<void>;
   /** Atomically spends a token (see RefreshUse). Does not look at expiry: the caller does. */
   use(hash: string, at: Date): Promise<RefreshUse>;
+  /** True when the session got a refresh token at or after `since` (a spend that completed). */
+  hasSuccessor(sessionId: string, since: Date): Promise<boolean>;
   /** Deletes every refresh token of a session; returns how many. */
   deleteForSession(sessionId: string): Promise<number>;
   /** Deletes tokens that expired before `before`; returns how many. */
@@ -174,6 +176,8 @@ export interface StateStore {
   recordEvent(key: string, windowMs: number): Promise<number>;
   /** Sets a flag that lasts `ttlMs`. */
   setFlag(key: string, ttlMs: number): Promise<void>;
+  /** Sets a flag only when none is live; true for the one caller that set it. */
+  setFlagIfAbsent(key: string, ttlMs: number): Promise<boolean>;
   /** Milliseconds left on a flag, 0 when unset. */
   flagTtl(key: string): Promise<number>;
   /** Deletes counters, event logs or flags. */

@@ -102,6 +102,9 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
   // An idle client losing its connection emits 'error' on the pool; unhandled, it would
   // crash the process. The next query reconnects (or fails fast).
   pool.on('error', (err) => log('database pool error', { dialect: 'postgres', error: err.message }));
+  // The pool only watches idle clients: a connection cut mid-query errors on the checked-out
+  // client, and an unhandled 'error' there would crash the process.
+  pool.on('connect', (client) => client.on('error', (err: Error) => log('database connection error', { dialect: 'postgres', error: err.message })));
   const kysely = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
 
   const migrate = async (list: readonly Migration[]): Promise<string[]> => {
@@ -115,6 +118,7 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
       application_name: 'portcullis-migrate',
     });
     migrationPool.on('error', (err) => log('database pool error', { dialect: 'postgres', error: err.message }));
+    migrationPool.on('connect', (client) => client.on('error', (err: Error) => log('database connection error', { dialect: 'postgres', error: err.message })));
     const migrationDb = new Kysely<any>({ dialect: new PostgresDialect({ pool: migrationPool }) });
     try {
       return await runMigrations(migrationDb, 'postgres', list, { schema, log, now });

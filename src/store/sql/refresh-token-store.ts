@@ -55,6 +55,17 @@ export class SqlRefreshTokenStore implements RefreshTokenStore {
     return { status: 'reused', record: toRefreshToken(row) };
   }
 
+  async hasSuccessor(sessionId: string, since: Date): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('refresh_tokens')
+      .select('hash')
+      .where('session_id', '=', sessionId)
+      .where('created_at', '>=', since.getTime())
+      .limit(1)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
   async deleteForSession(sessionId: string): Promise<number> {
     const res = await this.db.deleteFrom('refresh_tokens').where('session_id', '=', sessionId).executeTakeFirst();
     return Number(res.numDeletedRows);

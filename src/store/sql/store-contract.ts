@@ -617,6 +617,17 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect((await db.refreshTokens.use(t.hash, new Date(T0 + MIN))).status).toBe('ok');
       });
 
+      it('hasSuccessor: a token created at or after the time, in that session only', async () => {
+        const u = await db.users.create(newUser('sue'));
+        const s = await db.sessions.create(newSession(u.id));
+        const other = await db.sessions.create(newSession(u.id));
+        await newToken(s.id, { createdAt: new Date(T0 + MIN) });
+        await newToken(other.id, { createdAt: new Date(T0 + 10 * MIN) });
+        expect(await db.refreshTokens.hasSuccessor(s.id, new Date(T0 + MIN))).toBe(true);
+        expect(await db.refreshTokens.hasSuccessor(s.id, new Date(T0 + 2 * MIN))).toBe(false);
+        expect(await db.refreshTokens.hasSuccessor(other.id, new Date(T0 + 5 * MIN))).toBe(true);
+      });
+
       it('deleteForSession deletes that session\'s tokens, used or not, and counts them', async () => {
         const u = await db.users.create(newUser('walt'));
         const s = await db.sessions.create(newSession(u.id));

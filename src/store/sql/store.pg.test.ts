@@ -143,7 +143,8 @@ if (problem !== undefined && IN_CI) {
         await killer.end();
         expect(killed.rows[0].ok).toBe(true);
         await expect.poll(() => logged.length, { timeout: 3000 }).toBeGreaterThan(0);
-        expect(logged[0]?.msg).toBe('database pool error');
+        // The idle client's own listener and the pool's both report it; neither throws.
+        expect(logged.map((l) => l.msg)).toContain('database pool error');
         // The pool recovers with a fresh connection.
         await db.ping();
       } finally {

@@ -48,6 +48,15 @@ export class MemoryStateStore implements StateStore {
     this.flags.set(key, this.now() + ttlMs);
   }
 
+  async setFlagIfAbsent(key: string, ttlMs: number): Promise<boolean> {
+    // No await between the check and the set: that is what makes it atomic here.
+    const t = this.now();
+    const until = this.flags.get(key);
+    if (until !== undefined && until > t) return false;
+    this.flags.set(key, t + ttlMs);
+    return true;
+  }
+
   async flagTtl(key: string): Promise<number> {
     const until = this.flags.get(key);
     if (until === undefined) return 0;

@@ -196,6 +196,10 @@ export class RedisStateStore implements StateStore {
     await this.client.set(this.flagKey(key), '1', 'PX', ms(ttlMs, 'ttlMs'));
   }
 
+  async setFlagIfAbsent(key: string, ttlMs: number): Promise<boolean> {
+    return (await this.client.set(this.flagKey(key), '1', 'PX', ms(ttlMs, 'ttlMs'), 'NX')) === 'OK';
+  }
+
   async flagTtl(key: string): Promise<number> {
     const ttl = await this.client.pttl(this.flagKey(key));
     // -2: no such key; -1: no expiry (never written by setFlag) — treat as unset.

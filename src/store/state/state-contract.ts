@@ -209,6 +209,22 @@ export function describeStateStoreContract(name: string, makeHarness: () => Prom
       });
     });
 
+    describe('setFlagIfAbsent', () => {
+      it('sets a missing flag once, and again after it expired', async () => {
+        expect(await store.setFlagIfAbsent('once', 300)).toBe(true);
+        expect(await store.setFlagIfAbsent('once', 300)).toBe(false);
+        expect(await store.flagTtl('once')).toBeGreaterThan(0);
+        await h.sleep(400);
+        expect(await store.setFlagIfAbsent('once', 300)).toBe(true);
+      });
+
+      it('race: 50 concurrent calls, from several replicas → exactly one sets it', async () => {
+        const stores = await replicas(5);
+        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => stores[i % stores.length].setFlagIfAbsent('lock-race', LONG)));
+        expect(results.filter(Boolean)).toHaveLength(1);
+      });
+    });
+
     describe('flags', () => {
       it('an unset flag has 0 ms left', async () => {
         expect(await store.flagTtl('nope')).toBe(0);
