@@ -454,6 +454,19 @@ describe.runIf(up)('three replicas on one PostgreSQL and one Redis', () => {
     expect(refused.headers.get('www-authenticate')).toContain('invalid_token');
   });
 
+  it('(3b) a revocation made outside the replicas (CLI user disable) reaches all three within a second (pub/sub from the CLI, database poll as backstop)', async () => {
+    const t = await signIn(C, 'otto');
+    for (const r of main) expect((await appGet(r, t.access_token)).status, r.name).toBe(200);
+    const cli = await runCli(['user', 'disable', 'otto', '--config', configA], { env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
+    const done = performance.now();
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toBe('otto disabled; 1 session(s) revoked\n');
+    const ms = await Promise.all(main.map((r) => until401(r, t.access_token, done, 10_000)));
+    console.log(`[replicas.e2e] CLI revocation: refused on A ${ms[0].toFixed(0)} ms, B ${ms[1].toFixed(0)} ms, C ${ms[2].toFixed(0)} ms after the CLI exited`);
+    for (const x of ms) expect(x).toBeLessThan(1000);
+    expect((await login(A, 'otto')).status).toBe(401);
+  });
+
   it('(4) a TOTP code accepted on A is refused as a replay on B', async () => {
     const { secret, step } = await enrollTotp(A, 'tess');
     // The enrollment used step `step`; sign in with the next step's code (within the ±1 step window).

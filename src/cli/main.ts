@@ -283,11 +283,12 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
       const [name, ...roles] = p.positionals;
       if (!name) throw new UsageError('usage: portcullis user set-roles NAME R...');
       for (const r of roles) if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(r)) throw new UsageError(`not a role name: "${r}"`);
-      return withDb(p, io, async (db) => {
+      return withDb(p, io, async (db, config) => {
         const u = await findUser(db, name);
         await db.users.update(u.id, { roles: [...new Set(roles)] });
         // Tokens carry roles: end the user's sessions so the change applies on the next request.
         const revoked = await db.sessions.revokeAllForUser(u.id, 'roles_changed', new Date());
+        await broadcastRevocations(config, revoked, io);
         io.out(`roles of ${u.username}: ${roles.join(', ') || '(none)'}; ${revoked.length} session(s) revoked\n`);
         return 0;
       });
@@ -296,10 +297,11 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
     case 'enable': {
       const p = parseArgs(rest, { valued: ['config'] });
       const name = one(p, `${sub} NAME`);
-      return withDb(p, io, async (db) => {
+      return withDb(p, io, async (db, config) => {
         const u = await findUser(db, name);
         await db.users.update(u.id, { disabled: sub === 'disable' });
         const revoked = sub === 'disable' ? await db.sessions.revokeAllForUser(u.id, 'user_disabled', new Date()) : [];
+        await broadcastRevocations(config, revoked, io);
         io.out(`${u.username} ${sub}d${sub === 'disable' ? `; ${revoked.length} session(s) revoked` : ''}\n`);
         return 0;
       });
@@ -307,9 +309,9 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
     case 'delete': {
       const p = parseArgs(rest, { valued: ['config'] });
       const name = one(p, 'delete NAME');
-      return withDb(p, io, async (db) => {
+      return withDb(p, io, async (db, config) => {
         const u = await findUser(db, name);
-        await db.sessions.revokeAllForUser(u.id, 'user_deleted', new Date());
+        await broadcastRevocations(config, await db.sessions.revokeAllForUser(u.id, 'user_deleted', new Date()), io);
         await db.users.delete(u.id);
         io.out(`deleted ${u.username}\n`);
         return 0;
@@ -325,6 +327,7 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
         policy.assert(password, { username: u.username, email: u.email });
         await db.users.update(u.id, { passwordHash: await hasher.hash(password) });
         const revoked = await db.sessions.revokeAllForUser(u.id, 'password_changed', new Date());
+        await broadcastRevocations(config, revoked, io);
         io.out(`password of ${u.username} changed; ${revoked.length} session(s) revoked\n`);
         return 0;
       });
@@ -390,6 +393,24 @@ async function unlockInRedis(config: Config, username: string): Promise<boolean>
     return await new Lockout(state, { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration }, new Metrics({ processMetrics: false }), silent).unlock(username);
   } catch (e) {
     throw new Error(`cannot reach Redis at storage.redis_url: ${(e as Error).message}`);
+  } finally {
+    client.disconnect();
+  }
+}
+
+/**
+ * With Redis, tells every running replica about revocations at once (pub/sub); without it,
+ * or if Redis is unreachable, they still learn within a second from the database poll.
+ */
+async function broadcastRevocations(config: Config, sessionIds: readonly string[], io: Io): Promise<void> {
+  if (!config.storage.redis_url || sessionIds.length === 0) return;
+  const client = createRedisClient(config.storage.redis_url, { lazyConnect: true });
+  try {
+    await redisReady(client, 2000);
+    const expiresAt = Date.now() + config.auth.session_max_age;
+    for (const sessionId of sessionIds) await client.publish(`${config.storage.redis_prefix}revocations`, JSON.stringify({ sessionId, expiresAt }));
+  } catch (e) {
+    io.err(`portcullis: could not broadcast the revocation through Redis (${(e as Error).message}); gateways pick it up from the database within a second\n`);
   } finally {
     client.disconnect();
   }
