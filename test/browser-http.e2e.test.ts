@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
 import { GOOD_PASSWORD, ROUTES, addUser, login, metricsText, sample, startHarness, type Harness } from './helpers.js';
+import { selfSigned } from './services.js';
 
 // This file tests browser sessions, not abuse protection: generous limits, so the many form
 // logins below never trip a limiter or a lockout once those are enforced.
@@ -757,14 +758,6 @@ describe('silent refresh with an injected clock', () => {
 
 // ---------------------------------------------------------------------------------------
 
-/** A self-signed certificate for 127.0.0.1, made fresh for this run. */
-function selfSigned(): { cert: string; key: string; dir: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-tls-'));
-  const cert = join(dir, 'tls.crt');
-  const key = join(dir, 'tls.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-  return { cert, key, dir };
-}
 
 function httpsCall(url: string, ca: string, opts: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }> {
   return new Promise((resolve, reject) => {

@@ -6,29 +6,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadKeySet } from '../src/tokens/index.js';
 import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
-import { GOOD_PASSWORD } from './helpers.js';
+import { GOOD_PASSWORD, runCli } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin/portcullis.js');
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], opts: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { PATH: process.env.PATH, ...opts.env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(opts.stdin ?? '');
-  });
-}
+const run = runCli;
 
 let dir: string;
 let cfg: string;

@@ -31,6 +31,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SqlDatabase } from '../src/store/sql/index.js';
 import { generateSigningJwk } from '../src/tokens/index.js';
 import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, totpAt, type Harness } from './helpers.js';
+import { freePort, PrivateRedis, waitForPong, postgresReachable } from './services.js';
 
 const IN_CI = process.env.CI === 'true';
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -73,15 +74,6 @@ afterAll(() => {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as { port: number }).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
 
 interface Reply {
   status: number;
@@ -192,65 +184,7 @@ async function proxiedStatus(h: Harness, path: string, token: string): Promise<R
   return request(`${h.url}${path}`, { headers: bearer(token) });
 }
 
-/** Resolves when something on `port` answers PING with PONG. */
-async function waitForPong(port: number, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = createConnection({ host: '127.0.0.1', port });
-      let buf = '';
-      const done = (v: boolean) => {
-        sock.destroy();
-        resolve(v);
-      };
-      sock.setTimeout(500, () => done(false));
-      sock.on('error', () => done(false));
-      sock.on('connect', () => sock.write('PING\r\n'));
-      sock.on('data', (d) => {
-        buf += d.toString();
-        if (buf.includes('\r\n')) done(buf.startsWith('+PONG'));
-      });
-    });
-    if (ok) return;
-    if (Date.now() - start > timeoutMs) throw new Error(`redis-server on ${port} did not come up`);
-    await sleep(50);
-  }
-}
 
-/** A private, throw-away redis-server (no persistence) that the tests kill, restart and freeze. */
-class PrivateRedis {
-  private child: ChildProcess | undefined;
-  constructor(readonly port: number) {}
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
-    this.child = child;
-    await waitForPong(this.port);
-  }
-
-  async kill(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    this.child = undefined;
-    const exited = once(child, 'exit');
-    child.kill('SIGCONT');
-    child.kill('SIGKILL');
-    await exited;
-  }
-
-  /** SIGSTOP: the kernel still accepts connections, the server answers nothing. */
-  freeze(): void {
-    this.child?.kill('SIGSTOP');
-  }
-
-  thaw(): void {
-    this.child?.kill('SIGCONT');
-  }
-}
 
 /**
  * A TCP relay in front of PostgreSQL: `stop()` closes the listener and destroys every relayed
@@ -332,16 +266,7 @@ class TcpProxy {
 
 const haveRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 
-async function pgReachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-    await c.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
+const pgReachable = (): Promise<boolean> => postgresReachable(PG_URL);
 const havePostgres = await pgReachable();
 
 if (!haveRedisServer) {

@@ -1,20 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { addUser, login, startHarness, type Harness } from './helpers.js';
+import { postgresReachable } from './services.js';
 
 const URL_ = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `pc_e2e_${process.pid}_${Date.now().toString(36)}`;
 
-async function reachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: URL_, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-    await c.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
+const reachable = (): Promise<boolean> => postgresReachable(URL_);
 
 const up = await reachable();
 if (!up && process.env.CI === 'true') throw new Error(`PostgreSQL at ${URL_} is unreachable, and CI=true requires it`);

@@ -30,6 +30,7 @@ import autocannon from 'autocannon';
 import { decodeJwt } from 'jose';
 import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
 import { GOOD_PASSWORD, runCli, sample, totpAt } from './helpers.js';
+import { postgresReachable } from './services.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin/portcullis.js');
@@ -57,16 +58,7 @@ function dbUrl(name: string): string {
   return u.toString();
 }
 
-async function pgReachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-    await c.end();
-    return true;
-  } catch {
-    return false;
-  }
-}
+const pgReachable = (): Promise<boolean> => postgresReachable(PG_URL);
 
 async function redisReachable(): Promise<boolean> {
   const r = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });

@@ -6,15 +6,8 @@ import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { addUser, GOOD_PASSWORD, startHarness, type Harness } from './helpers.js';
+import { selfSigned } from './services.js';
 
-/** A self-signed certificate for 127.0.0.1, made fresh for this run. */
-function selfSigned(): { cert: string; key: string; dir: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-tls-'));
-  const cert = join(dir, 'tls.crt');
-  const key = join(dir, 'tls.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-  return { cert, key, dir };
-}
 
 function httpsJson(url: string, ca: string, opts: { method?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: any }> {
   return new Promise((resolve, reject) => {

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createRedisClient, redisReady, RedisRevocationBus, RedisStateStore } from './redis.js';
 import { describeStateStoreContract } from './state-contract.js';
+import { freePort, PrivateRedis, waitForPong } from '../../../test/services.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const IN_CI = process.env.CI === 'true';
@@ -62,76 +63,8 @@ async function waitFor(what: string, check: () => boolean, timeoutMs: number): P
   return Date.now() - start;
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as { port: number }).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
 
-/** Resolves when something on `port` answers PING with PONG. */
-async function waitForPong(port: number, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now();
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = createConnection({ host: '127.0.0.1', port });
-      let buf = '';
-      const done = (v: boolean) => {
-        sock.destroy();
-        resolve(v);
-      };
-      sock.setTimeout(500, () => done(false));
-      sock.on('error', () => done(false));
-      sock.on('connect', () => sock.write('PING\r\n'));
-      sock.on('data', (d) => {
-        buf += d.toString();
-        if (buf.includes('\r\n')) done(buf.startsWith('+PONG'));
-      });
-    });
-    if (ok) return;
-    if (Date.now() - start > timeoutMs) throw new Error(`redis-server on ${port} did not come up`);
-    await sleep(50);
-  }
-}
 
-/** A private, throw-away redis-server (no persistence) that tests may kill, restart and freeze. */
-class PrivateRedis {
-  private child: ChildProcess | undefined;
-  constructor(readonly port: number) {}
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
-      stdio: 'ignore',
-    });
-    this.child = child;
-    await waitForPong(this.port);
-  }
-
-  async kill(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    this.child = undefined;
-    const exited = once(child, 'exit');
-    child.kill('SIGKILL');
-    await exited;
-  }
-
-  /** SIGSTOP: the kernel still accepts connections, the server answers nothing. */
-  freeze(): void {
-    this.child?.kill('SIGSTOP');
-  }
-
-  thaw(): void {
-    this.child?.kill('SIGCONT');
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Reachability: in CI a missing Redis fails the run; elsewhere the suites skip, loudly.
