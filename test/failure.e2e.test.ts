@@ -292,8 +292,8 @@ if (!havePostgres) {
   }
 }
 
-const withRedisServer = haveRedisServer ? describe : describe.skip;
-const withPostgres = havePostgres ? describe : describe.skip;
+const withRedisServer = describe.runIf(haveRedisServer);
+const withPostgres = describe.runIf(havePostgres);
 
 // ---------------------------------------------------------------------------------------------
 // A. Redis goes down (SIGKILL), comes back on the same port; then freezes (SIGSTOP)

@@ -96,8 +96,8 @@ if (!haveRedisServer) {
   }
 }
 
-const withRedis = reachable ? describe : describe.skip;
-const withRedisServer = haveRedisServer ? describe : describe.skip;
+const withRedis = describe.runIf(reachable);
+const withRedisServer = describe.runIf(haveRedisServer);
 
 // ---------------------------------------------------------------------------------------------
 // The contract, against the shared Redis
