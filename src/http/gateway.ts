@@ -60,10 +60,7 @@ export function createGateway(d: GatewayDeps) {
 
   function record(req: IncomingMessage, res: ServerResponse, started: bigint, route: () => string) {
     res.once('close', () => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const labels = { route: route(), method: methodLabel(req.method), status: String(res.statusCode) };
-      d.metrics.httpRequests.inc(labels);
-      d.metrics.httpDuration.observe(labels, seconds);
+      d.metrics.requestDone(route(), methodLabel(req.method), res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
     });
   }
 

@@ -41,6 +41,24 @@ export class Metrics {
     this.dependencyUp = new Gauge({ name: 'portcullis_dependency_up', help: '1 when the dependency answered its last check.', labelNames: ['dependency'], registers });
   }
 
+  private readonly requestChildren = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();
+
+  /**
+   * One answered request. The labelled children are cached: label values are config names
+   * and fixed enums (bounded), and resolving labels on every request is hot-path work.
+   */
+  requestDone(route: string, method: string, status: number, seconds: number): void {
+    const key = `${route}\u0000${method}\u0000${status}`;
+    let c = this.requestChildren.get(key);
+    if (!c) {
+      const labels = { route, method, status: String(status) };
+      c = { count: this.httpRequests.labels(labels), duration: this.httpDuration.labels(labels) };
+      this.requestChildren.set(key, c);
+    }
+    c.count.inc();
+    c.duration.observe(seconds);
+  }
+
   /** Prometheus text exposition. */
   async render(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
