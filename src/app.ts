@@ -244,7 +244,19 @@ export async function createApp(opts: AppOptions): Promise<App> {
   state = { config, routes: compileRoutes(config.routes), limiters: routeLimiters(config) };
 
   const server: Server = config.tls
-    ? createHttpsServer({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }, gateway.handle)
+    ? createHttpsServer(
+        {
+          cert: readFileSync(config.tls.cert),
+          key: readFileSync(config.tls.key),
+          // TLS 1.2+ with forward-secret AEAD suites by default (SPEC §3.1), the server's order
+          // first, ECDHE over X25519 / P-256 / P-384 only.
+          minVersion: config.tls.min_version,
+          ciphers: config.tls.ciphers,
+          honorCipherOrder: true,
+          ecdhCurve: 'X25519:P-256:P-384',
+        },
+        gateway.handle,
+      )
     : createHttpServer(gateway.handle);
   server.on('upgrade', gateway.upgrade);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {

@@ -1,5 +1,24 @@
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
+
+/**
+ * The default `tls.ciphers`: forward-secret AEAD suites only. TLS 1.3 (all AEAD + ephemeral
+ * key exchange), then ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2. No static-RSA key
+ * exchange (no forward secrecy), no CBC (padding oracles, SHA-1 MACs), no RC4/3DES, no DHE
+ * (slow, and weak groups in the wild).
+ */
+export const DEFAULT_TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
 
 /** A duration string (`30s`, `15m`, `7d`) parsed to milliseconds. */
 const duration = z.string().transform((s, ctx) => {
@@ -79,7 +98,29 @@ export const configSchema = z
     /** Gateway display name (TOTP issuer, page titles). */
     name: z.string().min(1).default('Portcullis'),
     listen: listenAddr.default({ host: '127.0.0.1', port: 8080 }),
-    tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+    tls: z
+      .strictObject({
+        cert: z.string().min(1),
+        key: z.string().min(1),
+        /** Lowest protocol version the HTTPS listener accepts. */
+        min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+        /**
+         * OpenSSL cipher string. TLS 1.2 suites by OpenSSL name; TLS 1.3 suites (`TLS_*`) may be
+         * listed too (when none are, OpenSSL's TLS 1.3 defaults apply: all AEAD + forward-secret).
+         */
+        ciphers: z
+          .string()
+          .min(1)
+          .superRefine((s, ctx) => {
+            try {
+              createSecureContext({ ciphers: s });
+            } catch (e) {
+              ctx.addIssue({ code: 'custom', message: `not a usable OpenSSL cipher string (${(e as Error).message})` });
+            }
+          })
+          .default(DEFAULT_TLS_CIPHERS),
+      })
+      .optional(),
     public_url: z.url({ protocol: /^https?$/ }).optional(),
     trust_proxy: z.array(cidr).default([]),
     admin: z.strictObject({ listen: listenAddr.default({ host: '127.0.0.1', port: 9464 }) }).prefault({}),

@@ -151,6 +151,7 @@ export function createGateway(d: GatewayDeps) {
       setCookies: c.setCookies,
       clientIp: d.clientIp(req),
       proto: (config.tls ? 'https' : 'http') as 'http' | 'https',
+      responseHeaders: config.tls ? { 'strict-transport-security': 'max-age=31536000; includeSubDomains' } : undefined, // = helmet's HSTS in app.ts
     };
   }
 

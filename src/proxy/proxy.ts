@@ -52,6 +52,12 @@ export interface ForwardTarget {
   readonly proto: 'http' | 'https';
   /** `Set-Cookie` values the gateway adds to the upstream's response (e.g. after a silent refresh). */
   readonly setCookies?: readonly string[];
+  /**
+   * Headers the gateway sets on every response to this request (e.g. `Strict-Transport-Security`
+   * under TLS): they replace the upstream's own, and also go on the proxy's 502/504 answers and
+   * on the 101 (or refusal) of a WebSocket upgrade. Lower-case names.
+   */
+  readonly responseHeaders?: Readonly<Record<string, string>>;
 }
 
 /** Why an upstream request failed. */
@@ -192,10 +198,23 @@ export function classifyUpstreamError(err: unknown): UpstreamFailure {
   return 'reset';
 }
 
-function problemFor(reason: UpstreamFailure): GatewayError {
+function problemFor(reason: UpstreamFailure, headers?: Readonly<Record<string, string>>): GatewayError {
+  const opts = headers ? { headers: { ...headers } } : {};
   return reason === 'timeout'
-    ? new GatewayError(ProxyErrors.upstream_timeout, 'The upstream service did not answer in time.')
-    : new GatewayError(ProxyErrors.upstream_unavailable, 'The upstream service could not be reached.');
+    ? new GatewayError(ProxyErrors.upstream_timeout, 'The upstream service did not answer in time.', opts)
+    : new GatewayError(ProxyErrors.upstream_unavailable, 'The upstream service could not be reached.', opts);
+}
+
+/** Sets `headers` on `res` (replacing same-named ones) unless the response has started. */
+function applyResponseHeaders(res: http.ServerResponse, headers: Readonly<Record<string, string>> | undefined): void {
+  if (!headers || res.headersSent) return;
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+}
+
+/** Sets `headers` on a header map http-proxy writes verbatim (the 101 / a refused upgrade). */
+function overrideHeaderMap(map: http.IncomingHttpHeaders, headers: Readonly<Record<string, string>> | undefined): void {
+  // Node lower-cases the keys of `IncomingMessage.headers`.
+  if (headers) for (const [k, v] of Object.entries(headers)) map[k.toLowerCase()] = v;
 }
 
 function lowerDashed(name: string): string {
@@ -410,7 +429,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     creq.setTimeout(ms, onTimeout);
   }
 
-  function fail(x: Exchange, res: http.ServerResponse, reason: UpstreamFailure, err: unknown, req: http.IncomingMessage): void {
+  function fail(x: Exchange, res: http.ServerResponse, reason: UpstreamFailure, err: unknown, req: http.IncomingMessage, extraHeaders?: Readonly<Record<string, string>>): void {
     report(x, null, reason);
     log?.warn(
       {
@@ -424,6 +443,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       'upstream request failed',
     );
     const problem = problemFor(reason);
+    applyResponseHeaders(res, extraHeaders);
     if (res.headersSent || !opts.sendError) {
       writeProblem(res, problem); // destroys res when headers were sent
     } else {
@@ -436,7 +456,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     x.proxyReq?.destroy();
   }
 
-  function copyResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse, setCookies?: readonly string[]): void {
+  function copyResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse, setCookies?: readonly string[], extraHeaders?: Readonly<Record<string, string>>): void {
     res.statusCode = proxyRes.statusCode ?? 502;
     if (proxyRes.statusMessage) res.statusMessage = proxyRes.statusMessage;
     const listed = new Set<string>();
@@ -463,12 +483,15 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       // The upstream's own (never res.getHeader: the caller may have set ours already).
       res.setHeader('set-cookie', [...(proxyRes.headers['set-cookie'] ?? []), ...setCookies]);
     }
+    // The gateway's own (HSTS): after the upstream's, so an upstream's `max-age=0` cannot win.
+    applyResponseHeaders(res, extraHeaders);
   }
 
   function forward(req: http.IncomingMessage, res: http.ServerResponse, t: ForwardTarget): void {
     const up = upstreams.get(t.upstream);
     if (!up || closed) {
       log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
+      applyResponseHeaders(res, t.responseHeaders);
       writeProblem(res, problemFor('refused'));
       return;
     }
@@ -476,6 +499,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     if (res.destroyed || req.socket?.destroyed) return;
     const path = pathFor(up, t);
     if (path === null) {
+      applyResponseHeaders(res, t.responseHeaders);
       writeProblem(res, new GatewayError(PolicyErrors.bad_path));
       return;
     }
@@ -509,7 +533,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     const onTimeout = (): void => {
       if (x.timedOut || x.settled || x.clientGone) return;
       x.timedOut = true;
-      fail(x, res, 'timeout', null, req);
+      fail(x, res, 'timeout', null, req, t.responseHeaders);
     };
 
     const agent = hookedAgent(up.agent, (creq, o) => {
@@ -526,7 +550,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
           creq.destroy();
           return;
         }
-        copyResponse(proxyRes, res, t.setCookies);
+        copyResponse(proxyRes, res, t.setCookies, t.responseHeaders);
         proxyRes.on('error', () => {
           /* reported through 'close' below */
         });
@@ -550,13 +574,13 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
           return;
         }
         if (x.settled) return;
-        fail(x, res, x.timedOut ? 'timeout' : classifyUpstreamError(err), err, req);
+        fail(x, res, x.timedOut ? 'timeout' : classifyUpstreamError(err), err, req, t.responseHeaders);
       });
     } catch (err) {
       // http.request threw synchronously (e.g. a header value Node refuses).
       log?.error({ event: 'proxy_setup_error', upstream: up.name, err: (err as Error).message }, 'could not start upstream request');
       x.proxyReq?.destroy();
-      if (!x.settled) fail(x, res, 'refused', err, req);
+      if (!x.settled) fail(x, res, 'refused', err, req, t.responseHeaders);
     }
   }
 
@@ -597,17 +621,17 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     });
     if (!up || !x || closed) {
       log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
-      writeProblemToSocket(socket, problemFor('refused'));
+      writeProblemToSocket(socket, problemFor('refused', t.responseHeaders));
       return;
     }
     if (req.method !== 'GET' || (getRequestHeader(req, 'upgrade') ?? '').toLowerCase() !== 'websocket') {
-      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_request, 'Only WebSocket upgrades are supported.'));
+      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_request, 'Only WebSocket upgrades are supported.', { headers: { ...t.responseHeaders } }));
       return;
     }
     if (socket.destroyed) return;
     const path = pathFor(up, t);
     if (path === null) {
-      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_path));
+      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_path, undefined, { headers: { ...t.responseHeaders } }));
       return;
     }
     prepareHeaders(req, up, t, 'ws');
@@ -618,7 +642,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
         { event: 'upstream_error', upstream: up.name, reason, code: (err as { code?: unknown } | null)?.code ?? null, websocket: true },
         'upstream upgrade failed',
       );
-      writeProblemToSocket(socket, problemFor(reason), t.setCookies);
+      writeProblemToSocket(socket, problemFor(reason, t.responseHeaders), t.setCookies);
       x.proxyReq?.destroy();
     };
     const onTimeout = (): void => {
@@ -636,6 +660,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       creq.on('upgrade', (upRes: http.IncomingMessage, proxySocket: Socket) => {
         // http-proxy writes the 101 from these headers after this listener runs.
         if (t.setCookies?.length) upRes.headers['set-cookie'] = [...(upRes.headers['set-cookie'] ?? []), ...t.setCookies];
+        overrideHeaderMap(upRes.headers, t.responseHeaders);
         x.upgraded = true;
         x.proxySocket = proxySocket;
         report(x, 101);
@@ -650,6 +675,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
         // then pipes the decoded body and ends the socket: make that framing honest.
         report(x, proxyRes.statusCode ?? null);
         if (t.setCookies?.length) proxyRes.headers['set-cookie'] = [...(proxyRes.headers['set-cookie'] ?? []), ...t.setCookies];
+        overrideHeaderMap(proxyRes.headers, t.responseHeaders);
         delete proxyRes.headers['transfer-encoding'];
         delete proxyRes.headers['keep-alive'];
         proxyRes.headers.connection = 'close';
