@@ -13,9 +13,10 @@ const failKey = (u: string) => `lockout:fail:${u}`;
 const lockKey = (u: string) => `lockout:lock:${u}`;
 
 /**
- * Username lockout (SPEC §4): `maxFailures` failed passwords or second-factor codes within
- * `windowMs` lock the username for `durationMs` — for existing and unknown usernames alike,
- * so the answer says nothing about which exist. Counts live in the state store, so with
+ * Username lockout (SPEC §4): `maxFailures` failed passwords (at sign-in, or as a confirmation
+ * on `/password` or `/2fa/disable`) or second-factor codes within `windowMs` lock the username
+ * for `durationMs` — for existing and unknown usernames alike, so the answer says nothing
+ * about which exist. Counts live in the state store, so with
  * Redis they are shared by every replica.
  */
 export class Lockout {

@@ -341,14 +341,22 @@ export class AuthService {
     await this.revokeSession(sessionId, 'revoked_by_user');
   }
 
-  /** Password change: checks the current password and the policy, then ends every other session. */
-  async changePassword(user: UserRecord, currentSid: string, body: unknown): Promise<void> {
+  /**
+   * Password change: checks the current password and the policy, then ends every other session.
+   * The confirmation is a password guess like a sign-in (SPEC §4): refused with 423 while the
+   * username is locked (even when right), and a wrong one counts toward the same lockout.
+   */
+  async changePassword(user: UserRecord, currentSid: string, body: unknown, ip: string | null = null): Promise<void> {
     const { d } = this;
     const f = requireStrings(body, ['current_password', 'new_password'] as const);
+    await dependency(() => d.lockout.assertUnlocked(user.username), d.log);
     if (!(await d.hasher.verify(user.passwordHash, f.current_password))) {
-      d.log.info({ event: 'password_change_failure', user_id: user.id }, 'wrong current password');
+      d.log.info({ event: 'password_change_failure', user_id: user.id, username: user.username, ip }, 'wrong current password');
+      await dependency(() => d.lockout.fail(user.username, ip), d.log);
       throw new GatewayError(AuthErrors.wrong_password, 'The current password is wrong.');
     }
+    // As at sign-in: with 2FA on, a right password alone does not reset the count.
+    if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(user.username), d.log);
     d.policy.assert(f.new_password, { username: user.username, email: user.email });
     const passwordHash = await d.hasher.hash(f.new_password);
     await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);

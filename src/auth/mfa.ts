@@ -102,16 +102,23 @@ export class MfaService {
     return { recovery_codes: codes };
   }
 
-  /** Turns 2FA off; needs the password and a current code. */
-  async disable(user: UserRecord, body: unknown): Promise<void> {
+  /**
+   * Turns 2FA off; needs the password and a current code. Both are guesses like a sign-in
+   * (SPEC §4): refused with 423 while the username is locked (even when right), a wrong
+   * password or code counts toward the same lockout, and a success resets the count.
+   */
+  async disable(user: UserRecord, body: unknown, ip: string | null = null): Promise<void> {
     const { password, code } = requireStrings(body, ['password', 'code'] as const);
+    await dependency(() => this.d.lockout.assertUnlocked(user.username), this.d.log);
     if (!user.mfaEnabled) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'It is not enabled.');
     const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
     const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
     if (!passwordOk || !kind || kind === 'replay') {
-      await dependency(() => this.d.lockout.fail(user.username, null), this.d.log);
+      this.d.log.info({ event: 'mfa_disable_failure', user_id: user.id, username: user.username, ip, reason: passwordOk ? 'wrong_code' : 'wrong_password' }, '2FA disable refused');
+      await dependency(() => this.d.lockout.fail(user.username, ip), this.d.log);
       throw new GatewayError(AuthErrors.wrong_password, 'The password or the code is wrong.');
     }
+    await dependency(() => this.d.lockout.succeed(user.username), this.d.log);
     await this.reset(user.id);
     this.d.log.info({ event: 'mfa_disabled', user_id: user.id }, 'two-factor authentication disabled');
   }

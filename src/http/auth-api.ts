@@ -8,7 +8,7 @@ import { sessionCookies } from './authenticate.js';
 import { clearCookies, parseCookies, serializeCookie, type CookieNames } from './cookies.js';
 import { loginPage, logoutPage, messagePage, mfaPage, mfaSetupPage, recoveryCodesPage, STYLESHEET, type PageContext } from './pages.js';
 import { sendError, unauthenticated } from './problem.js';
-import { originAllowed, safeRedirect } from './redirect.js';
+import { isSafeLocation, originAllowed, safeRedirect } from './redirect.js';
 import { asMiddleware, type Limiter } from './rate-limit.js';
 
 export { bearerToken } from './bearer.js';
@@ -114,6 +114,19 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
     return { identity: r.identity, user, via: r.via };
   };
 
+  /** `rd` from a query or form, checked on its final (normalized) value (SPEC §6). */
+  const rdOf = (v: unknown): string => safeRedirect(v, d.origin(), d.allowedOrigins);
+  /** Every href built from `rd`: the exact string rendered passes the final-value check. */
+  const link = (href: string): string => (isSafeLocation(href, d.origin(), d.allowedOrigins) ? href : '/');
+  /**
+   * Every 303 of the auth API: the exact string sent as `Location` passes the final-value
+   * check (set as is; express's own re-encoding never runs on it).
+   */
+  const seeOther = (res: Response, location: string): void => {
+    res.setHeader('location', link(location));
+    res.status(303).end();
+  };
+
   const tokenBody = (t: TokenResponse) => ({ access_token: t.access_token, refresh_token: t.refresh_token, token_type: t.token_type, expires_in: t.expires_in });
 
   const r = express.Router();
@@ -127,7 +140,7 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
   });
 
   r.get('/login', (req, res) => {
-    const rd = safeRedirect(req.query.rd, d.origin(), d.allowedOrigins);
+    const rd = rdOf(req.query.rd);
     res.type('html').send(loginPage(pageCtx, { rd }));
   });
 
@@ -142,18 +155,18 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
         res.status(200).json(isMfaStep(out) ? out : tokenBody(out));
         return;
       }
-      const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
+      const rd = rdOf(req.body?.rd);
       const username = typeof req.body?.username === 'string' ? req.body.username : '';
       try {
         const out = await d.auth.login(req.body, ctx);
         if (isMfaStep(out)) {
           // The MFA token waits in a short-lived cookie scoped to the auth prefix.
           appendCookies(res, [serializeCookie(mfaCookie, out.mfa_token, out.expires_in, d.secureCookies).replace('Path=/', `Path=${d.prefix}`)]);
-          res.redirect(303, `${d.prefix}/2fa?rd=${encodeURIComponent(rd)}`);
+          seeOther(res, `${d.prefix}/2fa?rd=${encodeURIComponent(rd)}`);
           return;
         }
         appendCookies(res, sessionCookies(d.cookies, d.secureCookies, out));
-        res.redirect(303, rd);
+        seeOther(res, rd);
       } catch (e) {
         const err = e instanceof GatewayError ? e : undefined;
         if (!err || err.status >= 500) throw e;
@@ -165,9 +178,9 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
   );
 
   r.get('/2fa', (req, res) => {
-    const rd = safeRedirect(req.query.rd, d.origin(), d.allowedOrigins);
+    const rd = rdOf(req.query.rd);
     if (!parseCookies(req.headers.cookie).get(mfaCookie)) {
-      res.redirect(303, `${d.prefix}/login?rd=${encodeURIComponent(rd)}`);
+      seeOther(res, `${d.prefix}/login?rd=${encodeURIComponent(rd)}`);
       return;
     }
     res.type('html').send(mfaPage(pageCtx, { rd }));
@@ -183,21 +196,21 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
         res.json(tokenBody(await d.auth.completeLogin(user, ['pwd', 'otp'], ctx)));
         return;
       }
-      const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
+      const rd = rdOf(req.body?.rd);
       const mfaToken = parseCookies(req.headers.cookie).get(mfaCookie);
       const clearMfa = serializeCookie(mfaCookie, '', 0, d.secureCookies).replace('Path=/', `Path=${d.prefix}`);
       try {
         const user = await d.mfa.verifyLogin({ mfa_token: mfaToken ?? '', code: req.body?.code }, ctx.ip);
         const out = await d.auth.completeLogin(user, ['pwd', 'otp'], ctx);
         appendCookies(res, [...sessionCookies(d.cookies, d.secureCookies, out), clearMfa]);
-        res.redirect(303, rd);
+        seeOther(res, rd);
       } catch (e) {
         const err = e instanceof GatewayError ? e : undefined;
         if (!err || err.status >= 500) throw e;
         if (err.code === PolicyErrors.invalid_token.code) {
           // The MFA step is over (expired, used up): start again from the password.
           appendCookies(res, [clearMfa]);
-          res.redirect(303, `${d.prefix}/login?rd=${encodeURIComponent(rd)}`);
+          seeOther(res, `${d.prefix}/login?rd=${encodeURIComponent(rd)}`);
           return;
         }
         for (const [k, v] of Object.entries(err.headers ?? {})) res.setHeader(k, v);
@@ -209,11 +222,11 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
   r.get(
     '/2fa/setup',
     wrap(async (req, res) => {
-      const rd = safeRedirect(req.query.rd, d.origin(), d.allowedOrigins);
+      const rd = rdOf(req.query.rd);
       const a = await d.authenticate(req);
       appendCookies(res, a.setCookies);
       if (!a.identity) {
-        res.redirect(303, `${d.prefix}/login?rd=${encodeURIComponent(`${d.prefix}/2fa/setup?rd=${encodeURIComponent(rd)}`)}`);
+        seeOther(res, `${d.prefix}/login?rd=${encodeURIComponent(`${d.prefix}/2fa/setup?rd=${encodeURIComponent(rd)}`)}`);
         return;
       }
       const user = await d.auth.currentUser(a.identity);
@@ -231,7 +244,7 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
         res.json(out);
         return;
       }
-      const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
+      const rd = rdOf(req.body?.rd);
       res.type('html').send(mfaSetupPage(pageCtx, { rd, setup: { qrSvg: out.qr_svg, secret: out.secret } }));
     }),
   );
@@ -245,11 +258,11 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
         res.json(await d.mfa.enable(user, req.body));
         return;
       }
-      const rd = safeRedirect(req.body?.rd, d.origin(), d.allowedOrigins);
+      const rd = rdOf(req.body?.rd);
       const out = await d.mfa.enable(user, { code: req.body?.code });
       // The current session was signed in without a code; continuing through the sign-in page
       // gets a session whose token carries amr "otp".
-      res.type('html').send(recoveryCodesPage(pageCtx, { rd: `${d.prefix}/login?rd=${encodeURIComponent(rd)}`, codes: out.recovery_codes }));
+      res.type('html').send(recoveryCodesPage(pageCtx, { rd: link(`${d.prefix}/login?rd=${encodeURIComponent(rd)}`), codes: out.recovery_codes }));
     }),
   );
 
@@ -258,7 +271,7 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
     body,
     wrap(async (req, res) => {
       const { user } = await requireAuth(req, res);
-      await d.mfa.disable(user, req.body);
+      await d.mfa.disable(user, req.body, d.clientIp(req));
       res.status(204).end();
     }),
   );
@@ -311,14 +324,14 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
         // A browser that is already signed out just lands on the sign-in page.
         if (form && e instanceof GatewayError && e.status === 401) {
           appendCookies(res, clearCookies(d.cookies, d.secureCookies));
-          res.redirect(303, `${d.prefix}/login`);
+          seeOther(res, `${d.prefix}/login`);
           return;
         }
         throw e;
       }
       await d.auth.revokeSession(a.identity.sid, 'logout');
       if (a.via === 'cookie') appendCookies(res, clearCookies(d.cookies, d.secureCookies));
-      if (form) res.redirect(303, `${d.prefix}/login`);
+      if (form) seeOther(res, `${d.prefix}/login`);
       else res.status(204).end();
     }),
   );
@@ -353,7 +366,7 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
     body,
     wrap(async (req, res) => {
       const { identity, user } = await requireAuth(req, res);
-      await d.auth.changePassword(user, identity.sid, req.body);
+      await d.auth.changePassword(user, identity.sid, req.body, d.clientIp(req));
       res.status(204).end();
     }),
   );
