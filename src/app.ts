@@ -8,10 +8,10 @@ import helmet from 'helmet';
 import { decodeProtectedHeader } from 'jose';
 import type { Logger } from 'pino';
 import { loadConfig, type Config } from './config/index.js';
-import { ConfigErrors, GatewayError } from './errors/index.js';
+import { AuthErrors, ConfigErrors, GatewayError } from './errors/index.js';
 import { Metrics } from './metrics/index.js';
-import { compileRoutes, routePatternCheck } from './policy/index.js';
-import { createProxy, type Proxy } from './proxy/index.js';
+import { compileRoutes, policyContext, routePatternCheck } from './policy/index.js';
+import { createProxy, writeProblemToSocket, type Proxy } from './proxy/index.js';
 import { clientIpFrom } from './proxy/ip.js';
 import { openDatabase } from './store/sql/index.js';
 import type { Database } from './store/ports.js';
@@ -26,7 +26,7 @@ import { createAuthApi } from './http/auth-api.js';
 import { createAuthenticator } from './http/authenticate.js';
 import { createLimiter, type LimiterBackend } from './http/rate-limit.js';
 import { cookieNames } from './http/cookies.js';
-import { createGateway, type GatewayState } from './http/gateway.js';
+import { createGateway, createHeaderMutator, type GatewayState } from './pipeline/index.js';
 import { createAdminServer, type Dependency } from './http/admin.js';
 import { createLogger } from './http/log.js';
 import { sendError } from './http/problem.js';
@@ -45,6 +45,21 @@ export interface AppOptions {
   announce?: (line: string) => void;
   /** Poll interval of the revocation list sync. @default 1000 */
   revocationPollMs?: number;
+}
+
+/** HSTS under TLS (the same value helmet sets on the gateway's own pages). */
+const HSTS_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'strict-transport-security': 'max-age=31536000; includeSubDomains' });
+
+/**
+ * Explicit limits on a listener (SPEC §3.1), never Node's defaults: every header line is kept
+ * (`maxHeadersCount: 0`; the framing stage answers 431 past `limits.max_header_lines`, so no
+ * line is ever dropped silently), and the three timeouts come from `limits`.
+ */
+export function applyListenerLimits(server: Server, limits: Config['limits']): void {
+  server.maxHeadersCount = 0;
+  server.headersTimeout = limits.headers_timeout;
+  server.requestTimeout = limits.request_timeout;
+  server.keepAliveTimeout = limits.keep_alive_timeout;
 }
 
 /** A running (or ready-to-run) gateway: both listeners and everything they need. */
@@ -149,8 +164,6 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const makeProxy = (c: Config): Proxy =>
     createProxy({
       upstreams: c.upstreams,
-      identityHeaders: c.identity_headers,
-      trustProxy: c.trust_proxy,
       log,
       sendError,
       onUpstreamResult: (r) => {
@@ -225,7 +238,6 @@ export async function createApp(opts: AppOptions): Promise<App> {
     state: () => state,
     auth,
     proxy: {
-      stripIdentityHeaders: (req) => proxy.stripIdentityHeaders(req),
       forward: (req, res, t) => proxy.forward(req, res, t),
       upgrade: (req, socket, head, t) => proxy.upgrade(req, socket, head, t),
       close: () => proxy.close(),
@@ -234,14 +246,27 @@ export async function createApp(opts: AppOptions): Promise<App> {
     log,
     authApp: authApp as unknown as (req: IncomingMessage, res: ServerResponse) => void,
     securityHeaders: (req, res) => helmetMw(req as never, res as never, () => undefined),
+    // HSTS on every response under TLS, proxied ones included (helmet covers our own pages).
+    responseHeaders: () => (state.config.tls ? HSTS_HEADERS : undefined),
+    sendError,
     clientIp,
     signAssertion: (input) => tokens.signAssertion(input),
     authenticate,
     cookieNames: [cookies.access, cookies.refresh],
-    origin: () => origin,
   });
 
-  state = { config, routes: compileRoutes(config.routes), limiters: routeLimiters(config) };
+  /** Everything the pipeline needs from one config, built once per load. */
+  const buildState = (c: Config): GatewayState => {
+    const routes = compileRoutes(c.routes);
+    return {
+      config: c,
+      routes,
+      policy: policyContext(routes, c, origin),
+      mutator: createHeaderMutator({ identityHeaders: c.identity_headers, upstreams: c.upstreams, trustProxy: c.trust_proxy }),
+      limiters: routeLimiters(c),
+    };
+  };
+  state = buildState(config);
 
   const server: Server = config.tls
     ? createHttpsServer(
@@ -259,6 +284,12 @@ export async function createApp(opts: AppOptions): Promise<App> {
       )
     : createHttpServer(gateway.handle);
   server.on('upgrade', gateway.upgrade);
+  applyListenerLimits(server, config.limits);
+  // CONNECT is a forward proxy's business, never a gateway's: 405 (without a listener Node
+  // would drop the connection without a word).
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    writeProblemToSocket(socket, new GatewayError(AuthErrors.method_not_allowed, 'The CONNECT method is not accepted.', { headers: config.tls ? { ...HSTS_HEADERS } : {} }));
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     // Malformed requests (bad request line, oversized headers) get a bare 400.
     if (socket.writable && !socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
@@ -284,6 +315,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     ready: () => configLoaded,
     unlock: adminToken ? { token: adminToken, run: (u) => lockout.unlock(u) } : undefined,
   });
+  applyListenerLimits(admin, config.limits);
   let demo: Awaited<ReturnType<typeof startEchoServer>> | undefined;
   let purgeTimer: NodeJS.Timeout | undefined;
   /** Hourly: drop sessions (and with them their refresh tokens) a day past their expiry. */
@@ -351,7 +383,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
       metrics.dependencyUp.set({ dependency: 'database' }, 1);
       metrics.dependencyUp.set({ dependency: 'state_store' }, 1);
       const out = { url: urlOf(config.tls ? 'https' : 'http', a), adminUrl: urlOf('http', b), demoUrl: demo?.url };
-      if (!config.public_url) origin = new URL(out.url).origin;
+      if (!config.public_url) {
+        origin = new URL(out.url).origin;
+        state = { ...state, policy: policyContext(state.routes, state.config, origin) };
+      }
       if (adminToken) writeAdminToken(join(config.data_dir, 'admin.token'), out.adminUrl, adminToken);
       purgeTimer = setInterval(() => void purge(), 3_600_000);
       purgeTimer.unref();
@@ -385,7 +420,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       try {
         const next = loadConfig(file, env, [routePatternCheck]);
         const upstreamsChanged = JSON.stringify(next.upstreams) !== JSON.stringify(config.upstreams) || JSON.stringify(next.identity_headers) !== JSON.stringify(config.identity_headers) || JSON.stringify(next.trust_proxy) !== JSON.stringify(config.trust_proxy);
-        const routes = compileRoutes(next.routes);
+        const nextState = buildState(next); // compiles the routes: throws before anything changes
         if (upstreamsChanged) {
           const old = proxy;
           proxy = makeProxy(next);
@@ -396,7 +431,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
           if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
         }
         config = next;
-        state = { config: next, routes, limiters: routeLimiters(next) };
+        state = nextState;
         metrics.configReloads.inc({ result: 'success' });
         log.info({ event: 'config_reloaded', result: 'success', routes: next.routes.length }, 'config reloaded');
         return { ok: true };

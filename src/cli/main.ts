@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, ConfigError, formatProblem, type Config } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
-import { compileRoutes, explain, formatExplain, routePatternCheck } from '../policy/index.js';
+import { compileRoutes, explain, formatExplain, policyContext, routePatternCheck } from '../policy/index.js';
 import { generateSigningJwk } from '../tokens/index.js';
 import { Lockout, passwordTools, validateUsername } from '../auth/index.js';
 import { Metrics } from '../metrics/index.js';
@@ -46,7 +46,7 @@ const USAGE = `usage: portcullis <command> [options]
   user list [--json] | user show NAME
   user set-roles NAME R... | user disable NAME | user enable NAME | user delete NAME
   user passwd NAME --password-stdin | user unlock NAME | user reset-2fa NAME
-  policy explain --method M --url URL [--roles a,b] [--mfa]
+  policy explain --method M --url URL [--host H] [--roles a,b] [--mfa] [--json]
   keys generate                                  print a new signing key (JWK)
 
 The config comes from --config, else PORTCULLIS_CONFIG, else config/gateway.yaml.
@@ -119,14 +119,21 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
     case 'user':
       return user(sub, rest, io);
     case 'policy': {
-      if (sub !== 'explain') throw new UsageError('usage: portcullis policy explain --method M --url URL [--roles a,b] [--mfa]');
-      const p = parseArgs(rest, { valued: ['config', 'method', 'url', 'roles'], boolean: ['mfa'] });
+      if (sub !== 'explain') throw new UsageError('usage: portcullis policy explain --method M --url URL [--host H] [--roles a,b] [--mfa] [--json]');
+      const p = parseArgs(rest, { valued: ['config', 'method', 'url', 'roles', 'host'], boolean: ['mfa', 'json'] });
       const url = opt(p, 'url');
       if (!url) throw new UsageError('policy explain needs --url');
       const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
       const roles = (opt(p, 'roles') ?? '').split(',').map((r) => r.trim()).filter(Boolean);
-      const result = explain(compileRoutes(config.routes), { method: (opt(p, 'method') ?? 'GET').toUpperCase(), url, roles, mfa: flag(p, 'mfa') });
-      io.out(formatExplain(result) + '\n');
+      // The same context the gateway builds, so explain and the gateway decide alike.
+      const ctx = policyContext(compileRoutes(config.routes), config, new URL(config.publicUrl).origin);
+      const result = explain(ctx, { method: (opt(p, 'method') ?? 'GET').toUpperCase(), url, host: opt(p, 'host'), roles, mfa: flag(p, 'mfa') });
+      if (flag(p, 'json')) {
+        const view = (v: typeof result.anonymous) => ({ route: result.route?.name ?? null, decision: v.outcome, status: v.status, code: v.code, reason: v.reason });
+        io.out(JSON.stringify({ ...view(result.identity.verdict), anonymous: view(result.anonymous) }) + '\n');
+      } else {
+        io.out(formatExplain(result) + '\n');
+      }
       return 0;
     }
     case 'keys': {

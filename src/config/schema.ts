@@ -77,6 +77,8 @@ const route = z.strictObject({
       .array(z.string().regex(/^[A-Za-z]+$/, 'an HTTP method').transform((m) => m.toUpperCase()))
       .min(1)
       .optional(),
+    /** Match the path case-sensitively. Default: case-folded, as IIS and Express read paths. */
+    case_sensitive: z.boolean().default(false),
   }),
   upstream: z.string().optional(),
   access,
@@ -90,6 +92,11 @@ const upstream = z.strictObject({
   timeout: duration.default(30_000),
   assertion: z.boolean().default(false),
   max_sockets: z.number().int().positive().default(128),
+  /**
+   * The upstream honours X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override: those
+   * headers are forwarded and the overriding method is the one authorized. Default: removed.
+   */
+  method_override: z.boolean().default(false),
   identity_headers: identityHeaders.partial().optional(),
 });
 
@@ -127,6 +134,22 @@ export const configSchema = z
     data_dir: z.string().min(1).default('./data'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     shutdown_grace: duration.default(25_000),
+    /** Limits of the HTTP listeners (gateway and admin), set explicitly rather than left to Node's defaults. */
+    limits: z
+      .strictObject({
+        /**
+         * Header lines a request may carry; more is 431 (Node would otherwise drop the excess
+         * silently while still framing the body by it). Apache's LimitRequestFields default.
+         */
+        max_header_lines: z.number().int().min(16).max(1000).default(100),
+        /** Time to receive the whole request head. */
+        headers_timeout: duration.default(20_000),
+        /** Time to receive the whole request (head and body); long uploads need more. */
+        request_timeout: duration.default(300_000),
+        /** How long an idle client keep-alive connection is kept open. */
+        keep_alive_timeout: duration.default(5_000),
+      })
+      .prefault({}),
     /** Worker processes (node:cluster): a number, or auto (one per CPU). Needs Redis-shared state. */
     workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default(1),
     storage: z
@@ -200,6 +223,9 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['routes', i, 'mfa'], message: 'mfa: true makes no sense on a public route' });
       }
     });
+    if (cfg.limits.headers_timeout > cfg.limits.request_timeout) {
+      ctx.addIssue({ code: 'custom', path: ['limits', 'headers_timeout'], message: 'greater than request_timeout' });
+    }
     if (cfg.auth.password.min_length > cfg.auth.password.max_length) {
       ctx.addIssue({ code: 'custom', path: ['auth', 'password', 'min_length'], message: 'greater than max_length' });
     }

@@ -56,6 +56,9 @@ export const PolicyErrors = table({
   unauthenticated: [401, 'Authentication required'],
   invalid_token: [401, 'Invalid or expired token'],
   payload_too_large: [413, 'Request body too large'],
+  bad_framing: [400, 'Ambiguous message framing'],
+  bad_host: [400, 'Invalid Host header'],
+  too_many_headers: [431, 'Too many header fields'],
 });
 
 /** Upstream errors. */

@@ -1,5 +1,8 @@
-import { GatewayError, PolicyErrors, type ErrorDef } from '../errors/index.js';
-import type { CompiledRoute } from './routes.js';
+import { AuthErrors, GatewayError, PolicyErrors, type ErrorDef } from '../errors/index.js';
+import { validHost } from './host.js';
+import { matchKey, normalizePath, type MatchKey, type NormalizedTarget } from './normalize.js';
+import { originAllowed } from './origin.js';
+import type { CompiledRoute, RouteTable } from './routes.js';
 
 /** Who is asking, as established by a verified access token or session cookie. */
 export interface Identity {
@@ -12,20 +15,101 @@ export interface Identity {
   readonly amr: readonly string[];
 }
 
-/** The outcome of authorizing one request; `decision` is also the metric label value. */
+/** The outcome of the access rule of one route; `decision` is also the metric label value. */
 export interface Decision {
   readonly decision: 'allow' | 'unauthenticated' | 'forbidden' | 'mfa_required' | 'deny';
   /** A short human explanation, the same string for the log event and the explain output. */
   readonly reason: string;
 }
 
+/**
+ * Every outcome of {@link decideRequest}; the words of `portcullis policy test` plus `csrf`.
+ * `bad_request` covers every 4xx the request itself earns (bad path, bad host, refused method).
+ */
+export type PolicyDecision = 'allow' | 'unauthenticated' | 'forbidden' | 'mfa_required' | 'deny' | 'csrf' | 'no_route' | 'bad_request';
+
+/** The request as the gateway received it: everything the decision may depend on. */
+export interface RequestFacts {
+  /** The request method as sent. */
+  readonly method: string;
+  /** The raw request-target (`req.url`). */
+  readonly target: string;
+  /** The `Host` header; `undefined` when absent. */
+  readonly host: string | undefined;
+  /**
+   * Every value of `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override` (each
+   * header's copies, any order); empty or absent when none was sent.
+   */
+  readonly methodOverrides?: readonly string[];
+  /** A WebSocket (or other) upgrade request. */
+  readonly upgrade?: boolean;
+  /** `Origin` and `Referer` (for the CSRF rule). */
+  readonly origin?: string;
+  readonly referer?: string;
+  /** A browser navigation (GET/HEAD preferring HTML): denials may redirect to the sign-in page. */
+  readonly browser?: boolean;
+}
+
+/** Who sent the request, as the authenticate stage found it. */
+export interface AuthFacts {
+  readonly identity: Identity | null;
+  /** How the identity was established; `cookie` makes the CSRF rule apply. */
+  readonly via: 'bearer' | 'cookie' | null;
+  /** A bearer token was sent and refused (401 `invalid_token` unless the route is public). */
+  readonly invalidToken?: boolean;
+}
+
+/** What the decision needs from the loaded configuration; built once per config load. */
+export interface PolicyContext {
+  readonly table: RouteTable;
+  /** Upstreams that honour method-override headers (`method_override: true`), by name. */
+  readonly methodOverrideUpstreams: ReadonlySet<string>;
+  /** `auth.prefix` (sign-in redirects). */
+  readonly authPrefix: string;
+  /** The gateway's own origin and the other allowed origins (CSRF rule). */
+  readonly ownOrigin: string;
+  readonly allowedOrigins: readonly string[];
+}
+
+/** The request as the upstream will read it: normalized, matched, method resolved. */
+export interface Resolved {
+  readonly ok: true;
+  readonly route: CompiledRoute;
+  readonly normalized: NormalizedTarget;
+  readonly key: MatchKey;
+  /** The method that is authorized: the overriding one when the upstream honours overrides. */
+  readonly method: string;
+  /** Method-override headers are forwarded (the route's upstream honours them). */
+  readonly overrideHonoured: boolean;
+}
+
+/** The answer of {@link decideRequest}. */
+export interface Verdict {
+  readonly decision: PolicyDecision;
+  /** The HTTP status the gateway answers; 200 stands for "forwarded" (the upstream's status wins). */
+  readonly status: number;
+  /** The problem+json `code`; `null` for `allow`. */
+  readonly code: string | null;
+  /** Why, for logs and `policy explain` (may name routes and roles: never sent to clients). */
+  readonly reason: string;
+  /** What the client is told (problem+json `detail`). */
+  readonly detail: string;
+  /** The route that decided, if any matched. */
+  readonly route: CompiledRoute | null;
+  /** Browsers: where to send them instead (the sign-in page with `rd`). */
+  readonly redirect?: string;
+  /** The original path and query, for `rd` links. */
+  readonly returnTo?: string;
+}
+
 const list = (xs: readonly string[]): string => `[${xs.join(', ')}]`;
 
 /**
- * Decides whether `identity` (or an anonymous caller, `null`) may use `route`. Checks run in a
+ * The access rule of one route for `identity` (or an anonymous caller, `null`). Checks run in a
  * fixed order: `access: deny` → `deny` (everyone, anonymous included); `public` → `allow` (mfa
  * is not considered); no identity → `unauthenticated`; `{roles}` with none held → `forbidden`;
- * route `mfa: true` and no `otp` in `amr` → `mfa_required`; otherwise `allow`.
+ * route `mfa: true` and no `otp` in `amr` → `mfa_required`; otherwise `allow`. Only
+ * {@link decideRequest} calls it outside tests.
  */
 export function decide(route: CompiledRoute, identity: Identity | null): Decision {
   const { access, mfa } = route.config;
@@ -49,9 +133,155 @@ export function decide(route: CompiledRoute, identity: Identity | null): Decisio
   return { decision: 'allow', reason: `route "${name}": ${why}${mfa ? ' with two-factor authentication' : ''}` };
 }
 
+/** Methods a cookie may carry without an origin check (SPEC §3.1). */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+/** Methods never forwarded: TRACE reflects headers (cookies included), CONNECT opens tunnels. */
+const REFUSED_METHODS = new Set(['TRACE', 'CONNECT', 'TRACK']);
+const METHOD_TOKEN = /^[A-Za-z]{1,32}$/;
+
+function refuse(def: ErrorDef, reason: string, route: CompiledRoute | null = null, decision: PolicyDecision = 'bad_request'): Verdict {
+  return { decision, status: def.status, code: def.code, reason, detail: reason, route };
+}
+
+/** A request whose method, Host and target passed the checks of {@link parseRequest}. */
+export interface Parsed {
+  readonly ok: true;
+  /** The method as sent, upper-cased. */
+  readonly method: string;
+  readonly normalized: NormalizedTarget;
+  readonly key: MatchKey;
+}
+
 /**
- * The error a denying decision maps to (`deny` → `access_denied` 403, `unauthenticated` → 401,
- * `forbidden` → 403, `mfa_required` → 403); `undefined` for `allow`.
+ * Stage "normalize" (pure): refuses TRACE/CONNECT (405), an invalid Host (400 `bad_host`) and a
+ * bad path (400 `bad_path`); normalizes the target and derives its matching key.
+ */
+export function parseRequest(req: RequestFacts): Parsed | Verdict {
+  const method = req.method.toUpperCase();
+  if (REFUSED_METHODS.has(method)) return refuse(AuthErrors.method_not_allowed, `the ${method} method is not accepted`);
+  if (req.host !== undefined && !validHost(req.host)) return refuse(PolicyErrors.bad_host, 'the Host header is not a valid host[:port]');
+  try {
+    const normalized = normalizePath(req.target);
+    return { ok: true, method, normalized, key: matchKey(normalized.path) };
+  } catch (e) {
+    if (!(e instanceof GatewayError)) throw e;
+    return refuse(PolicyErrors.bad_path, e.message);
+  }
+}
+
+/**
+ * Stage "match" (pure): resolves a method override the upstream would honour and finds the first
+ * matching route. Returns the refusal instead when there is nothing to authorize.
+ */
+export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFacts): Resolved | Verdict {
+  const { normalized, key } = parsed;
+  const sent = parsed.method;
+
+  // A method override is judged as the upstream reads it: honoured (and authorized) only when
+  // the route it leads to has an upstream with method_override; otherwise the headers are removed.
+  let method = sent;
+  let overrideHonoured = false;
+  let route: CompiledRoute | undefined;
+  const overrides = req.methodOverrides ?? [];
+  if (overrides.length > 0) {
+    const values = new Set<string>();
+    for (const v of overrides) for (const part of v.split(',')) values.add(part.trim().toUpperCase());
+    for (const v of values) {
+      if (!METHOD_TOKEN.test(v)) return refuse(PolicyErrors.bad_request, 'a method-override header does not name a method');
+    }
+    if (values.size > 1) return refuse(PolicyErrors.bad_request, 'method-override headers name different methods');
+    const [over] = values;
+    const candidate = ctx.table.match({ host: req.host, method: over, path: normalized.path, key });
+    if (candidate?.config.upstream !== undefined && ctx.methodOverrideUpstreams.has(candidate.config.upstream)) {
+      if (REFUSED_METHODS.has(over)) return refuse(AuthErrors.method_not_allowed, `the ${over} method is not accepted`);
+      method = over;
+      overrideHonoured = true;
+      route = candidate;
+    }
+  }
+  route ??= ctx.table.match({ host: req.host, method, path: normalized.path, key });
+  // A `;` (or `%3B`) is refused unless the matched route allows it; with no route at all it is
+  // still a bad path (400), not a mere miss (404).
+  if (normalized.hasSemicolon && !route?.config.allow_semicolons) {
+    const why = route ? `";" in the path is not allowed on route "${route.name}" (set allow_semicolons: true to permit it)` : '";" is not allowed in paths';
+    return { ...refuse(PolicyErrors.bad_path, why, route ?? null), detail: '";" is not allowed in paths on this route.' };
+  }
+  if (!route) return { ...refuse(PolicyErrors.no_route, 'no route matches this request', null, 'no_route'), detail: 'No route matches this request.' };
+  return { ok: true, route, normalized, key, method, overrideHonoured };
+}
+
+/** Stages "normalize" and "match" together. */
+export function resolveRequest(ctx: PolicyContext, req: RequestFacts): Resolved | Verdict {
+  const parsed = parseRequest(req);
+  return isVerdict(parsed) ? parsed : matchRequest(ctx, parsed, req);
+}
+
+/** True when `r` is a refusal rather than a parsed or resolved request. */
+export function isVerdict<T extends { readonly ok: true }>(r: T | Verdict): r is Verdict {
+  return (r as { ok?: unknown }).ok !== true;
+}
+
+/**
+ * Stage "authorize" (pure): the one decision function. The HTTP handler, the upgrade handler,
+ * `policy explain` and `policy test` all come here, so they cannot disagree. Order: route
+ * `deny` → 403; a refused bearer token on a non-public route → 401 `invalid_token`; a
+ * cookie-authenticated request other than GET/HEAD/OPTIONS, or any cookie-authenticated
+ * upgrade, from a foreign origin → 403 `csrf`; then the route's access rule ({@link decide}).
+ */
+export function decideRequest(ctx: PolicyContext, resolved: Resolved | Verdict, auth: AuthFacts, req: RequestFacts): Verdict {
+  if (isVerdict(resolved)) return resolved;
+  const { route, normalized, method } = resolved;
+  const returnTo = normalized.path + (normalized.query ? `?${normalized.query}` : '');
+  const access = route.config.access;
+  const out = (decision: PolicyDecision, def: ErrorDef | null, reason: string, detail: string, redirect?: string): Verdict => ({
+    decision,
+    status: def?.status ?? 200,
+    code: def?.code ?? null,
+    reason,
+    detail,
+    route,
+    returnTo,
+    ...(redirect === undefined ? {} : { redirect }),
+  });
+
+  if (access === 'deny') return out('deny', PolicyErrors.access_denied, `route "${route.name}" denies all access`, 'This path is closed.');
+  if (auth.invalidToken && access !== 'public') {
+    return out('unauthenticated', PolicyErrors.invalid_token, 'the bearer token was refused', 'The access token is invalid or expired.');
+  }
+  if (auth.via === 'cookie' && auth.identity !== null) {
+    const unsafe = req.upgrade === true || !SAFE_METHODS.has(req.method.toUpperCase()) || !SAFE_METHODS.has(method);
+    if (unsafe && !originAllowed({ origin: req.origin, referer: req.referer }, ctx.ownOrigin, ctx.allowedOrigins)) {
+      const what = req.upgrade ? 'upgrade' : `${req.method.toUpperCase()} request`;
+      return out('csrf', PolicyErrors.csrf, `cookie-authenticated ${what} from a foreign origin`, 'This request did not come from a page of this site.');
+    }
+  }
+  const d = decide(route, auth.identity);
+  switch (d.decision) {
+    case 'allow':
+      return out('allow', null, d.reason, '');
+    case 'deny':
+      return out('deny', PolicyErrors.access_denied, d.reason, 'This path is closed.');
+    case 'unauthenticated': {
+      const redirect = req.browser ? `${ctx.authPrefix}/login?rd=${encodeURIComponent(returnTo)}` : undefined;
+      return out('unauthenticated', PolicyErrors.unauthenticated, d.reason, 'Sign in or send a bearer token.', redirect);
+    }
+    case 'forbidden':
+      return out('forbidden', PolicyErrors.forbidden, d.reason, 'Your roles do not grant access to this route.');
+    case 'mfa_required': {
+      const redirect = req.browser ? `${ctx.authPrefix}/login?rd=${encodeURIComponent(returnTo)}` : undefined;
+      return out('mfa_required', PolicyErrors.mfa_required, d.reason, 'This route needs a sign-in with a second factor.', redirect);
+    }
+  }
+}
+
+/** Both stages at once, for callers without I/O in between (`policy explain`, `policy test`). */
+export function evaluateRequest(ctx: PolicyContext, req: RequestFacts, auth: AuthFacts): Verdict {
+  return decideRequest(ctx, resolveRequest(ctx, req), auth, req);
+}
+
+/**
+ * The error a denying decision of {@link decide} maps to (`deny` → `access_denied` 403,
+ * `unauthenticated` → 401, `forbidden` → 403, `mfa_required` → 403); `undefined` for `allow`.
  */
 export function decisionError(d: Decision): ErrorDef | undefined {
   switch (d.decision) {
@@ -68,13 +298,12 @@ export function decisionError(d: Decision): ErrorDef | undefined {
   }
 }
 
-/**
- * Throws `bad_path` (400) when the raw path had a literal `;` and the matched route does not set
- * `allow_semicolons`. Call it after matching, before authorizing. A path no route matches gets
- * 404, whatever it contains.
- */
-export function assertSemicolonsAllowed(route: CompiledRoute, hasSemicolon: boolean): void {
-  if (hasSemicolon && !route.config.allow_semicolons) {
-    throw new GatewayError(PolicyErrors.bad_path, `";" in the path is not allowed on route "${route.name}" (set allow_semicolons: true to permit it)`);
-  }
+/** Builds the {@link PolicyContext} of a loaded config. */
+export function policyContext(
+  table: RouteTable,
+  cfg: { readonly upstreams: Readonly<Record<string, { readonly method_override?: boolean }>>; readonly auth: { readonly prefix: string; readonly allowed_origins: readonly string[] } },
+  ownOrigin: string,
+): PolicyContext {
+  const methodOverrideUpstreams = new Set(Object.entries(cfg.upstreams).filter(([, u]) => u.method_override === true).map(([n]) => n));
+  return { table, methodOverrideUpstreams, authPrefix: cfg.auth.prefix, ownOrigin, allowedOrigins: cfg.auth.allowed_origins };
 }

@@ -1,13 +1,13 @@
-import { GatewayError, PolicyErrors } from '../errors/index.js';
-import { assertSemicolonsAllowed, decide, decisionError, type Decision, type Identity } from './decide.js';
+import { decideRequest, resolveRequest, isVerdict, type PolicyContext, type PolicyDecision, type Verdict } from './decide.js';
 import { normalizePath, type NormalizedTarget } from './normalize.js';
-import type { RouteTable } from './routes.js';
 
 /** Input of {@link explain}, as given to `portcullis policy explain`. */
 export interface ExplainRequest {
   readonly method: string;
   /** `https://host/path?query` or `/path?query`. */
   readonly url: string;
+  /** The `Host` header; overrides the URL's host. */
+  readonly host?: string;
   /** Roles of the hypothetical signed-in user. */
   readonly roles: readonly string[];
   /** Whether that user completed two-factor authentication (amr `['pwd','otp']`). */
@@ -26,9 +26,11 @@ export interface ExplainAttempt {
 /** What the gateway would answer for one caller. */
 export interface ExplainVerdict {
   /** `allow` means forwarded to the upstream. */
-  readonly outcome: Decision['decision'] | 'no_route' | 'bad_path';
+  readonly outcome: PolicyDecision;
   /** The HTTP status the gateway answers; 200 stands for "forwarded" (the upstream's status wins). */
   readonly status: number;
+  /** The problem+json code the gateway answers with; `null` for `allow`. */
+  readonly code: string | null;
   readonly reason: string;
 }
 
@@ -66,74 +68,58 @@ function splitUrl(url: string): { host: string | undefined; target: string } | s
   return 'give an absolute http(s):// URL or a path starting with "/"';
 }
 
-function verdict(d: Decision): ExplainVerdict {
-  return { outcome: d.decision, status: decisionError(d)?.status ?? 200, reason: d.reason };
+function verdict(v: Verdict): ExplainVerdict {
+  return { outcome: v.decision, status: v.status, code: v.code, reason: v.reason };
 }
 
 /**
  * Explains how the gateway would treat a request: normalization, which routes were tried and why
  * each did not match, the matching route, and the decision both for an anonymous caller and for
- * a user holding `roles` (amr `['pwd','otp']` when `mfa`, else `['pwd']`). Never throws for a bad
- * URL or path: the rejection is reported as a `bad_path` verdict.
+ * a user holding `roles` (amr `['pwd','otp']` when `mfa`, else `['pwd']`). The decision comes
+ * from the gateway's own {@link resolveRequest} and {@link decideRequest}. Never throws for a bad
+ * URL or path: the rejection is reported as a `bad_request` verdict.
  */
-export function explain(table: RouteTable, req: ExplainRequest): ExplainResult {
+export function explain(ctx: PolicyContext, req: ExplainRequest): ExplainResult {
   const method = req.method.toUpperCase();
   const roles = [...req.roles];
   const amr = req.mfa ? ['pwd', 'otp'] : ['pwd'];
   const split = splitUrl(req.url);
-  /** A result where both callers get the same answer (rejected path, no route). */
-  const same = (
-    v: ExplainVerdict,
-    at: { host: string | undefined; target: string },
-    normalized?: NormalizedTarget,
-    tried: ExplainAttempt[] = [],
-    route?: ExplainResult['route'],
-  ): ExplainResult => ({ method, host: at.host, target: at.target, normalized, tried, route, anonymous: v, identity: { roles, amr, verdict: v } });
-  if (typeof split === 'string') return same({ outcome: 'bad_path', status: 400, reason: split }, { host: undefined, target: req.url });
-
-  let normalized: NormalizedTarget;
+  if (typeof split === 'string') {
+    const v: ExplainVerdict = { outcome: 'bad_request', status: 400, code: 'bad_path', reason: split };
+    return { method, host: req.host, target: req.url, normalized: undefined, tried: [], route: undefined, anonymous: v, identity: { roles, amr, verdict: v } };
+  }
+  const host = req.host ?? split.host;
+  const facts = { method, target: split.target, host };
+  const resolved = resolveRequest(ctx, facts);
+  let normalized: NormalizedTarget | undefined;
   try {
     normalized = normalizePath(split.target);
-  } catch (e) {
-    if (!(e instanceof GatewayError)) throw e;
-    return same({ outcome: 'bad_path', status: e.status, reason: e.message }, split);
+  } catch {
+    normalized = undefined;
   }
-
+  const found = isVerdict(resolved) ? (resolved.route ?? undefined) : resolved.route;
   const tried: ExplainAttempt[] = [];
-  const request = { host: split.host, method, path: normalized.path };
-  const found = table.match(request);
-  for (const r of table.routes) {
-    const mismatches: string[] = [];
-    if (!r.matchesHost(split.host)) {
-      mismatches.push(`host ${split.host === undefined ? '(none)' : `"${split.host}"`} is not "${r.config.match.host}"`);
+  if (normalized !== undefined) {
+    for (const r of ctx.table.routes) {
+      const mismatches: string[] = [];
+      if (!r.matchesHost(host)) mismatches.push(`host ${host === undefined ? '(none)' : `"${host}"`} is not "${r.config.match.host}"`);
+      const m = isVerdict(resolved) ? method : resolved.method;
+      if (!r.matchesMethod(m)) mismatches.push(`method ${m} is not in [${(r.config.match.methods ?? []).join(', ')}]`);
+      let pathOk = false;
+      try {
+        pathOk = r.matchesPath(normalized.path);
+      } catch {
+        pathOk = false;
+      }
+      if (!pathOk) mismatches.push(`path "${normalized.path}" does not match "${r.pathPattern}"${r.config.match.case_sensitive ? ' (case-sensitive)' : ''}`);
+      tried.push({ name: r.name, index: r.index, matched: r === found, mismatches });
+      if (r === found) break;
     }
-    if (!r.matchesMethod(method)) mismatches.push(`method ${method} is not in [${(r.config.match.methods ?? []).join(', ')}]`);
-    if (!r.matchesPath(normalized.path)) mismatches.push(`path "${normalized.path}" does not match "${r.pathPattern}"`);
-    tried.push({ name: r.name, index: r.index, matched: r === found, mismatches });
-    if (r === found) break;
   }
-
-  if (found === undefined) {
-    return same({ outcome: 'no_route', status: PolicyErrors.no_route.status, reason: 'no route matches this request' }, split, normalized, tried);
-  }
-  const route = { name: found.name, index: found.index, upstream: found.config.upstream };
-  try {
-    assertSemicolonsAllowed(found, normalized.hasSemicolon);
-  } catch (e) {
-    if (!(e instanceof GatewayError)) throw e;
-    return same({ outcome: 'bad_path', status: e.status, reason: e.message }, split, normalized, tried, route);
-  }
-  const identity: Identity = { sub: 'explain', username: 'explain', roles, amr };
-  return {
-    method,
-    host: split.host,
-    target: split.target,
-    normalized,
-    tried,
-    route,
-    anonymous: verdict(decide(found, null)),
-    identity: { roles, amr, verdict: verdict(decide(found, identity)) },
-  };
+  const route = found ? { name: found.name, index: found.index, upstream: found.config.upstream } : undefined;
+  const anonymous = verdict(decideRequest(ctx, resolved, { identity: null, via: null }, facts));
+  const signedIn = verdict(decideRequest(ctx, resolved, { identity: { sub: 'explain', username: 'explain', roles, amr }, via: 'bearer' }, facts));
+  return { method, host, target: split.target, normalized, tried, route, anonymous, identity: { roles, amr, verdict: signedIn } };
 }
 
 function verdictLine(v: ExplainVerdict): string {

@@ -3,8 +3,29 @@
  * `policy explain` report. Pure code, no I/O: everything here is safe on the hot path.
  * @packageDocumentation
  */
-export { normalizePath, type NormalizedTarget } from './normalize.js';
-export { compileRoutes, type CompiledRoute, type RouteRequest, type RouteTable } from './routes.js';
-export { assertSemicolonsAllowed, decide, decisionError, type Decision, type Identity } from './decide.js';
+export { matchKey, normalizePath, type MatchKey, type NormalizedTarget } from './normalize.js';
+export { compileRoutes, parseHost, type CompiledRoute, type RouteRequest, type RouteTable } from './routes.js';
+export {
+  decide,
+  decideRequest,
+  decisionError,
+  evaluateRequest,
+  isVerdict,
+  matchRequest,
+  parseRequest,
+  policyContext,
+  resolveRequest,
+  type AuthFacts,
+  type Decision,
+  type Identity,
+  type Parsed,
+  type PolicyContext,
+  type PolicyDecision,
+  type RequestFacts,
+  type Resolved,
+  type Verdict,
+} from './decide.js';
+export { originAllowed } from './origin.js';
+export { validHost } from './host.js';
 export { explain, formatExplain, type ExplainAttempt, type ExplainRequest, type ExplainResult, type ExplainVerdict } from './explain.js';
 export { routePatternCheck } from './check.js';

@@ -7,8 +7,8 @@ export interface NormalizedTarget {
   /** The raw query string without the leading `?` (`''` when none). Never used for matching. */
   readonly query: string;
   /**
-   * True when the raw path contains a literal `;`. The caller rejects the request with 400
-   * unless the matched route sets `allow_semicolons` (see `assertSemicolonsAllowed`).
+   * True when the raw path contains a `;`, literal or encoded (`%3B`). The request is refused
+   * with 400 unless the matched route sets `allow_semicolons`.
    */
   readonly hasSemicolon: boolean;
 }
@@ -75,6 +75,11 @@ export function canonicalSegment(seg: string): string {
       if (v < 0x20 || v === 0x7f) reject(`encoded control character (%${hex2(v)}) in the path`);
       if (v === 0x2f) reject('encoded "/" (%2F) in the path');
       if (v === 0x5c) reject('encoded "\\" (%5C) in the path');
+      // %25 followed by two hex digits is a double-encoded byte (`%252e`, `%252f`, `%2541`):
+      // an upstream that decodes twice would read a different path than the one matched.
+      if (v === 0x25 && isHexDigit(seg.charCodeAt(i + 3)) && isHexDigit(seg.charCodeAt(i + 4))) {
+        reject(`double-encoded character "${seg.slice(i, i + 5)}" in the path`);
+      }
       escaped = true;
       out += isUnreserved(v) ? String.fromCharCode(v) : `%${hex2(v)}`;
       decoded += String.fromCharCode(v);
@@ -163,8 +168,52 @@ export function normalizePath(rawTarget: string): NormalizedTarget {
   }
   const bad = QUERY_BAD.exec(query);
   if (bad) reject(`${describeChar(bad[0].charCodeAt(0))} in the query string`);
-  const hasSemicolon = rawPath.includes(';');
+  // `%3B` is a `;` to servers that decode before splitting off path parameters.
+  const hasSemicolon = rawPath.includes(';') || /%3b/i.test(rawPath);
   // Hot path: most request paths are already canonical and need no rebuilding.
   const path = CANONICAL.test(rawPath) ? rawPath : normalizeRawPath(rawPath);
   return { path, query, hasSemicolon };
+}
+
+/**
+ * The key routes match on (SPEC §3.1), in both forms: `sensitive` for routes with
+ * `match.case_sensitive: true`, `folded` (ASCII lower-cased) for all others.
+ */
+export interface MatchKey {
+  readonly sensitive: string;
+  readonly folded: string;
+}
+
+/** Fast path: no `;`, no escape, no trailing dot before a `/` or the end, no trailing slash. */
+const PLAIN_KEY = /^(?:\/[^/;%]*[^/;%.])*$/;
+const TRIM_TAIL = /(?:\.|%20)+$/;
+
+/**
+ * Derives the canonical matching key of a normalized path, so that every spelling an upstream
+ * may treat as the same resource matches the same route:
+ * - path parameters are cut from each segment (`/admin;x/y` → `/admin/y`, `%3B` alike), as
+ *   Tomcat, Jetty and Spring read them;
+ * - each segment loses its trailing dots and spaces (`/internal./x`, `/internal%20/x`), as
+ *   Windows and IIS read them; a segment made only of dots and spaces (`...`, `..%20`) is a
+ *   disguised dot segment and is refused (400);
+ * - empty segments and the trailing slash are dropped (`/admin/` ≡ `/admin`, as Express's
+ *   default non-strict routing reads it);
+ * - `folded` is lower-cased (IIS, Express and most Windows-hosted apps route case-insensitively).
+ * The upstream still receives the normalized path, never this key.
+ * @throws GatewayError `bad_path` for a disguised dot segment
+ */
+export function matchKey(path: string): MatchKey {
+  if (PLAIN_KEY.test(path)) return { sensitive: path, folded: path.toLowerCase() };
+  const out: string[] = [];
+  for (const raw of path.split('/')) {
+    let seg = raw;
+    const semi = seg.search(/;|%3B/i);
+    if (semi >= 0) seg = seg.slice(0, semi);
+    if (seg === '') continue;
+    const trimmed = seg.replace(TRIM_TAIL, '');
+    if (trimmed === '') reject(`path segment "${raw}" is made only of dots and spaces`);
+    out.push(trimmed);
+  }
+  const sensitive = `/${out.join('/')}`;
+  return { sensitive, folded: sensitive.toLowerCase() };
 }

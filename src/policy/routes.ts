@@ -1,6 +1,6 @@
 import type { RouteConfig } from '../config/schema.js';
 import { ConfigErrors, GatewayError } from '../errors/index.js';
-import { canonicalSegment } from './normalize.js';
+import { canonicalSegment, matchKey, type MatchKey } from './normalize.js';
 
 /** What route matching looks at. `path` must come from `normalizePath`. */
 export interface RouteRequest {
@@ -10,6 +10,8 @@ export interface RouteRequest {
   readonly method: string;
   /** The normalized path (`normalizePath(...).path`). */
   readonly path: string;
+  /** `matchKey(path)`, when the caller has it already (it throws for disguised dot segments). */
+  readonly key?: MatchKey;
 }
 
 /** One route, compiled once per config load. */
@@ -26,8 +28,10 @@ export interface CompiledRoute {
   matchesHost(host: string | undefined): boolean;
   /** True when the route's method list accepts this method (always true without a list). */
   matchesMethod(method: string): boolean;
-  /** True when the normalized path matches the route's path pattern. */
+  /** True when the normalized path (through its matching key) matches the route's path pattern. */
   matchesPath(path: string): boolean;
+  /** True when the matching key matches the route's path pattern. */
+  matchesKey(key: MatchKey): boolean;
 }
 
 /** The compiled, ordered route list. */
@@ -38,7 +42,8 @@ export interface RouteTable {
   match(req: RouteRequest): CompiledRoute | undefined;
 }
 
-interface HostName {
+/** A `Host` value split into its lower-cased name and port. */
+export interface HostName {
   name: string;
   port: string | undefined;
 }
@@ -47,7 +52,7 @@ interface HostName {
  * Splits a `Host` value into a lower-cased name (one trailing dot dropped) and a port.
  * `[v6]:port` is understood; a bare IPv6 address without brackets is kept whole.
  */
-function parseHost(host: string | undefined): HostName | undefined {
+export function parseHost(host: string | undefined): HostName | undefined {
   if (host === undefined) return undefined;
   const h = host.trim().toLowerCase();
   if (h === '') return undefined;
@@ -113,10 +118,13 @@ function patternError(route: RouteConfig, index: number, pattern: string, why: s
 function patternSegments(route: RouteConfig, index: number, pattern: string): string[] {
   if (!pattern.startsWith('/')) throw patternError(route, index, pattern, 'must start with "/"');
   if (/[?#]/.test(pattern)) throw patternError(route, index, pattern, 'must not contain "?" or "#" (the query never takes part in matching)');
+  if (/;|%3b/i.test(pattern)) throw patternError(route, index, pattern, 'must not contain ";" (matching ignores path parameters)');
   const raw = pattern.slice(1).split('/');
   const segs: string[] = [];
-  raw.forEach((seg, i) => {
-    if (seg === '' && i !== raw.length - 1) return;
+  const fold = !route.match.case_sensitive;
+  raw.forEach((seg) => {
+    // Matching keys have no empty segments and no trailing slash (see matchKey).
+    if (seg === '') return;
     if (seg === '**') {
       segs.push(seg);
       return;
@@ -129,7 +137,10 @@ function patternSegments(route: RouteConfig, index: number, pattern: string): st
       throw patternError(route, index, pattern, e instanceof Error ? e.message : String(e));
     }
     if (canon === '.' || canon === '..') throw patternError(route, index, pattern, '"." and ".." segments can never match a normalized path');
-    segs.push(canon);
+    // The same trimming as request keys: `/internal.` and `/internal` are one pattern.
+    const trimmed = canon.replace(/(?:\.|%20)+$/, '');
+    if (trimmed === '') throw patternError(route, index, pattern, `segment "${seg}" is made only of dots and spaces`);
+    segs.push(fold ? trimmed.toLowerCase() : trimmed);
   });
   return segs;
 }
@@ -217,6 +228,7 @@ function segmentsMatcher(segs: string[]): (path: string) => boolean {
  * @internal exported for tests
  */
 export function compilePathPattern(segs: string[]): { test: (path: string) => boolean; regex: RegExp | undefined } {
+  if (segs.length === 0) return { test: (path) => path === '/', regex: /^\/$/ };
   const globstars = segs.filter((s) => s === '**').length;
   const simple = globstars <= 1 && segs.every((s) => s === '**' || s.split('*').length <= 2);
   if (!simple) return { test: segmentsMatcher(segs), regex: undefined };
@@ -231,6 +243,7 @@ class Route implements CompiledRoute {
   /** @internal */ readonly hostTest: HostTest;
   /** @internal */ readonly methods: Set<string> | undefined;
   /** @internal */ readonly pathTest: (path: string) => boolean;
+  /** @internal */ readonly caseSensitive: boolean;
 
   constructor(
     readonly config: RouteConfig,
@@ -240,6 +253,7 @@ class Route implements CompiledRoute {
     const segs = patternSegments(config, index, config.match.path ?? '/**');
     this.pathPattern = `/${segs.join('/')}`;
     this.pathTest = compilePathPattern(segs).test;
+    this.caseSensitive = config.match.case_sensitive === true;
     this.hostTest = config.match.host === undefined ? () => true : compileHost(config.match.host);
     this.methods = compileMethods(config.match.methods);
   }
@@ -253,7 +267,11 @@ class Route implements CompiledRoute {
   }
 
   matchesPath(path: string): boolean {
-    return this.pathTest(path);
+    return this.matchesKey(matchKey(path));
+  }
+
+  matchesKey(key: MatchKey): boolean {
+    return this.pathTest(this.caseSensitive ? key.sensitive : key.folded);
   }
 }
 
@@ -278,8 +296,9 @@ export function compileRoutes(routes: readonly RouteConfig[]): RouteTable {
     match(req: RouteRequest): CompiledRoute | undefined {
       const method = req.method.toUpperCase();
       const host = parseHost(req.host); // parsed once per request, not once per route
+      const key = req.key ?? matchKey(req.path);
       for (const r of compiled) {
-        if ((r.methods === undefined || r.methods.has(method)) && r.hostTest(host) && r.pathTest(req.path)) return r;
+        if ((r.methods === undefined || r.methods.has(method)) && r.hostTest(host) && r.pathTest(r.caseSensitive ? key.sensitive : key.folded)) return r;
       }
       return undefined;
     },

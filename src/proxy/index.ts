@@ -10,7 +10,6 @@ export {
   type ForwardTarget,
   type GatewayProxy,
   type Proxy,
-  type ProxyIdentity,
   type ProxyLog,
   type UpstreamFailure,
   type UpstreamResult,

@@ -8,27 +8,12 @@ import { GatewayError, PolicyErrors, ProxyErrors } from '../errors/index.js';
 import {
   HOP_BY_HOP,
   HOP_BY_HOP_RESPONSE,
-  connectionListed,
   deleteRequestHeaders,
-  filterCookieHeader,
   getRequestHeader,
-  headerSafe,
   setRequestHeader,
 } from './headers.js';
-import { createIpMatcher, normalizeIp } from './ip.js';
 import { writeProblem, writeProblemToSocket } from './problem.js';
-
-/** The authenticated user whose identity is forwarded to the upstream. */
-export interface ProxyIdentity {
-  /** User id (token `sub`) → `user_id` header. */
-  readonly sub: string;
-  /** → `user` header. */
-  readonly username: string;
-  /** → `email` header; omitted when null. */
-  readonly email: string | null;
-  /** → `roles` header, comma-separated (empty value when there are none). */
-  readonly roles: readonly string[];
-}
+import { acceptMatches, websocketKey } from './ws-handshake.js';
 
 /** Where and how one request is forwarded. */
 export interface ForwardTarget {
@@ -38,18 +23,6 @@ export interface ForwardTarget {
   readonly path: string;
   /** The raw query string without the leading `?`; '' for none. */
   readonly query: string;
-  /** The signed-in user, or null (public route, anonymous caller): no identity headers are sent. */
-  readonly identity: ProxyIdentity | null;
-  /** A signed upstream assertion (JWT) sent as `X-Auth-Assertion`. */
-  readonly assertion?: string;
-  /** The gateway's own cookie names, removed from `Cookie`. */
-  readonly gatewayCookieNames: readonly string[];
-  /** Remove `Authorization` (it carried the gateway's bearer token). */
-  readonly stripBearer: boolean;
-  /** The client address the gateway resolved (used for logs). */
-  readonly clientIp: string;
-  /** The scheme the client used to reach the gateway (this hop). */
-  readonly proto: 'http' | 'https';
   /** `Set-Cookie` values the gateway adds to the upstream's response (e.g. after a silent refresh). */
   readonly setCookies?: readonly string[];
   /**
@@ -85,10 +58,6 @@ export interface ProxyLog {
 export interface CreateProxyOptions {
   /** The configured upstreams; one keep-alive agent each is created up front. */
   readonly upstreams: Config['upstreams'];
-  /** Global identity header names (per-upstream `identity_headers` override them). */
-  readonly identityHeaders: IdentityHeaders;
-  /** Peers (addresses/CIDRs, IPv4 and IPv6) whose `X-Forwarded-*` headers are believed. @default [] */
-  readonly trustProxy: readonly string[];
   /** Called once per upstream exchange (not for client aborts). */
   readonly onUpstreamResult?: (e: UpstreamResult) => void;
   /** Where upstream failures are logged. @default no logging */
@@ -110,14 +79,6 @@ export interface CreateProxyOptions {
 /** The proxy: header hygiene and forwarding to upstreams. */
 export interface GatewayProxy {
   /**
-   * Removes every incoming copy of the identity headers: all configured names (global and
-   * per-upstream), any `X-Auth-*` and `X-Auth-Assertion`, plus `extraNames`. Matching is
-   * case-insensitive and treats `_` as `-` (CGI-style frameworks map both to the same
-   * variable). Edits `req.headers`, `req.headersDistinct` and `req.rawHeaders`. Call it on
-   * every route, public ones included.
-   */
-  stripIdentityHeaders(req: http.IncomingMessage, extraNames?: readonly string[]): void;
-  /**
    * Forwards `req` to `target.upstream`, streaming both bodies, and answers `res` with the
    * upstream's response or a problem+json 502/504. Never throws for upstream trouble.
    */
@@ -137,13 +98,6 @@ export interface GatewayProxy {
 /** Alias of {@link GatewayProxy}. */
 export type Proxy = GatewayProxy;
 
-interface ResolvedNames {
-  readonly user: string;
-  readonly user_id: string;
-  readonly email: string;
-  readonly roles: string;
-}
-
 interface Upstream {
   readonly name: string;
   readonly cfg: UpstreamConfig;
@@ -155,7 +109,6 @@ interface Upstream {
   readonly agent: http.Agent;
   /** Upgrades get sockets that are never pooled: a rejected upgrade must not leave one open (http-proxy #783). */
   readonly wsAgent: http.Agent;
-  readonly names: ResolvedNames;
 }
 
 interface Exchange {
@@ -171,7 +124,6 @@ interface Exchange {
   upgraded: boolean;
 }
 
-const ASSERTION_HEADER = 'X-Auth-Assertion';
 const REFUSED_CODES = new Set([
   'ECONNREFUSED',
   'EHOSTUNREACH',
@@ -217,9 +169,6 @@ function overrideHeaderMap(map: http.IncomingHttpHeaders, headers: Readonly<Reco
   if (headers) for (const [k, v] of Object.entries(headers)) map[k.toLowerCase()] = v;
 }
 
-function lowerDashed(name: string): string {
-  return name.toLowerCase().replace(/_/g, '-');
-}
 
 /** Ends `s` and destroys it once flushed (or after 5 s at the latest). */
 function closeSoon(s: Duplex): void {
@@ -269,7 +218,7 @@ function makeAgent(isHttps: boolean, maxSockets: number, freeSocketTimeoutMs: nu
   return agent;
 }
 
-function resolveUpstream(name: string, cfg: UpstreamConfig, global: IdentityHeaders, freeMs: number, hints: WeakMap<object, number>): Upstream {
+function resolveUpstream(name: string, cfg: UpstreamConfig, freeMs: number, hints: WeakMap<object, number>): Upstream {
   const u = new URL(cfg.url);
   const isHttps = u.protocol === 'https:';
   const hostname = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
@@ -285,12 +234,6 @@ function resolveUpstream(name: string, cfg: UpstreamConfig, global: IdentityHead
     servername: isHttps && !isIpLiteral ? hostname : undefined,
     agent: makeAgent(isHttps, cfg.max_sockets, freeMs, hints),
     wsAgent: isHttps ? new https.Agent({ keepAlive: false }) : new http.Agent({ keepAlive: false }),
-    names: {
-      user: o.user ?? global.user,
-      user_id: o.user_id ?? global.user_id,
-      email: o.email ?? global.email,
-      roles: o.roles ?? global.roles,
-    },
   };
 }
 
@@ -300,25 +243,16 @@ function resolveUpstream(name: string, cfg: UpstreamConfig, global: IdentityHead
  */
 export function createProxy(opts: CreateProxyOptions): GatewayProxy {
   const log = opts.log;
-  const isTrusted = createIpMatcher(opts.trustProxy);
   const freeMs = opts.freeSocketTimeoutMs ?? 4_000;
   /** Keep-Alive timeout hints (ms) announced by upstreams, per upstream socket. */
   const hints = new WeakMap<object, number>();
   const upstreams = new Map<string, Upstream>();
   for (const [name, cfg] of Object.entries(opts.upstreams)) {
-    upstreams.set(name, resolveUpstream(name, cfg, opts.identityHeaders, freeMs, hints));
+    upstreams.set(name, resolveUpstream(name, cfg, freeMs, hints));
   }
   let closed = false;
   /** Client sockets of established WebSocket tunnels (destroying one closes its upstream side). */
   const tunnels = new Set<Duplex>();
-
-  // Every configured identity header name, everywhere: a header that is an identity header
-  // for one upstream must never reach any upstream from a client.
-  const strippedNames = new Set<string>([lowerDashed(ASSERTION_HEADER)]);
-  for (const n of Object.values(opts.identityHeaders)) strippedNames.add(lowerDashed(n));
-  for (const u of Object.values(opts.upstreams)) {
-    for (const n of Object.values(u.identity_headers ?? {})) if (n) strippedNames.add(lowerDashed(n));
-  }
 
   const proxy = httpProxy.createProxyServer({
     xfwd: false, // X-Forwarded-* are set here, according to trust_proxy
@@ -347,66 +281,22 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     }
   }
 
-  function stripIdentityHeaders(req: http.IncomingMessage, extraNames: readonly string[] = []): void {
-    const extra = extraNames.length ? new Set(extraNames.map(lowerDashed)) : undefined;
-    deleteRequestHeaders(req, (n) => {
-      const d = n.replace(/_/g, '-');
-      return d.startsWith('x-auth-') || strippedNames.has(d) || (extra?.has(d) ?? false);
-    });
-  }
 
-  function prepareHeaders(req: http.IncomingMessage, up: Upstream, t: ForwardTarget, kind: 'web' | 'ws'): void {
-    // Hop-by-hop headers, and any header the client lists in Connection, end at this hop.
-    // Expect: Node already answered 100-continue; forwarding it would also freeze the
-    // request line before the hooked agent sets the path.
-    const listed = connectionListed(req);
-    deleteRequestHeaders(req, (n) => HOP_BY_HOP.has(n) || listed.has(n) || n === 'expect');
+
+  /**
+   * Transport-level header work only: identity, forwarding and credential headers are set by the
+   * pipeline's mutate stage (src/pipeline/mutate.ts) before the request gets here. Hop-by-hop
+   * headers are removed again defensively (the mutate stage has already removed `Connection`, so
+   * nothing the client listed there can remove what the gateway set). `Expect`: Node already
+   * answered 100-continue; forwarding it would also freeze the request line before the hooked
+   * agent sets the path.
+   */
+  function prepareHeaders(req: http.IncomingMessage, _up: Upstream, _t: ForwardTarget, kind: 'web' | 'ws'): void {
+    deleteRequestHeaders(req, (n) => HOP_BY_HOP.has(n) || n === 'expect');
     if (kind === 'ws') {
       setRequestHeader(req, 'Connection', 'Upgrade');
       setRequestHeader(req, 'Upgrade', 'websocket');
     }
-
-    stripIdentityHeaders(req);
-
-    // X-Forwarded-*: extend a trusted proxy's chain, otherwise describe this hop only.
-    const peer = req.socket?.remoteAddress;
-    const peerText = normalizeIp(peer ?? t.clientIp);
-    const host = getRequestHeader(req, 'host');
-    if (isTrusted(peer)) {
-      const xff = getRequestHeader(req, 'x-forwarded-for');
-      setRequestHeader(req, 'X-Forwarded-For', xff ? `${xff}, ${peerText}` : peerText);
-      if (!getRequestHeader(req, 'x-forwarded-proto')) setRequestHeader(req, 'X-Forwarded-Proto', t.proto);
-      if (!getRequestHeader(req, 'x-forwarded-host') && host) setRequestHeader(req, 'X-Forwarded-Host', host);
-    } else {
-      deleteRequestHeaders(req, (n) => {
-        const d = n.replace(/_/g, '-');
-        return d.startsWith('x-forwarded-') || d === 'forwarded' || d === 'x-real-ip';
-      });
-      setRequestHeader(req, 'X-Forwarded-For', peerText);
-      setRequestHeader(req, 'X-Forwarded-Proto', t.proto);
-      if (host) setRequestHeader(req, 'X-Forwarded-Host', host);
-    }
-
-    // The gateway's own credentials stay at the gateway.
-    if (t.gatewayCookieNames.length) {
-      const cookie = getRequestHeader(req, 'cookie');
-      if (cookie !== undefined) {
-        // Node joins repeated Cookie headers with "; ".
-        const kept = filterCookieHeader(cookie, new Set(t.gatewayCookieNames));
-        if (kept === '') deleteRequestHeaders(req, (n) => n === 'cookie');
-        else if (kept !== cookie) setRequestHeader(req, 'Cookie', kept);
-      }
-    }
-    if (t.stripBearer) deleteRequestHeaders(req, (n) => n === 'authorization');
-
-    const id = t.identity;
-    if (id) {
-      setRequestHeader(req, up.names.user, headerSafe(id.username));
-      setRequestHeader(req, up.names.user_id, headerSafe(id.sub));
-      if (id.email !== null) setRequestHeader(req, up.names.email, headerSafe(id.email));
-      setRequestHeader(req, up.names.roles, headerSafe(id.roles.join(',')));
-    }
-    if (t.assertion) setRequestHeader(req, ASSERTION_HEADER, headerSafe(t.assertion));
   }
 
   function pathFor(up: Upstream, t: ForwardTarget): string | null {
@@ -619,6 +509,10 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       }
       socket.end();
     });
+    // Every upgrade socket, tunnel or not yet, is closed by close(): the http server no longer
+    // tracks it (closeAllConnections() skips it), yet server.close() waits for it.
+    tunnels.add(socket);
+    socket.once('close', () => tunnels.delete(socket));
     if (!up || !x || closed) {
       log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
       writeProblemToSocket(socket, problemFor('refused', t.responseHeaders));
@@ -626,6 +520,13 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     }
     if (req.method !== 'GET' || (getRequestHeader(req, 'upgrade') ?? '').toLowerCase() !== 'websocket') {
       writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_request, 'Only WebSocket upgrades are supported.', { headers: { ...t.responseHeaders } }));
+      return;
+    }
+    // The upstream's 101 is verified against this key: without a valid one (one header, 16
+    // bytes of base64) there is nothing to verify, so the upstream is never asked.
+    const wsKey = websocketKey(req);
+    if (wsKey === null) {
+      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_request, 'A WebSocket upgrade needs exactly one Sec-WebSocket-Key of 16 base64-encoded bytes.', { headers: { ...t.responseHeaders } }));
       return;
     }
     if (socket.destroyed) return;
@@ -645,6 +546,61 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       writeProblemToSocket(socket, problemFor(reason, t.responseHeaders), t.setCookies);
       x.proxyReq?.destroy();
     };
+    /** A 101 whose Sec-WebSocket-Accept does not match the client's key: no tunnel, 502. */
+    const rejectHandshake = (proxySocket: Duplex): void => {
+      proxySocket.destroy();
+      report(x, null, 'refused');
+      log?.warn({ event: 'upstream_error', upstream: up.name, reason: 'refused', code: 'bad_websocket_accept', websocket: true }, 'upstream 101 without a valid Sec-WebSocket-Accept');
+      if (x.clientGone || socket.destroyed) return;
+      socket.resume(); // whatever the client sends now goes nowhere
+      const detail = 'The upstream answered the WebSocket handshake without a valid Sec-WebSocket-Accept.';
+      writeProblemToSocket(socket, new GatewayError(ProxyErrors.upstream_unavailable, detail, { headers: { ...t.responseHeaders } }), t.setCookies);
+    };
+    /**
+     * The upstream answered the upgrade with something other than 101: relay that answer
+     * (close-delimited), then close both connections, whatever the upstream's keep-alive says
+     * and whatever the client sends meanwhile.
+     */
+    const relayRefusal = (creq: http.ClientRequest, proxyRes: http.IncomingMessage): void => {
+      report(x, proxyRes.statusCode ?? null);
+      proxyRes.on('error', () => undefined);
+      if (x.clientGone || socket.destroyed || !socket.writable) {
+        creq.destroy();
+        socket.destroy();
+        return;
+      }
+      socket.resume(); // client bytes after the request (a frame, a pipelined request) are discarded
+      const listed = new Set<string>();
+      for (const v of (proxyRes.headers.connection ?? '').split(',')) listed.add(v.trim().toLowerCase());
+      const chunked = proxyRes.headers['transfer-encoding'] !== undefined;
+      const own = new Set(Object.keys(t.responseHeaders ?? {}).map((k) => k.toLowerCase()));
+      const lines = [`HTTP/1.1 ${proxyRes.statusCode ?? 502} ${proxyRes.statusMessage ?? ''}`];
+      const raw = proxyRes.rawHeaders;
+      for (let i = 0; i + 1 < raw.length; i += 2) {
+        const lower = raw[i].toLowerCase();
+        if (HOP_BY_HOP_RESPONSE.has(lower) || own.has(lower) || (listed.has(lower) && lower !== 'content-length')) continue;
+        if (lower === 'content-length' && chunked) continue; // the decoded body is close-delimited
+        lines.push(`${raw[i]}: ${raw[i + 1]}`);
+      }
+      for (const [k, v] of Object.entries(t.responseHeaders ?? {})) lines.push(`${k}: ${v}`);
+      for (const c of t.setCookies ?? []) lines.push(`Set-Cookie: ${c}`);
+      lines.push('Connection: close');
+      socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+      proxyRes.pipe(socket, { end: false });
+      proxyRes.once('end', () => {
+        creq.destroy(); // the upstream socket goes now, keep-alive or not
+        closeSoon(socket);
+      });
+      proxyRes.once('close', () => {
+        creq.destroy();
+        if (!proxyRes.complete) socket.destroy(); // cut mid-body: the client must see a broken answer
+      });
+      // A body that stalls is cut after the upstream's timeout of silence.
+      creq.setTimeout(up.cfg.timeout, () => {
+        creq.destroy();
+        socket.destroy();
+      });
+    };
     const onTimeout = (): void => {
       if (x.timedOut || x.settled || x.upgraded) return;
       x.timedOut = true;
@@ -656,7 +612,22 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       creq.path = path;
       if (up.servername) o.servername = up.servername;
       armTimeout(x, creq, up.cfg.timeout, onTimeout);
-      // Registered before http-proxy's own listeners, so these run first.
+      // http-proxy 1.18.1 opens a tunnel on any 101 and, for any other answer, writes it, pipes
+      // the body and only end()s the client socket, leaving the upstream socket (#783) and a
+      // half-open client behind. So neither event reaches it unless it is a verified 101.
+      const emit = creq.emit;
+      creq.emit = function (this: http.ClientRequest, event: string | symbol, ...args: unknown[]): boolean {
+        if (event === 'response') {
+          relayRefusal(creq, args[0] as http.IncomingMessage);
+          return true;
+        }
+        if (event === 'upgrade' && !acceptMatches(args[0] as http.IncomingMessage, wsKey)) {
+          rejectHandshake(args[1] as Duplex);
+          return true;
+        }
+        return Reflect.apply(emit, this, [event, ...args]) as boolean;
+      } as typeof creq.emit;
+      // Registered before http-proxy's own listeners, so this runs first (verified 101s only).
       creq.on('upgrade', (upRes: http.IncomingMessage, proxySocket: Socket) => {
         // http-proxy writes the 101 from these headers after this listener runs.
         if (t.setCookies?.length) upRes.headers['set-cookie'] = [...(upRes.headers['set-cookie'] ?? []), ...t.setCookies];
@@ -664,22 +635,9 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
         x.upgraded = true;
         x.proxySocket = proxySocket;
         report(x, 101);
-        tunnels.add(socket);
-        socket.once('close', () => tunnels.delete(socket));
         // Let what the upstream sent last (a close frame) reach the client, then close.
         proxySocket.on('close', () => closeSoon(socket));
         if (socket.destroyed) proxySocket.destroy();
-      });
-      creq.on('response', (proxyRes: http.IncomingMessage) => {
-        // The upstream refused the upgrade. http-proxy relays its status line and headers,
-        // then pipes the decoded body and ends the socket: make that framing honest.
-        report(x, proxyRes.statusCode ?? null);
-        if (t.setCookies?.length) proxyRes.headers['set-cookie'] = [...(proxyRes.headers['set-cookie'] ?? []), ...t.setCookies];
-        overrideHeaderMap(proxyRes.headers, t.responseHeaders);
-        delete proxyRes.headers['transfer-encoding'];
-        delete proxyRes.headers['keep-alive'];
-        proxyRes.headers.connection = 'close';
-        proxyRes.on('close', () => creq.destroy());
       });
     });
 
@@ -718,5 +676,5 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     tunnels.clear();
   }
 
-  return { stripIdentityHeaders, forward, upgrade, close };
+  return { forward, upgrade, close };
 }

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { IdentityHeaders, UpstreamConfig } from '../config/schema.js';
 import { startEchoServer, type EchoReply, type EchoServer } from '../demo/echo.js';
+import { createHeaderMutator, type HeaderMutator, type HeaderPlan } from '../pipeline/mutate.js';
 import { createProxy, type ForwardTarget, type GatewayProxy, type UpstreamResult } from './proxy.js';
 
 export const DEFAULT_IDENTITY_HEADERS: IdentityHeaders = {
@@ -18,7 +19,7 @@ export const DEFAULT_IDENTITY_HEADERS: IdentityHeaders = {
 
 /** An upstream config with test defaults. */
 export function upstreamConfig(url: string, o: Partial<UpstreamConfig> = {}): UpstreamConfig {
-  return { url, timeout: 5_000, assertion: false, max_sockets: 16, ...o };
+  return { url, timeout: 5_000, assertion: false, max_sockets: 16, method_override: false, ...o };
 }
 
 export interface ProxyHarness {
@@ -29,8 +30,10 @@ export interface ProxyHarness {
   url: string;
   results: UpstreamResult[];
   logs: { level: string; obj: Record<string, unknown> }[];
-  /** Per-request overrides of the forward target (mutable between tests). */
-  target: (req: http.IncomingMessage) => Partial<ForwardTarget>;
+  /** The mutate stage the harness runs before forwarding (as the gateway pipeline does). */
+  mutator: HeaderMutator;
+  /** Per-request overrides of the forward target and header plan (mutable between tests). */
+  target: (req: http.IncomingMessage) => Partial<ForwardTarget & HeaderPlan>;
   close(): Promise<void>;
 }
 
@@ -50,15 +53,14 @@ export async function startProxyHarness(o: HarnessOptions = {}): Promise<ProxyHa
   const results: UpstreamResult[] = [];
   const logs: ProxyHarness['logs'] = [];
   const mk = (level: string) => (obj: Record<string, unknown>) => logs.push({ level, obj });
+  const mutator = createHeaderMutator({ upstreams, identityHeaders: o.identityHeaders ?? DEFAULT_IDENTITY_HEADERS, trustProxy: o.trustProxy ?? [] });
   const proxy = createProxy({
     upstreams,
-    identityHeaders: o.identityHeaders ?? DEFAULT_IDENTITY_HEADERS,
-    trustProxy: o.trustProxy ?? [],
     onUpstreamResult: (r) => results.push(r),
     log: { debug: mk('debug'), warn: mk('warn'), error: mk('error') },
   });
   const h = {} as ProxyHarness;
-  const targetOf = (req: http.IncomingMessage): ForwardTarget => {
+  const targetOf = (req: http.IncomingMessage): ForwardTarget & HeaderPlan => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     return {
@@ -68,24 +70,26 @@ export async function startProxyHarness(o: HarnessOptions = {}): Promise<ProxyHa
       identity: null,
       gatewayCookieNames: [],
       stripBearer: false,
-      clientIp: req.socket.remoteAddress ?? '',
       proto: 'http',
       ...h.target(req),
     };
   };
   const server = http.createServer((req, res) => {
-    proxy.stripIdentityHeaders(req);
-    proxy.forward(req, res, targetOf(req));
+    const t = targetOf(req);
+    mutator.apply(req, t);
+    proxy.forward(req, res, t);
   });
   server.on('upgrade', (req: http.IncomingMessage, socket, head: Buffer) => {
-    proxy.stripIdentityHeaders(req);
-    proxy.upgrade(req, socket, head, targetOf(req));
+    const t = { ...targetOf(req), websocket: true };
+    mutator.apply(req, t);
+    proxy.upgrade(req, socket, head, t);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
   Object.assign(h, {
     echo,
     proxy,
+    mutator,
     server,
     url: `http://127.0.0.1:${port}`,
     results,

@@ -1,0 +1,294 @@
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.js';
+import { AuthErrors, GatewayError, PolicyErrors, type ErrorDef } from '../errors/index.js';
+import type { Metrics, AuthDecision } from '../metrics/index.js';
+import {
+  decideRequest,
+  isVerdict,
+  matchRequest,
+  parseRequest,
+  type PolicyContext,
+  type RequestFacts,
+  type Resolved,
+  type RouteTable,
+  type Verdict,
+} from '../policy/index.js';
+import { writeProblemToSocket, type Proxy } from '../proxy/index.js';
+import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
+import { checkFraming } from './framing.js';
+import { methodOverrideValues, type HeaderMutator, type HeaderPlan } from './mutate.js';
+
+/** Who sent a request, and how (the authenticate stage; see src/http/authenticate.ts). */
+export interface RequestAuth {
+  identity: TokenIdentity | null;
+  via: 'bearer' | 'cookie' | null;
+  /** A bearer token was sent but is not valid. */
+  bearerError: GatewayError | null;
+  /** The request carried one of our bearer tokens (it never goes upstream). */
+  stripBearer: boolean;
+  /** `Set-Cookie` values to send back (silent refresh, or clearing dead cookies). */
+  setCookies: string[];
+}
+
+/** A per-route rate limiter: false when it answered the request (429) itself. */
+export type RouteLimiter = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+
+/** Everything the request pipeline needs; rebuilt when the config is reloaded. */
+export interface GatewayState {
+  config: Config;
+  routes: RouteTable;
+  /** The decision context (routes, method-override upstreams, origins). */
+  policy: PolicyContext;
+  /** The mutate stage of this config's upstreams and identity header names. */
+  mutator: HeaderMutator;
+  /** Rate limiters of routes with `rate_limit`, by route name. */
+  limiters: Map<string, RouteLimiter>;
+}
+
+export interface GatewayDeps {
+  state: () => GatewayState;
+  auth: AuthService;
+  proxy: Proxy;
+  metrics: Metrics;
+  log: Logger;
+  /** The express app serving the auth API, pages and JWKS. */
+  authApp: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Security headers for the gateway's own responses. */
+  securityHeaders: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Headers on every response, proxied ones included (HSTS under TLS). */
+  responseHeaders: () => Readonly<Record<string, string>> | undefined;
+  /** The one responder: problem+json, or an HTML page for browsers. */
+  sendError: (req: IncomingMessage, res: ServerResponse, err: unknown) => void;
+  clientIp: (req: IncomingMessage) => string;
+  /** The authenticate stage: bearer token, else session cookie (with silent refresh). */
+  authenticate: (req: IncomingMessage) => Promise<RequestAuth>;
+  /** The gateway's own cookie names, never forwarded upstream. */
+  cookieNames: string[];
+  /** Signs an upstream assertion (`X-Auth-Assertion`). */
+  signAssertion: (input: { sub: string; username: string; email: string | null; roles: readonly string[]; upstream: string }) => Promise<string>;
+}
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+const methodLabel = (m: string | undefined) => (m && KNOWN_METHODS.has(m) ? m : 'OTHER');
+const DECISION_LABELS = new Set<string>(['allow', 'unauthenticated', 'forbidden', 'mfa_required', 'csrf', 'deny']);
+const ERROR_DEFS: Record<string, ErrorDef> = { ...PolicyErrors, method_not_allowed: AuthErrors.method_not_allowed };
+
+/** True for a browser navigation: GET/HEAD that prefers HTML. */
+export function wantsHtml(req: IncomingMessage): boolean {
+  const accept = req.headers.accept;
+  return (req.method === 'GET' || req.method === 'HEAD') && accept !== undefined && accept.includes('text/html');
+}
+
+/** The facts the decision function reads, taken from the request once. */
+function factsOf(req: IncomingMessage, upgrade: boolean): RequestFacts {
+  const h = req.headers;
+  const overrides = h['x-http-method-override'] !== undefined || h['x-http-method'] !== undefined || h['x-method-override'] !== undefined || req.rawHeaders.some((n, i) => i % 2 === 0 && n.includes('_'));
+  return {
+    method: req.method ?? 'GET',
+    target: req.url ?? '',
+    host: h.host,
+    methodOverrides: overrides ? methodOverrideValues(req) : undefined,
+    upgrade,
+    origin: h.origin,
+    referer: h.referer,
+    browser: wantsHtml(req),
+  };
+}
+
+/** The error a refusing verdict is answered with (401s carry the RFC 6750 challenge). */
+function verdictError(v: Verdict, a: RequestAuth | null): GatewayError {
+  if (v.code === PolicyErrors.invalid_token.code && a?.bearerError) return a.bearerError;
+  const def = ERROR_DEFS[v.code ?? 'bad_request'] ?? PolicyErrors.bad_request;
+  if (def === PolicyErrors.unauthenticated || def === PolicyErrors.invalid_token) {
+    const challenge = def === PolicyErrors.invalid_token ? 'Bearer realm="portcullis", error="invalid_token"' : 'Bearer realm="portcullis"';
+    return new GatewayError(def, v.detail, { headers: { 'www-authenticate': challenge } });
+  }
+  return new GatewayError(def, v.detail);
+}
+
+/**
+ * The request pipeline, one stage after the other, for HTTP requests and WebSocket upgrades alike:
+ * framing → strip identity headers → normalize → match → (rate limit) → authenticate →
+ * authorize (the one decision function) → mutate headers → forward. The hot path does no I/O of
+ * its own: tokens are verified locally (cached) and revocation is a local lookup.
+ */
+export function createGateway(d: GatewayDeps) {
+  const authPaths = (prefix: string, path: string) => path === prefix || path.startsWith(prefix + '/') || path === '/.well-known/jwks.json';
+
+  function record(req: IncomingMessage, res: ServerResponse, started: bigint, route: () => string) {
+    res.once('close', () => {
+      d.metrics.requestDone(route(), methodLabel(req.method), res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
+    });
+  }
+
+  /** Every authorization outcome on a route: one metric and, for denials, one log event. */
+  function audit(v: Verdict, req: IncomingMessage, path: string, identity: TokenIdentity | null) {
+    if (!v.route || !DECISION_LABELS.has(v.decision)) return;
+    d.metrics.authDecisions.inc({ route: v.route.name, decision: v.decision as AuthDecision });
+    if (v.decision !== 'allow') {
+      d.log.info(
+        { event: 'access_denied', granted: false, route: v.route.name, decision: v.decision, reason: v.reason, method: req.method, path, user: identity?.username ?? null, ip: d.clientIp(req) },
+        'access denied',
+      );
+    }
+  }
+
+  type Outcome =
+    | { ok: true; resolved: Resolved; auth: RequestAuth }
+    | { ok: false; error: GatewayError; routeLabel: string; redirect?: string; setCookies?: string[]; answered?: boolean };
+
+  /** Stages match → rate limit → authenticate → authorize, shared by requests and upgrades. */
+  async function authorize(req: IncomingMessage, facts: RequestFacts, parsed: ReturnType<typeof parseRequest>, res: ServerResponse, onRoute: (name: string) => void): Promise<Outcome> {
+    const st = d.state();
+    if (isVerdict(parsed)) return { ok: false, error: verdictError(parsed, null), routeLabel: '_invalid' };
+    const resolved = matchRequest(st.policy, parsed, facts);
+    if (isVerdict(resolved)) {
+      if (resolved.route) onRoute(resolved.route.name);
+      return { ok: false, error: verdictError(resolved, null), routeLabel: resolved.route?.name ?? (resolved.decision === 'no_route' ? '_none' : '_invalid') };
+    }
+    const route = resolved.route;
+    onRoute(route.name);
+    const limiter = st.limiters.get(route.name);
+    if (limiter && !(await limiter(req, res))) {
+      return { ok: false, error: new GatewayError(AuthErrors.rate_limited), routeLabel: route.name, answered: true };
+    }
+    // Authenticated even on deny routes, so the audit log says who knocked.
+    const a = await d.authenticate(req);
+    const v = decideRequest(st.policy, resolved, { identity: a.identity, via: a.via, invalidToken: a.bearerError !== null }, facts);
+    audit(v, req, resolved.normalized.path, a.identity);
+    if (v.decision === 'allow') return { ok: true, resolved, auth: a };
+    let redirect = v.redirect;
+    if (v.decision === 'mfa_required' && redirect !== undefined && a.identity) {
+      // A browser is sent where it can get the factor: enrollment when the user has none yet,
+      // otherwise a fresh sign-in (which will ask for the code).
+      const user = await d.auth.currentUser(a.identity).catch(() => null);
+      if (user && !user.mfaEnabled) redirect = `${st.config.auth.prefix}/2fa/setup?rd=${encodeURIComponent(v.returnTo ?? '/')}`;
+    } else if (v.decision === 'mfa_required') {
+      redirect = undefined;
+    }
+    return { ok: false, error: verdictError(v, a), routeLabel: route.name, redirect, setCookies: a.setCookies };
+  }
+
+  /** Stage "mutate": the header plan of an allowed request. */
+  async function plan(req: IncomingMessage, o: Extract<Outcome, { ok: true }>, websocket: boolean): Promise<HeaderPlan> {
+    const { config } = d.state();
+    const upstream = o.resolved.route.config.upstream!;
+    const id = o.auth.identity;
+    // A signed assertion is minted per request (60 s, aud = upstream) for upstreams that ask.
+    const assertion = id && config.upstreams[upstream]?.assertion ? await d.signAssertion({ sub: id.sub, username: id.username, email: id.email, roles: id.roles, upstream }) : undefined;
+    return {
+      upstream,
+      identity: id && { sub: id.sub, username: id.username, email: id.email, roles: [...id.roles] },
+      assertion,
+      gatewayCookieNames: d.cookieNames,
+      // Our own bearer token never reaches an upstream, valid or not; a foreign one is the
+      // upstream's business.
+      stripBearer: o.auth.stripBearer,
+      proto: config.tls ? 'https' : 'http',
+      keepMethodOverride: o.resolved.overrideHonoured,
+      websocket,
+    };
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
+    let routeLabel = '_invalid';
+    record(req, res, started, () => routeLabel);
+    const st = d.state();
+    const extra = d.responseHeaders();
+    if (extra) for (const [k, v] of Object.entries(extra)) res.setHeader(k, v);
+    const framing = checkFraming(req, st.config.limits.max_header_lines);
+    if (framing) {
+      // The body (if any) is not read: the connection cannot be trusted for another request.
+      res.setHeader('connection', 'close');
+      d.securityHeaders(req, res);
+      d.sendError(req, res, framing);
+      return;
+    }
+    st.mutator.strip(req);
+    const facts = factsOf(req, false);
+    const parsed = parseRequest(facts);
+    if (!isVerdict(parsed) && authPaths(st.config.auth.prefix, parsed.normalized.path)) {
+      routeLabel = '_auth';
+      req.url = parsed.normalized.path + (parsed.normalized.query ? `?${parsed.normalized.query}` : '');
+      d.authApp(req, res);
+      return;
+    }
+    const o = await authorize(req, facts, parsed, res, (name) => (routeLabel = name));
+    if (!o.ok) {
+      routeLabel = o.routeLabel;
+      if (o.answered) return;
+      d.securityHeaders(req, res);
+      if (o.setCookies?.length) res.setHeader('set-cookie', o.setCookies);
+      if (o.redirect) {
+        res.writeHead(302, { location: o.redirect, 'cache-control': 'no-store', 'content-length': 0 });
+        res.end();
+        return;
+      }
+      d.sendError(req, res, o.error);
+      return;
+    }
+    // Set now so an upstream failure (502/504) still hands the browser its rotated cookies;
+    // on success the proxy appends them to the upstream's own.
+    if (o.auth.setCookies.length) res.setHeader('set-cookie', o.auth.setCookies);
+    const p = await plan(req, o, false);
+    st.mutator.apply(req, p);
+    const n = o.resolved.normalized;
+    d.proxy.forward(req, res, { upstream: p.upstream, path: n.path, query: n.query, setCookies: o.auth.setCookies, responseHeaders: extra });
+  }
+
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    // writeProblemToSocket ends the socket and destroys it once flushed: a refused client
+    // that stays half-open must not keep a descriptor.
+    const extra = d.responseHeaders();
+    const fail = (err: GatewayError, setCookies?: readonly string[]) =>
+      writeProblemToSocket(socket, extra ? new GatewayError({ code: err.code, status: err.status, title: err.title }, err.message, { extra: err.extra, headers: { ...extra, ...err.headers } }) : err, setCookies);
+    socket.on('error', () => socket.destroy());
+    const st = d.state();
+    const framing = checkFraming(req, st.config.limits.max_header_lines);
+    if (framing) {
+      fail(framing);
+      return;
+    }
+    st.mutator.strip(req);
+    const facts = factsOf(req, true);
+    const parsed = parseRequest(facts);
+    if (!isVerdict(parsed) && authPaths(st.config.auth.prefix, parsed.normalized.path)) {
+      fail(new GatewayError(PolicyErrors.no_route, 'WebSockets are not served on the auth endpoints.'));
+      return;
+    }
+    // The limiter writes its 429 into a detached response; the socket gets the same answer.
+    const scratch = new ServerResponse(req);
+    const o = await authorize(req, facts, parsed, scratch, () => undefined);
+    if (!o.ok) {
+      if (o.answered) {
+        const retry = scratch.getHeader('retry-after');
+        fail(new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.', { headers: retry === undefined ? {} : { 'retry-after': String(retry) } }));
+        return;
+      }
+      fail(o.error, o.setCookies);
+      return;
+    }
+    const p = await plan(req, o, true);
+    st.mutator.apply(req, p);
+    const n = o.resolved.normalized;
+    d.proxy.upgrade(req, socket, head, { upstream: p.upstream, path: n.path, query: n.query, setCookies: o.auth.setCookies, responseHeaders: extra });
+  }
+
+  return {
+    handle: (req: IncomingMessage, res: ServerResponse) => {
+      handle(req, res).catch((e) => {
+        d.log.error({ err: (e as Error).message, stack: (e as Error).stack }, 'request failed');
+        d.sendError(req, res, e);
+      });
+    },
+    upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      upgrade(req, socket, head).catch((e) => {
+        d.log.error({ err: (e as Error).message }, 'upgrade failed');
+        socket.destroy();
+      });
+    },
+  };
+}

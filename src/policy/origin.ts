@@ -1,0 +1,31 @@
+/** The origin of a URL string, or undefined when it does not parse. */
+function originOf(url: string): string | undefined {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CSRF origin check (SPEC §3.1): the request's `Origin` — or, lacking it, the origin of its
+ * `Referer` — must be the gateway's own origin or an allowed one. A request with neither is
+ * refused: every browser that sends cookies on a cross-site request also sends `Origin`.
+ */
+export function originAllowed(
+  headers: { origin?: string | string[]; referer?: string | string[] },
+  ownOrigin: string,
+  allowedOrigins: readonly string[],
+): boolean {
+  const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
+  let origin = first(headers.origin);
+  if (origin === undefined || origin === 'null') {
+    const referer = first(headers.referer);
+    if (!referer) return false;
+    origin = originOf(referer);
+    if (origin === undefined) return false;
+  }
+  const o = originOf(origin);
+  if (o === undefined || o === 'null') return false;
+  return o === originOf(ownOrigin) || allowedOrigins.some((a) => originOf(a) === o);
+}
