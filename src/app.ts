@@ -172,6 +172,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
       },
     });
   let proxy = makeProxy(config);
+  /** Proxies replaced by a reload, still draining: stop() closes them too (their tunnels would keep server.close() waiting). */
+  const retired = new Set<Proxy>();
   let state: GatewayState;
 
   const makeHelmet = (c: Config) =>
@@ -291,8 +293,12 @@ export async function createApp(opts: AppOptions): Promise<App> {
     writeProblemToSocket(socket, new GatewayError(AuthErrors.method_not_allowed, 'The CONNECT method is not accepted.', { headers: config.tls ? { ...HSTS_HEADERS } : {} }));
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    // Malformed requests (bad request line, oversized headers) get a bare 400.
-    if (socket.writable && !socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    // Requests Node's parser refuses (bad request line, conflicting framing, oversized head) get
+    // a bare 400 (431 for an oversized head) and the connection is closed: nothing after the
+    // unparseable part can be trusted to be a request of its own.
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    const hsts = config.tls ? `Strict-Transport-Security: ${HSTS_HEADERS['strict-transport-security']}\r\n` : '';
+    if (socket.writable && !socket.destroyed) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n${hsts}Content-Length: 0\r\n\r\n`);
     else socket.destroy();
   });
   let inFlight = 0;
@@ -404,8 +410,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
         server.closeIdleConnections();
       }
       // Past the grace (or drained): upstream agents and WebSocket tunnels go first, since
-      // server.close() waits for tunnels that closeAllConnections() does not see.
+      // server.close() waits for tunnels that closeAllConnections() does not see; proxies
+      // retired by a reload still hold theirs.
       proxy.close();
+      for (const old of retired) old.close();
+      retired.clear();
       server.closeAllConnections();
       await closed;
       await new Promise<void>((resolve) => admin.close(() => resolve()));
@@ -425,7 +434,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
           const old = proxy;
           proxy = makeProxy(next);
           // In-flight requests keep their sockets; idle ones go when the old agents close.
-          setTimeout(() => old.close(), config.shutdown_grace).unref();
+          retired.add(old);
+          setTimeout(() => {
+            retired.delete(old);
+            old.close();
+          }, config.shutdown_grace).unref();
         }
         for (const key of ['listen', 'tls', 'admin', 'storage', 'keys', 'auth', 'data_dir'] as const) {
           if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);

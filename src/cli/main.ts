@@ -2,9 +2,9 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, ConfigError, formatProblem, type Config } from '../config/index.js';
+import { loadConfig, locateInFile, ConfigError, formatProblem, type Config } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
-import { compileRoutes, explain, formatExplain, policyContext, routePatternCheck } from '../policy/index.js';
+import { compileRoutes, explain, formatExplain, methodFallthroughWarnings, policyContext, routePatternCheck } from '../policy/index.js';
 import { generateSigningJwk } from '../tokens/index.js';
 import { Lockout, passwordTools, validateUsername } from '../auth/index.js';
 import { Metrics } from '../metrics/index.js';
@@ -101,6 +101,8 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
       const p = parseArgs(rest, { valued: ['config'] });
       const file = configPath(p, io);
       const c = loadConfig(file, io.env, [routePatternCheck]);
+      // Warnings: legal, likely wrong, never fatal (exit 0).
+      for (const w of locateInFile(file, methodFallthroughWarnings(compileRoutes(c.routes)))) io.err(`${formatProblem({ ...w, message: `warning: ${w.message}` })}\n`);
       io.out(`${file}: ok (${c.routes.length} routes, ${Object.keys(c.upstreams).length} upstreams)\n`);
       return 0;
     }

@@ -1,3 +1,3 @@
-export { loadConfig, parseConfig, ConfigError, formatProblem, interpolate, type ConfigProblem, type ConfigCheck } from './load.js';
+export { loadConfig, parseConfig, ConfigError, formatProblem, interpolate, locateInFile, type ConfigProblem, type ConfigCheck } from './load.js';
 export { parseDuration, formatDuration } from './duration.js';
 export type { Config, RouteConfig, UpstreamConfig, Access, IdentityHeaders, ListenAddr } from './schema.js';

@@ -159,3 +159,18 @@ function deepFreeze<T>(o: T): T {
   }
   return o;
 }
+
+/**
+ * Locates key paths in a config file (for warnings, which `loadConfig` does not raise): returns
+ * one `ConfigProblem` per entry, with the line of the deepest existing node along each path.
+ */
+export function locateInFile(file: string, entries: readonly { path: readonly PropertyKey[]; message: string }[]): ConfigProblem[] {
+  let doc: Document | undefined;
+  const lc = new LineCounter();
+  try {
+    doc = parseDocument(readFileSync(file, 'utf8'), { lineCounter: lc, prettyErrors: false });
+  } catch {
+    doc = undefined;
+  }
+  return entries.map((e) => ({ file, line: doc ? lineOf(doc, lc, e.path) : undefined, path: pathString(e.path), message: e.message }));
+}

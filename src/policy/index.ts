@@ -29,3 +29,4 @@ export { originAllowed } from './origin.js';
 export { validHost } from './host.js';
 export { explain, formatExplain, type ExplainAttempt, type ExplainRequest, type ExplainResult, type ExplainVerdict } from './explain.js';
 export { routePatternCheck } from './check.js';
+export { methodFallthroughWarnings, type PolicyWarning } from './warnings.js';
