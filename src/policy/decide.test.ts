@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { RouteConfig } from '../config/schema.js';
-import { GatewayError } from '../errors/index.js';
-import { assertSemicolonsAllowed, compileRoutes, decide, decisionError, type Decision, type Identity } from './index.js';
+import { compileRoutes, decide, decisionError, isVerdict, policyContext, resolveRequest, type Decision, type Identity, type Resolved, type Verdict } from './index.js';
 import { route } from './test-support.js';
 
 
@@ -113,21 +112,47 @@ describe('decisionError', () => {
   });
 });
 
-describe('assertSemicolonsAllowed', () => {
-  it('rejects ";" on a route without allow_semicolons', () => {
-    const r = compiled('plain', {});
-    expect(() => assertSemicolonsAllowed(r, true)).toThrow(GatewayError);
-    try {
-      assertSemicolonsAllowed(r, true);
-    } catch (e) {
-      expect((e as GatewayError).code).toBe('bad_path');
-      expect((e as GatewayError).status).toBe(400);
-      expect((e as GatewayError).message).toBe('";" in the path is not allowed on route "plain" (set allow_semicolons: true to permit it)');
-    }
+// assertSemicolonsAllowed is gone: the semicolon rule now lives in resolveRequest (matchRequest),
+// so the same checks go through it, for a literal ";" and for "%3B" alike.
+describe('semicolons (through resolveRequest)', () => {
+  const ctx = policyContext(
+    compileRoutes([route('plain', { path: '/plain/**' }), route('semi', { path: '/semi/**' }, { allow_semicolons: true })]),
+    { upstreams: {}, auth: { prefix: '/api/auth', allowed_origins: [] } },
+    'https://gw.example.com',
+  );
+  const resolve = (target: string) => resolveRequest(ctx, { method: 'GET', target, host: 'gw.example.com' });
+
+  it.each(['/plain/a;x', '/plain;jsessionid=1/a', '/plain/a%3Bx', '/plain/a%3bx', '/plain/a;'])('rejects %j on a route without allow_semicolons', (target) => {
+    const r = resolve(target);
+    expect(isVerdict(r)).toBe(true);
+    const v = r as Verdict;
+    expect(v.decision).toBe('bad_request');
+    expect(v.code).toBe('bad_path');
+    expect(v.status).toBe(400);
+    expect(v.reason).toBe('";" in the path is not allowed on route "plain" (set allow_semicolons: true to permit it)');
+    expect(v.route?.name).toBe('plain');
   });
 
-  it('accepts ";" when the route allows it, and paths without ";" anywhere', () => {
-    expect(assertSemicolonsAllowed(compiled('semi', { allow_semicolons: true }), true)).toBeUndefined();
-    expect(assertSemicolonsAllowed(compiled('plain', {}), false)).toBeUndefined();
+  it.each(['/semi/a;x', '/semi;jsessionid=1/a', '/semi/a%3Bx', '/semi/a%3bx'])('accepts %j when the route allows it', (target) => {
+    const r = resolve(target);
+    expect(isVerdict(r)).toBe(false);
+    expect((r as Resolved).route.name).toBe('semi');
+    expect((r as Resolved).normalized.hasSemicolon).toBe(true);
+  });
+
+  it('accepts paths without ";" anywhere', () => {
+    const r = resolve('/plain/a');
+    expect(isVerdict(r)).toBe(false);
+    expect((r as Resolved).route.name).toBe('plain');
+    expect((r as Resolved).normalized.hasSemicolon).toBe(false);
+  });
+
+  it('with no matching route, ";" is still a bad path (400), not a miss (404)', () => {
+    for (const target of ['/nowhere;x', '/nowhere%3Bx']) {
+      const v = resolve(target) as Verdict;
+      expect(isVerdict(v), target).toBe(true);
+      expect(v, target).toMatchObject({ decision: 'bad_request', code: 'bad_path', status: 400, route: null });
+    }
+    expect(resolve('/nowhere')).toMatchObject({ decision: 'no_route', code: 'no_route', status: 404, route: null });
   });
 });

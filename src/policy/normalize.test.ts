@@ -41,12 +41,15 @@ const accepted: [string, string, string, boolean][] = [
   ['/a%2Eb', '/a.b', '', false],
   ['/.%2Ea', '/..a', '', false],
   // other escapes stay encoded with upper-case hex
-  ['/%3b', '/%3B', '', false],
-  ['/a%3bb', '/a%3Bb', '', false],
+  ['/%3b', '/%3B', '', true], // by design: %3B is flagged as a semicolon (SPEC §3.1)
+  ['/a%3bb', '/a%3Bb', '', true], // by design: %3B is flagged as a semicolon
   ['/a%20b', '/a%20b', '', false],
   ['/caf%c3%a9', '/caf%C3%A9', '', false],
   ['/%25', '/%25', '', false],
-  ['/%252e%252e', '/%252e%252e', '', false], // double encoding is data, not a dot segment
+  // '/%252e%252e' used to be accepted as data; double encoding is now 400 (see rejected)
+  ['/%25', '/%25', '', false], // a lone %25 is not double encoding
+  ['/%25zz', '/%25zz', '', false],
+  ['/100%25', '/100%25', '', false],
   ['/%3F%23', '/%3F%23', '', false],
   // printable characters that are not valid in a path get encoded
   ['/a|b', '/a%7Cb', '', false],
@@ -63,7 +66,8 @@ const accepted: [string, string, string, boolean][] = [
   ['/a;b/c', '/a;b/c', '', true],
   ['/a/b;', '/a/b;', '', true],
   ['/x?a=1;b=2', '/x', 'a=1;b=2', false],
-  ['/%3Bjsessionid=1', '/%3Bjsessionid=1', '', false],
+  ['/%3Bjsessionid=1', '/%3Bjsessionid=1', '', true], // by design: %3B is flagged as a semicolon
+  ['/x?a=%3B', '/x', 'a=%3B', false],
 ];
 
 /** [raw target, fragment of the reason] */
@@ -92,6 +96,15 @@ const rejected: [string, RegExp][] = [
   ['/a%09', /encoded control character \(%09\)/],
   ['/a%1F', /encoded control character \(%1F\)/],
   ['/a%7f', /encoded control character \(%7F\)/],
+  // double-encoded bytes (SPEC §3.1): an upstream that decodes twice would read another path
+  ['/%252e%252e', /double-encoded character "%252e"/],
+  ['/public/%252e%252e/admin', /double-encoded/],
+  ['/a%252fb', /double-encoded/],
+  ['/a%252Fb', /double-encoded/],
+  ['/a%255cb', /double-encoded/],
+  ['/a%253Bb', /double-encoded/],
+  ['/a%2500', /double-encoded/],
+  ['/%2561dmin', /double-encoded/],
   // invalid escapes
   ['/%zz', /invalid percent-escape "%zz"/],
   ['/%4', /invalid percent-escape "%4"/],
@@ -179,6 +192,29 @@ function randomPath(next: () => number): string {
 
 /** RFC 3986 path-absolute with canonical escapes and no empty, "." or ".." segment (except a trailing ""). */
 const VALID_PATH = /^\/(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-F]{2})+\/?)*$/;
+
+describe('normalizePath: double encoding spelled with escaped hex digits', () => {
+  // `%25` followed by escaped hex digits decodes (once) to `%25XX`: the forwarded path would carry
+  // a double-encoded byte the gateway never matched (`/public/%252e%252e/admin` reads as
+  // `/public/../admin` upstream after two decodes). It must be refused, or at least never come
+  // out as `%25XX`. (Fails against normalize.ts as of this commit: see the report.)
+  it.each([
+    '/public/%25%32%65%25%32%65/admin',
+    '/%25%36%31dmin',
+    '/a%25%32%66b',
+    '/%254%31',
+  ])('%j is refused or keeps no %25XX', (raw) => {
+    let path: string | undefined;
+    try {
+      path = normalizePath(raw).path;
+    } catch (e) {
+      expect(e, raw).toBeInstanceOf(GatewayError);
+      expect((e as GatewayError).code, raw).toBe('bad_path');
+      return;
+    }
+    expect(path, raw).not.toMatch(/%25[0-9A-Fa-f]{2}/);
+  });
+});
 
 describe('normalizePath: properties over generated targets', () => {
   const next = rng(42);

@@ -1,7 +1,7 @@
 import type { RouteConfig } from '../config/schema.js';
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/index.js';
-import { compileRoutes, normalizePath } from './index.js';
+import { compileRoutes, matchKey, normalizePath } from './index.js';
 import { compilePathPattern } from './routes.js';
 import { route } from './test-support.js';
 
@@ -15,21 +15,21 @@ function pathMatches(pattern: string, path: string): boolean {
 const pathCases: [string, string, boolean][] = [
   // literals
   ['/admin', '/admin', true],
-  ['/admin', '/admin/', false],
+  ['/admin', '/admin/', true], // by design: keys drop the trailing slash (Express non-strict routing)
   ['/admin', '/admin/x', false],
   ['/admin', '/administrator', false],
-  ['/admin', '/Admin', false],
+  ['/admin', '/Admin', true], // by design: case-insensitive unless match.case_sensitive (see below)
   ['/admin/', '/admin/', true],
-  ['/admin/', '/admin', false],
+  ['/admin/', '/admin', true], // by design: the pattern's trailing slash is dropped too
   ['/', '/', true],
   ['/', '/a', false],
   // "*" stays inside one segment
   ['/files/*', '/files/a', true],
   ['/files/*', '/files/a.txt', true],
-  ['/files/*', '/files/', true],
+  ['/files/*', '/files/', false], // by design: the key of /files/ is /files (no empty last segment)
   ['/files/*', '/files', false],
   ['/files/*', '/files/a/b', false],
-  ['/files/*', '/files/a/', false],
+  ['/files/*', '/files/a/', true], // by design: trailing slash ignored, key /files/a
   ['/*', '/', true],
   ['/*', '/anything', true],
   ['/*', '/a/b', false],
@@ -68,7 +68,7 @@ const pathCases: [string, string, boolean][] = [
   ['/a/**/b', '/ab', false],
   ['/a/**/b', '/a/b/c', false],
   ['/a/**/b/', '/a/x/b/', true],
-  ['/a/**/b/', '/a/x/b', false],
+  ['/a/**/b/', '/a/x/b', true], // by design: trailing slash ignored on both sides
   // several "**" (general matcher)
   ['/api/**/admin/**', '/api/admin', true],
   ['/api/**/admin/**', '/api/v1/admin/users/1', true],
@@ -96,8 +96,10 @@ const pathCases: [string, string, boolean][] = [
   ['/a|b', '/b', false],
   ['/a|b', '/a%7Cb', true], // pattern literals are canonicalized like request paths
   ['/%61dmin/**', '/admin/x', true],
-  ['/a%3bb', '/a%3Bb', true],
-  ['/a;b', '/a;b', true],
+  // '/a%3bb' and '/a;b' used to be literal patterns; ';' in a pattern is now a config error (see below)
+  ['/a', '/a;b', true], // by design: path parameters are cut from the key
+  ['/a', '/a%3Bb', true], // %3B is a ';'
+  ['/a/b', '/a;x/b;y', true],
   // escapes left in the path are compared literally
   ['/files/*', '/files/a%2Fb', true],
   ['/caf%C3%A9', '/caf%C3%A9', true],
@@ -170,6 +172,12 @@ describe('path patterns', () => {
     ['/a#x', /"\?" or "#"/],
     ['admin/**', /must start with "\/"/],
     ['/a b', /a space/],
+    ['/a;b', /must not contain ";"/],
+    ['/a%3bb', /must not contain ";"/],
+    ['/a%3Bb/**', /must not contain ";"/],
+    ['/a/...', /made only of dots and spaces/],
+    ['/a/%20./b', /made only of dots and spaces/],
+    ['/%252e/x', /double-encoded/],
   ])('rejects the pattern %j at compile time', (pattern, why) => {
     let err: unknown;
     try {
@@ -187,8 +195,10 @@ describe('path patterns', () => {
 
   it('collapses runs of "/" in a pattern and exposes the canonical pattern', () => {
     const table = compileRoutes([route('r', { path: '//a///%62/' })]);
-    expect(table.routes[0].pathPattern).toBe('/a/b/');
+    // by design: the canonical pattern has no trailing slash (it is keyed like request paths)
+    expect(table.routes[0].pathPattern).toBe('/a/b');
     expect(table.match({ host: undefined, method: 'GET', path: '/a/b/' })?.name).toBe('r');
+    expect(table.match({ host: undefined, method: 'GET', path: '/a/b' })?.name).toBe('r');
   });
 });
 
@@ -300,5 +310,66 @@ describe('route table', () => {
   it('matchesPath reports the path check alone', () => {
     expect(table.routes[0].matchesPath('/admin')).toBe(true);
     expect(table.routes[0].matchesPath('/adminx')).toBe(false);
+  });
+});
+
+describe('matching keys (SPEC §3.1)', () => {
+  const at = (table: ReturnType<typeof compileRoutes>, path: string): string | undefined => table.match({ host: undefined, method: 'GET', path })?.name;
+
+  it('folds case by default; match.case_sensitive compares the unfolded key', () => {
+    const folded = compileRoutes([route('r', { path: '/Admin/**' })]);
+    expect(folded.routes[0].pathPattern).toBe('/admin/**');
+    for (const p of ['/Admin/x', '/admin/x', '/ADMIN/X', '/aDmIn']) expect(at(folded, p), p).toBe('r');
+    const sensitive = compileRoutes([route('r', { path: '/Admin/**', case_sensitive: true })]);
+    expect(sensitive.routes[0].pathPattern).toBe('/Admin/**');
+    expect(at(sensitive, '/Admin/x')).toBe('r');
+    expect(at(sensitive, '/admin/x')).toBeUndefined();
+    expect(at(sensitive, '/ADMIN/x')).toBeUndefined();
+  });
+
+  it('case-sensitive routes still cut parameters and trim trailing dots and spaces', () => {
+    const sensitive = compileRoutes([route('r', { path: '/Admin/**', case_sensitive: true })]);
+    for (const p of ['/Admin./x', '/Admin%20/x', '/Admin;v=1/x', '/Admin%3Bv/x', '/Admin/', '/Admin.']) expect(at(sensitive, p), p).toBe('r');
+    expect(at(sensitive, '/admin./x')).toBeUndefined();
+  });
+
+  it('trailing dots and spaces of each segment are ignored, on both sides', () => {
+    const table = compileRoutes([route('internal', { path: '/internal/**' }), route('dotted', { path: '/files./a%20' })]);
+    expect(table.routes[1].pathPattern).toBe('/files/a');
+    for (const p of ['/internal./x', '/internal%20/x', '/internal.%20./x', '/internal...', '/internal/x./y%20', '/INTERNAL./']) {
+      expect(at(table, p), p).toBe('internal');
+    }
+    for (const p of ['/files/a', '/files./a.', '/FILES/A/']) expect(at(table, p), p).toBe('dotted');
+    // inner dots and leading dots are data
+    expect(at(table, '/inter.nal/x')).toBeUndefined();
+    expect(at(table, '/.internal/x')).toBeUndefined();
+  });
+
+  it('escapes are compared in one case too', () => {
+    const table = compileRoutes([route('r', { path: '/caf%c3%a9' })]);
+    expect(at(table, normalizePath('/CAF%C3%A9').path)).toBe('r');
+    expect(at(table, normalizePath('/caf%c3%a9/').path)).toBe('r');
+  });
+
+  it('a disguised dot segment in the path throws bad_path instead of matching', () => {
+    const table = compileRoutes([route('r')]);
+    for (const p of ['/a/...', '/a/..%20/b', '/a/.%20', '/a/%20', '/a/...;x']) {
+      let err: unknown;
+      try {
+        table.match({ host: undefined, method: 'GET', path: p });
+      } catch (e) {
+        err = e;
+      }
+      expect(err, p).toBeInstanceOf(GatewayError);
+      expect((err as GatewayError).code, p).toBe('bad_path');
+    }
+  });
+
+  it('uses the key given with the request, and matchesKey agrees with matchesPath', () => {
+    const table = compileRoutes([route('admin', { path: '/admin/**' }), route('rest', { path: '/**' })]);
+    expect(table.match({ host: undefined, method: 'GET', path: '/x', key: matchKey('/ADMIN./y') })?.name).toBe('admin');
+    for (const p of ['/admin', '/Admin./x', '/admin;x', '/administrator', '/x/admin']) {
+      expect(table.routes[0].matchesKey(matchKey(p)), p).toBe(table.routes[0].matchesPath(p));
+    }
   });
 });
