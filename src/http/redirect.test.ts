@@ -194,3 +194,9 @@ describe('originAllowed', () => {
     expect(originAllowed({ origin: 'https://evil.example', referer: 'https://gw.example.com/' }, OWN, ALLOWED)).toBe(false);
   });
 });
+
+describe('originAllowed: Origin null', () => {
+  it('is refused even with an own Referer (cross-origin redirects send Origin: null and keep the Referer)', () => {
+    expect(originAllowed({ origin: 'null', referer: 'https://gw.example.com/page' }, 'https://gw.example.com', [])).toBe(false);
+  });
+});

@@ -119,22 +119,5 @@ function sameOrigin(a: string, b: string): boolean {
   }
 }
 
-/**
- * CSRF origin check (SPEC §3): the request's `Origin` — or, lacking it, the origin of its
- * `Referer` — must be the gateway's own origin or an allowed one. A request with neither is
- * refused: every browser that sends cookies on a cross-site POST also sends `Origin`.
- */
-export function originAllowed(headers: { origin?: string | string[]; referer?: string | string[] }, ownOrigin: string, allowedOrigins: readonly string[]): boolean {
-  const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
-  let origin = first(headers.origin);
-  if (origin === undefined || origin === 'null') {
-    const referer = first(headers.referer);
-    if (!referer) return false;
-    try {
-      origin = new URL(referer).origin;
-    } catch {
-      return false;
-    }
-  }
-  return sameOrigin(origin, ownOrigin) || allowedOrigins.some((o) => sameOrigin(o, origin!));
-}
+/** The CSRF origin check lives with the decision function; the auth API uses the same one. */
+export { originAllowed } from '../policy/origin.js';

@@ -191,12 +191,23 @@ export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFac
     }
     if (values.size > 1) return refuse(PolicyErrors.bad_request, 'method-override headers name different methods');
     const [over] = values;
-    const candidate = ctx.table.match({ host: req.host, method: over, path: normalized.path, key });
-    if (candidate?.config.upstream !== undefined && ctx.methodOverrideUpstreams.has(candidate.config.upstream)) {
+    const honours = (r: CompiledRoute | undefined) => r?.config.upstream !== undefined && ctx.methodOverrideUpstreams.has(r.config.upstream);
+    const asSent = ctx.table.match({ host: req.host, method: sent, path: normalized.path, key });
+    const asOverridden = ctx.table.match({ host: req.host, method: over, path: normalized.path, key });
+    // The override counts when either reading of the request leads to an upstream that honours
+    // it: then the overriding method is the one matched and authorized (a deny route for it is a
+    // 403, no route a 404). If the overridden method would be forwarded to an upstream that does
+    // not honour overrides while the sent method leads to one that does, the two readings
+    // disagree on who acts: refused.
+    if (honours(asSent) || honours(asOverridden)) {
       if (REFUSED_METHODS.has(over)) return refuse(AuthErrors.method_not_allowed, `the ${over} method is not accepted`);
+      if (asOverridden?.config.upstream !== undefined && !honours(asOverridden)) {
+        return refuse(PolicyErrors.bad_request, `the ${over} override leads to upstream "${asOverridden.config.upstream}", which does not honour method overrides`);
+      }
       method = over;
-      overrideHonoured = true;
-      route = candidate;
+      overrideHonoured = asOverridden !== undefined;
+      route = asOverridden;
+      if (route === undefined) return { ...refuse(PolicyErrors.no_route, 'no route matches this request', null, 'no_route'), detail: 'No route matches this request.' };
     }
   }
   route ??= ctx.table.match({ host: req.host, method, path: normalized.path, key });

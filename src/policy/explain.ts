@@ -1,5 +1,5 @@
-import { decideRequest, resolveRequest, isVerdict, type PolicyContext, type PolicyDecision, type Verdict } from './decide.js';
-import { normalizePath, type NormalizedTarget } from './normalize.js';
+import { decideRequest, isVerdict, matchRequest, parseRequest, type PolicyContext, type PolicyDecision, type Verdict } from './decide.js';
+import type { NormalizedTarget } from './normalize.js';
 
 /** Input of {@link explain}, as given to `portcullis policy explain`. */
 export interface ExplainRequest {
@@ -90,28 +90,20 @@ export function explain(ctx: PolicyContext, req: ExplainRequest): ExplainResult 
   }
   const host = req.host ?? split.host;
   const facts = { method, target: split.target, host };
-  const resolved = resolveRequest(ctx, facts);
-  let normalized: NormalizedTarget | undefined;
-  try {
-    normalized = normalizePath(split.target);
-  } catch {
-    normalized = undefined;
-  }
+  // The gateway's own stages: a request refused before matching tried no route at all.
+  const parsed = parseRequest(facts);
+  const resolved = isVerdict(parsed) ? parsed : matchRequest(ctx, parsed, facts);
+  const normalized: NormalizedTarget | undefined = isVerdict(parsed) ? undefined : parsed.normalized;
   const found = isVerdict(resolved) ? (resolved.route ?? undefined) : resolved.route;
   const tried: ExplainAttempt[] = [];
-  if (normalized !== undefined) {
+  if (!isVerdict(parsed)) {
+    const key = parsed.key;
     for (const r of ctx.table.routes) {
       const mismatches: string[] = [];
       if (!r.matchesHost(host)) mismatches.push(`host ${host === undefined ? '(none)' : `"${host}"`} is not "${r.config.match.host}"`);
       const m = isVerdict(resolved) ? method : resolved.method;
       if (!r.matchesMethod(m)) mismatches.push(`method ${m} is not in [${(r.config.match.methods ?? []).join(', ')}]`);
-      let pathOk = false;
-      try {
-        pathOk = r.matchesPath(normalized.path);
-      } catch {
-        pathOk = false;
-      }
-      if (!pathOk) mismatches.push(`path "${normalized.path}" does not match "${r.pathPattern}"${r.config.match.case_sensitive ? ' (case-sensitive)' : ''}`);
+      if (!r.matchesKey(key)) mismatches.push(`path "${parsed.normalized.path}" does not match "${r.pathPattern}"${r.config.match.case_sensitive ? ' (case-sensitive)' : ''}`);
       tried.push({ name: r.name, index: r.index, matched: r === found, mismatches });
       if (r === found) break;
     }

@@ -37,9 +37,14 @@ const keys: [string, string, string][] = [
   ['/a.b/c', '/a.b/c', '/a.b/c'],
   ['/.well-known/x', '/.well-known/x', '/.well-known/x'],
   ['/..a/b', '/..a/b', '/..a/b'],
-  ['/a%20b', '/a%20b', '/a%20b'],
-  ['/a%2Bb', '/a%2Bb', '/a%2bb'],
-  ['/%20a', '/%20a', '/%20a'],
+  // Escapes of printable ASCII are decoded in the key (Tomcat and Spring decode before routing).
+  ['/a%20b', '/a b', '/a b'],
+  ['/a%2Bb', '/a+b', '/a+b'],
+  ['/%20a', '/ a', '/ a'],
+  ['/%40admin/x', '/@admin/x', '/@admin/x'],
+  ['/api/users%3Apurge', '/api/users:purge', '/api/users:purge'],
+  ['/app/a.json::$DATA', '/app/a.json', '/app/a.json'],
+  ['/app/a.json::$data.', '/app/a.json', '/app/a.json'],
 ];
 
 describe('matchKey', () => {

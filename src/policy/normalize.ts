@@ -75,11 +75,6 @@ export function canonicalSegment(seg: string): string {
       if (v < 0x20 || v === 0x7f) reject(`encoded control character (%${hex2(v)}) in the path`);
       if (v === 0x2f) reject('encoded "/" (%2F) in the path');
       if (v === 0x5c) reject('encoded "\\" (%5C) in the path');
-      // %25 followed by two hex digits is a double-encoded byte (`%252e`, `%252f`, `%2541`):
-      // an upstream that decodes twice would read a different path than the one matched.
-      if (v === 0x25 && isHexDigit(seg.charCodeAt(i + 3)) && isHexDigit(seg.charCodeAt(i + 4))) {
-        reject(`double-encoded character "${seg.slice(i, i + 5)}" in the path`);
-      }
       escaped = true;
       out += isUnreserved(v) ? String.fromCharCode(v) : `%${hex2(v)}`;
       decoded += String.fromCharCode(v);
@@ -95,6 +90,12 @@ export function canonicalSegment(seg: string): string {
     if (escaped) reject(`encoded dot segment "${seg}" in the path`);
     return out;
   }
+  // `%25` followed by two hex digits in the result is a double-encoded byte (`%252e`, `%252f`,
+  // `%2541`, and `%25%32%65`, whose digits were escaped too): an upstream that decodes twice
+  // would read another path than the one matched. Checked on the output, so every spelling
+  // that ends up double-encoded is caught, and normalizing stays idempotent.
+  const dbl = escaped ? /%25[0-9A-F]{2}/i.exec(out) : null;
+  if (dbl) reject(`double-encoded character "${dbl[0]}" in the path`);
   const semi = decoded.indexOf(';');
   const head = semi < 0 ? decoded : decoded.slice(0, semi);
   if (head === '.' || head === '..') reject(`dot segment with parameters "${seg}" in the path`);
@@ -184,18 +185,51 @@ export interface MatchKey {
   readonly folded: string;
 }
 
-/** Fast path: no `;`, no escape, no trailing dot before a `/` or the end, no trailing slash. */
-const PLAIN_KEY = /^(?:\/[^/;%]*[^/;%.])*$/;
-const TRIM_TAIL = /(?:\.|%20)+$/;
+/** Fast path: no `;`, no escape, no `:`, no trailing dot before a `/` or the end, no trailing slash. */
+const PLAIN_KEY = /^(?:\/[^/;%:]*[^/;%:.])*$/;
+const TRIM_TAIL = /[. ]+$/;
+/** NTFS's default data stream: IIS serves `x.json::$DATA` as `x.json`. */
+const NTFS_STREAM = /::\$data$/i;
+
+/**
+ * Decodes, for matching only, every escape of a printable ASCII character except `%`, `/` and
+ * `\` (`%40` → `@`, `%3B` → `;`, `%20` → space): Tomcat, Spring and most frameworks decode them
+ * before routing, so `/%40admin` must meet the route of `/@admin`. Other bytes stay escaped.
+ */
+function decodeForKey(seg: string): string {
+  if (!seg.includes('%')) return seg;
+  return seg.replace(/%([0-9A-Fa-f]{2})/g, (m, h: string) => {
+    const v = parseInt(h, 16);
+    return v >= 0x20 && v <= 0x7e && v !== 0x25 && v !== 0x2f && v !== 0x5c ? String.fromCharCode(v) : m;
+  });
+}
+
+/**
+ * The key form of one canonical segment: escapes of printable ASCII decoded, path parameters cut
+ * (`a;x` → `a`), NTFS's `::$DATA` suffix and trailing dots and spaces trimmed. `''` for a segment
+ * that is empty or only parameters.
+ * @throws GatewayError `bad_path` for a segment made only of dots and spaces (a disguised dot segment)
+ * @internal also used for the literal parts of route patterns
+ */
+export function keySegment(raw: string): string {
+  let seg = decodeForKey(raw);
+  const semi = seg.indexOf(';');
+  if (semi >= 0) seg = seg.slice(0, semi);
+  if (seg === '') return '';
+  const trimmed = seg.replace(TRIM_TAIL, '').replace(NTFS_STREAM, '').replace(TRIM_TAIL, '');
+  if (trimmed === '') reject(`path segment "${raw}" is made only of dots and spaces`);
+  return trimmed;
+}
 
 /**
  * Derives the canonical matching key of a normalized path, so that every spelling an upstream
  * may treat as the same resource matches the same route:
- * - path parameters are cut from each segment (`/admin;x/y` → `/admin/y`, `%3B` alike), as
- *   Tomcat, Jetty and Spring read them;
- * - each segment loses its trailing dots and spaces (`/internal./x`, `/internal%20/x`), as
- *   Windows and IIS read them; a segment made only of dots and spaces (`...`, `..%20`) is a
- *   disguised dot segment and is refused (400);
+ * - escapes of printable ASCII are decoded (`/%40admin` ≡ `/@admin`, `%3B` ≡ `;`);
+ * - path parameters are cut from each segment (`/admin;x/y` → `/admin/y`), as Tomcat, Jetty and
+ *   Spring read them;
+ * - each segment loses its trailing dots and spaces (`/internal./x`, `/internal%20/x`) and the
+ *   `::$DATA` stream suffix, as Windows and IIS read them; a segment made only of dots and
+ *   spaces (`...`, `..%20`) is a disguised dot segment and is refused (400);
  * - empty segments and the trailing slash are dropped (`/admin/` ≡ `/admin`, as Express's
  *   default non-strict routing reads it);
  * - `folded` is lower-cased (IIS, Express and most Windows-hosted apps route case-insensitively).
@@ -206,13 +240,8 @@ export function matchKey(path: string): MatchKey {
   if (PLAIN_KEY.test(path)) return { sensitive: path, folded: path.toLowerCase() };
   const out: string[] = [];
   for (const raw of path.split('/')) {
-    let seg = raw;
-    const semi = seg.search(/;|%3B/i);
-    if (semi >= 0) seg = seg.slice(0, semi);
-    if (seg === '') continue;
-    const trimmed = seg.replace(TRIM_TAIL, '');
-    if (trimmed === '') reject(`path segment "${raw}" is made only of dots and spaces`);
-    out.push(trimmed);
+    const seg = keySegment(raw);
+    if (seg !== '') out.push(seg);
   }
   const sensitive = `/${out.join('/')}`;
   return { sensitive, folded: sensitive.toLowerCase() };

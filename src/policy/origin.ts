@@ -9,8 +9,9 @@ function originOf(url: string): string | undefined {
 
 /**
  * CSRF origin check (SPEC §3.1): the request's `Origin` — or, lacking it, the origin of its
- * `Referer` — must be the gateway's own origin or an allowed one. A request with neither is
- * refused: every browser that sends cookies on a cross-site request also sends `Origin`.
+ * `Referer` — must be the gateway's own origin or an allowed one. A request with neither, or with
+ * `Origin: null`, is refused: every browser that sends cookies on a cross-site request also
+ * sends `Origin`.
  */
 export function originAllowed(
   headers: { origin?: string | string[]; referer?: string | string[] },
@@ -19,7 +20,11 @@ export function originAllowed(
 ): boolean {
   const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
   let origin = first(headers.origin);
-  if (origin === undefined || origin === 'null') {
+  // `Origin: null` is what browsers send from sandboxed frames, data: URLs and after a
+  // cross-origin redirect: the request was not made by a page of ours. Only a missing Origin
+  // falls back to the Referer.
+  if (origin === 'null') return false;
+  if (origin === undefined) {
     const referer = first(headers.referer);
     if (!referer) return false;
     origin = originOf(referer);

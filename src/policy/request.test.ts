@@ -179,10 +179,25 @@ describe('method override', () => {
     expect(evaluate(req('POST', '/app/x', { methodOverrides: ['DELETE'] }), bearer(staff)).decision).toBe('allow');
   });
 
-  it('is ignored when the overriding method leads to a route without upstream', () => {
-    const r = resolved(req('POST', '/files/x', { methodOverrides: ['DELETE'] }));
-    expect(r).toMatchObject({ method: 'POST', overrideHonoured: false });
-    expect(r.route.name).toBe('files');
+  // SPEC §3.1: the POST goes to "legacy", which honours overrides, so the overriding DELETE is the
+  // method authorized, and the deny route for DELETE answers 403 (an earlier design ignored it).
+  it('is judged by the overriding method when the sent one leads to an honouring upstream (deny → 403)', () => {
+    expect(evaluate(req('POST', '/files/x', { methodOverrides: ['DELETE'] }), bearer(admin))).toMatchObject({ decision: 'deny', status: 403, route: { name: 'nodelete' } });
+    expect(evaluate(req('POST', '/files/x'), bearer(staff))).toMatchObject({ decision: 'allow', route: { name: 'files' } });
+  });
+
+  it('is refused when the overriding method would go to an upstream that does not honour it', () => {
+    // POST /s/x goes to "legacy" (honours overrides), DELETE /s/x to "app" (does not): the two
+    // readings disagree on which upstream acts.
+    const ctx2 = policyContext(
+      compileRoutes([
+        route('shared-delete', { path: '/s/**', methods: ['DELETE'] }, { upstream: 'app', access: 'authenticated' }),
+        route('shared', { path: '/s/**' }, { upstream: 'legacy', access: 'authenticated' }),
+      ]),
+      { upstreams: { legacy: { method_override: true }, app: {} }, auth: { prefix: '/api/auth', allowed_origins: [] } },
+      OWN,
+    );
+    expect(evaluateRequest(ctx2, req('POST', '/s/x', { methodOverrides: ['DELETE'] }), bearer(staff))).toMatchObject({ decision: 'bad_request', status: 400 });
   });
 
   it('the same value in several headers and spellings is one method', () => {

@@ -1,6 +1,6 @@
 import type { RouteConfig } from '../config/schema.js';
 import { ConfigErrors, GatewayError } from '../errors/index.js';
-import { canonicalSegment, matchKey, type MatchKey } from './normalize.js';
+import { canonicalSegment, keySegment, matchKey, type MatchKey } from './normalize.js';
 
 /** What route matching looks at. `path` must come from `normalizePath`. */
 export interface RouteRequest {
@@ -137,10 +137,15 @@ function patternSegments(route: RouteConfig, index: number, pattern: string): st
       throw patternError(route, index, pattern, e instanceof Error ? e.message : String(e));
     }
     if (canon === '.' || canon === '..') throw patternError(route, index, pattern, '"." and ".." segments can never match a normalized path');
-    // The same trimming as request keys: `/internal.` and `/internal` are one pattern.
-    const trimmed = canon.replace(/(?:\.|%20)+$/, '');
-    if (trimmed === '') throw patternError(route, index, pattern, `segment "${seg}" is made only of dots and spaces`);
-    segs.push(fold ? trimmed.toLowerCase() : trimmed);
+    // The same key form as request paths: `/internal.`, `/internal%20` and `/internal` are one
+    // pattern, `/%40admin` and `/@admin` too.
+    let keyed: string;
+    try {
+      keyed = keySegment(canon);
+    } catch {
+      throw patternError(route, index, pattern, `segment "${seg}" is made only of dots and spaces`);
+    }
+    segs.push(fold ? keyed.toLowerCase() : keyed);
   });
   return segs;
 }
@@ -221,9 +226,10 @@ function segmentsMatcher(segs: string[]): (path: string) => boolean {
 }
 
 /**
- * Compiles a path pattern. `*` matches within one segment (also the empty one, so `/files/*`
- * matches `/files/`); a whole-segment `**` matches zero or more segments (`/admin/**` matches
- * `/admin`, `/admin/`, `/admin/x/y`). Patterns with at most one `**` and at most one `*` per
+ * Compiles a path pattern against matching keys (see `matchKey`: no empty segments, no trailing
+ * slash). `*` matches within one segment (`/files/*` matches `/files/a`, and `/files/a/`, whose
+ * key is `/files/a`, but not `/files/`, whose key is `/files`); a whole-segment `**` matches zero
+ * or more segments (`/admin/**` matches `/admin`, `/admin/`, `/admin/x/y`). Patterns with at most one `**` and at most one `*` per
  * segment become one anchored RegExp (linear on any input); others use {@link segmentsMatcher}.
  * @internal exported for tests
  */
@@ -282,9 +288,10 @@ class Route implements CompiledRoute {
  * ignored unless the pattern has one (then it must be equal); `*.example.com` matches one or more
  * labels before `.example.com` but not `example.com`; a route without `host` matches any host,
  * including a request without one. Methods: case-insensitive; a list containing `GET` also
- * accepts `HEAD`; no list accepts every method. Paths: see {@link compilePathPattern}; a path
- * pattern must be matched exactly, trailing slash included (`/api/users` does not match
- * `/api/users/`), and percent-escapes are compared in their canonical encoded form.
+ * accepts `HEAD`; no list accepts every method. Paths: patterns and request paths are both
+ * reduced to matching keys (`matchKey`: case-folded unless `match.case_sensitive`, trailing dots
+ * and spaces, path parameters, empty segments and the trailing slash ignored, escapes of
+ * printable ASCII decoded), then compared; see {@link compilePathPattern}.
  *
  * @throws GatewayError `invalid_config` with `extra.path = ['routes', i, 'match', 'path']` for a
  *   pattern that can never match (`..` segments, `**` inside a segment, invalid escapes, …)

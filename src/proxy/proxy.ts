@@ -139,6 +139,15 @@ const REFUSED_CODES = new Set([
 /** Path characters Node itself accepts in a request target. */
 const VALID_PATH = /^[\u0021-\u00ff]+$/;
 
+/** True when `out` carries the body framing of `req` (`Transfer-Encoding: chunked`, or the same `Content-Length`, or neither). */
+function sameFraming(req: http.IncomingMessage, out: http.ClientRequest): boolean {
+  const inTe = req.headers['transfer-encoding'] !== undefined;
+  const outTe = out.getHeader('transfer-encoding');
+  const outCl = out.getHeader('content-length');
+  if (inTe) return outTe !== undefined && /^\s*chunked\s*$/i.test(String(outTe)) && outCl === undefined;
+  return outTe === undefined && String(outCl ?? '') === String(req.headers['content-length'] ?? '');
+}
+
 /** Maps a Node/TLS error to a failure reason (timeouts we detect ourselves are marked before this). */
 export function classifyUpstreamError(err: unknown): UpstreamFailure {
   const code = (err as { code?: unknown } | null)?.code;
@@ -261,6 +270,12 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     selfHandleResponse: true, // hop-by-hop response headers are filtered here
     preserveHeaderKeyCase: true,
   });
+  // http-proxy's `deleteLength` pass rewrites a DELETE or OPTIONS without Content-Length to
+  // `Content-Length: 0` and drops its `Transfer-Encoding: chunked`, then still pipes the decoded
+  // body: the upstream reads that body as a second, smuggled request. Bodies are forwarded with
+  // the framing they came with, for every method.
+  const passes = proxy as unknown as { webPasses: { name: string }[] };
+  passes.webPasses = passes.webPasses.filter((p) => p.name !== 'deleteLength');
   // Without an 'error' listener http-proxy rethrows and crashes the process. Every call passes
   // its own callback, so these only catch what slips through.
   proxy.on('error', (err: Error) => log?.warn({ event: 'proxy_error', err: err.message }, 'proxy error'));
@@ -428,6 +443,14 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
 
     const agent = hookedAgent(up.agent, (creq, o) => {
       x.proxyReq = creq;
+      // The last word on framing: the upstream request must be framed as the client's was
+      // (chunked stays chunked, a length stays that length, no body stays no body).
+      if (!sameFraming(req, creq)) {
+        log?.error({ event: 'framing_mismatch', upstream: up.name, method: req.method }, 'refusing to forward a request whose framing changed');
+        fail(x, res, 'refused', new Error('framing mismatch'), req, t.responseHeaders);
+        creq.destroy();
+        return;
+      }
       creq.path = path;
       if (up.servername) o.servername = up.servername;
       armTimeout(x, creq, up.cfg.timeout, onTimeout);
