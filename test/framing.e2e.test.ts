@@ -57,7 +57,9 @@ async function startRecorder(): Promise<Recorder> {
   });
   server.maxHeadersCount = 0; // record every header line the gateway forwards
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    errors.push(err.code ?? err.message);
+    // A parse error means bytes that were no request of the client's reached the upstream. A
+    // reset is the gateway abandoning an upstream request whose client left: not a parse issue.
+    if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') errors.push(err.code ?? err.message);
     socket.destroy();
   });
   server.on('connect', (req: http.IncomingMessage, socket) => {
