@@ -13,7 +13,7 @@ import { GatewayError, PolicyErrors } from '../errors/index.js';
  * Refused (the connection is closed after the answer): more than `maxHeaderLines` header lines
  * (431); a `Content-Length` that is repeated or not plain digits, a `Transfer-Encoding` that is
  * repeated, is anything but `chunked`, comes with a `Content-Length`, or is sent by an HTTP/1.0
- * client (400 `bad_framing`, RFC 9112 §6.1–6.3); a repeated `Host` (400 `bad_host`).
+ * client (400 `bad_framing`, RFC 9112 §6.1–6.3); a missing or repeated `Host` (400 `bad_host`).
  * @returns the refusal, or null when the request may go on
  */
 export function checkFraming(req: IncomingMessage, maxHeaderLines: number): GatewayError | null {
@@ -40,6 +40,9 @@ export function checkFraming(req: IncomingMessage, maxHeaderLines: number): Gate
     }
   }
   if (host > 1) return new GatewayError(PolicyErrors.bad_host, 'The request has more than one Host header.');
+  // HTTP/1.1 without Host is refused by Node already; an HTTP/1.0 request without one would skip
+  // every host rule and reach the upstream's default virtual host.
+  if (host === 0) return new GatewayError(PolicyErrors.bad_host, 'A Host header is required.');
   if (te > 0) {
     if (te > 1 || cl > 0 || teValue.trim().toLowerCase() !== 'chunked') {
       return new GatewayError(PolicyErrors.bad_framing, 'Transfer-Encoding must be exactly "chunked", once, without Content-Length.');

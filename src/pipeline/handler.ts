@@ -252,6 +252,11 @@ export function createGateway(d: GatewayDeps) {
       fail(framing);
       return;
     }
+    // Only WebSocket upgrades are tunnelled (h2c and others would be rewritten into one below).
+    if (req.method !== 'GET' || (req.headers.upgrade ?? '').trim().toLowerCase() !== 'websocket') {
+      fail(new GatewayError(PolicyErrors.bad_request, 'Only WebSocket upgrades (GET with Upgrade: websocket) are accepted.'));
+      return;
+    }
     st.mutator.strip(req);
     const facts = factsOf(req, true);
     const parsed = parseRequest(facts);

@@ -53,8 +53,11 @@ export interface HeaderMutatorOptions {
 
 /** Headers that make some upstream act on another method than the one the gateway saw. */
 export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method', 'x-method-override'] as const;
-/** Headers that make IIS/Symfony/Zend-style upstreams serve another path than the request line's. */
-const URL_OVERRIDE_HEADERS = new Set(['x-original-url', 'x-rewrite-url']);
+/**
+ * Headers that make IIS/Symfony/Zend-style upstreams serve another path than the request line's,
+ * or another virtual host than the `Host` the route matched on.
+ */
+const URL_OVERRIDE_HEADERS = new Set(['x-original-url', 'x-rewrite-url', 'x-host', 'x-original-host', 'x-forwarded-server']);
 const ASSERTION_HEADER = 'X-Auth-Assertion';
 
 const lowerDashed = (name: string): string => name.toLowerCase().replace(/_/g, '-');

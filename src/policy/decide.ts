@@ -81,6 +81,11 @@ export interface Resolved {
   readonly method: string;
   /** Method-override headers are forwarded (the route's upstream honours them). */
   readonly overrideHonoured: boolean;
+  /**
+   * With an honoured override: the reading by the sent method, which must be authorized too
+   * (an upstream may apply the override to POST only).
+   */
+  readonly alsoAs?: { readonly route: CompiledRoute; readonly method: string };
 }
 
 /** The answer of {@link decideRequest}. */
@@ -177,37 +182,44 @@ export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFac
   const { normalized, key } = parsed;
   const sent = parsed.method;
 
-  // A method override is judged as the upstream reads it: honoured (and authorized) only when
-  // the route it leads to has an upstream with method_override; otherwise the headers are removed.
+  // A method override is judged as the upstream reads it. It counts when the request reaches an
+  // upstream that honours overrides (`method_override: true`); then BOTH readings must pass:
+  // the overriding method (what the upstream acts on when it applies the override) and the sent
+  // one (what it acts on when it does not: most frameworks apply overrides to POST only, so a
+  // DELETE carrying `X-HTTP-Method-Override: GET` is still a DELETE to them). Otherwise the
+  // headers are removed and only the sent method counts.
   let method = sent;
   let overrideHonoured = false;
   let route: CompiledRoute | undefined;
-  const overrides = req.methodOverrides ?? [];
-  if (overrides.length > 0) {
-    const values = new Set<string>();
-    for (const v of overrides) for (const part of v.split(',')) values.add(part.trim().toUpperCase());
-    for (const v of values) {
-      if (!METHOD_TOKEN.test(v)) return refuse(PolicyErrors.bad_request, 'a method-override header does not name a method');
-    }
-    if (values.size > 1) return refuse(PolicyErrors.bad_request, 'method-override headers name different methods');
+  let alsoAs: { route: CompiledRoute; method: string } | undefined;
+  const honours = (r: CompiledRoute | undefined) => r?.config.upstream !== undefined && ctx.methodOverrideUpstreams.has(r.config.upstream);
+  const values = new Set<string>();
+  for (const v of req.methodOverrides ?? []) for (const part of v.split(',')) values.add(part.trim().toUpperCase());
+  for (const v of values) {
+    if (!METHOD_TOKEN.test(v)) return refuse(PolicyErrors.bad_request, 'a method-override header does not name a method');
+  }
+  const asSentFirst = values.size > 0 || normalized.query.includes('_method') ? ctx.table.match({ host: req.host, method: sent, path: normalized.path, key }) : undefined;
+  // Symfony and Laravel also read `_method` from the query string: it counts for honouring upstreams.
+  if (honours(asSentFirst)) for (const v of queryMethods(normalized.query)) values.add(v);
+  if (values.size > 1) return refuse(PolicyErrors.bad_request, 'method overrides name different methods');
+  if (values.size === 1) {
     const [over] = values;
-    const honours = (r: CompiledRoute | undefined) => r?.config.upstream !== undefined && ctx.methodOverrideUpstreams.has(r.config.upstream);
-    const asSent = ctx.table.match({ host: req.host, method: sent, path: normalized.path, key });
+    if (!METHOD_TOKEN.test(over)) return refuse(PolicyErrors.bad_request, 'a method override does not name a method');
+    const asSent = asSentFirst;
     const asOverridden = ctx.table.match({ host: req.host, method: over, path: normalized.path, key });
-    // The override counts when either reading of the request leads to an upstream that honours
-    // it: then the overriding method is the one matched and authorized (a deny route for it is a
-    // 403, no route a 404). If the overridden method would be forwarded to an upstream that does
-    // not honour overrides while the sent method leads to one that does, the two readings
-    // disagree on who acts: refused.
     if (honours(asSent) || honours(asOverridden)) {
       if (REFUSED_METHODS.has(over)) return refuse(AuthErrors.method_not_allowed, `the ${over} method is not accepted`);
-      if (asOverridden?.config.upstream !== undefined && !honours(asOverridden)) {
-        return refuse(PolicyErrors.bad_request, `the ${over} override leads to upstream "${asOverridden.config.upstream}", which does not honour method overrides`);
+      if (asOverridden === undefined || asSent === undefined) {
+        return { ...refuse(PolicyErrors.no_route, `no route matches ${asOverridden ? sent : over} ${normalized.path}`, null, 'no_route'), detail: 'No route matches this request.' };
+      }
+      // Both readings must send the request to the same upstream, one that honours overrides.
+      if (asOverridden.config.upstream !== undefined && (!honours(asOverridden) || asOverridden.config.upstream !== asSent.config.upstream)) {
+        return refuse(PolicyErrors.bad_request, `the ${over} override and the ${sent} request lead to different upstreams`);
       }
       method = over;
-      overrideHonoured = asOverridden !== undefined;
+      overrideHonoured = true;
       route = asOverridden;
-      if (route === undefined) return { ...refuse(PolicyErrors.no_route, 'no route matches this request', null, 'no_route'), detail: 'No route matches this request.' };
+      if (asSent !== asOverridden || sent !== over) alsoAs = { route: asSent, method: sent };
     }
   }
   route ??= ctx.table.match({ host: req.host, method, path: normalized.path, key });
@@ -218,7 +230,28 @@ export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFac
     return { ...refuse(PolicyErrors.bad_path, why, route ?? null), detail: '";" is not allowed in paths on this route.' };
   }
   if (!route) return { ...refuse(PolicyErrors.no_route, 'no route matches this request', null, 'no_route'), detail: 'No route matches this request.' };
-  return { ok: true, route, normalized, key, method, overrideHonoured };
+  return { ok: true, route, normalized, key, method, overrideHonoured, ...(alsoAs ? { alsoAs } : {}) };
+}
+
+/** Values of `_method` parameters in a raw query string, upper-cased. */
+function queryMethods(query: string): string[] {
+  if (!query.includes('_method')) return [];
+  const out: string[] = [];
+  for (const pair of query.split('&')) {
+    const eq = pair.indexOf('=');
+    const name = eq < 0 ? pair : pair.slice(0, eq);
+    if (safeDecode(name) !== '_method') continue;
+    out.push(safeDecode(eq < 0 ? '' : pair.slice(eq + 1)).trim().toUpperCase());
+  }
+  return out;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s.replace(/\+/g, ' '));
+  } catch {
+    return s;
+  }
 }
 
 /** Stages "normalize" and "match" together. */
@@ -241,6 +274,14 @@ export function isVerdict<T extends { readonly ok: true }>(r: T | Verdict): r is
  */
 export function decideRequest(ctx: PolicyContext, resolved: Resolved | Verdict, auth: AuthFacts, req: RequestFacts): Verdict {
   if (isVerdict(resolved)) return resolved;
+  const first = decideOne(ctx, resolved, auth, req);
+  if (first.decision !== 'allow' || resolved.alsoAs === undefined) return first;
+  // An honoured override: the sent method must pass as well (the stricter reading wins).
+  const second = decideOne(ctx, { ...resolved, route: resolved.alsoAs.route, method: resolved.alsoAs.method }, auth, req);
+  return second.decision === 'allow' ? first : second;
+}
+
+function decideOne(ctx: PolicyContext, resolved: Resolved, auth: AuthFacts, req: RequestFacts): Verdict {
   const { route, normalized, method } = resolved;
   const returnTo = normalized.path + (normalized.query ? `?${normalized.query}` : '');
   const access = route.config.access;

@@ -287,3 +287,12 @@ describe('normalizePath: properties over generated targets', () => {
     expect(performance.now() - t0).toBeLessThan(500);
   });
 });
+
+describe('normalizePath: escaped bytes must be valid UTF-8', () => {
+  it.each(['/admin%c0%ae/x', '/%c0%ae%c0%ae/admin', '/admin%ff/x', '/a%80b', '/a%e2%82', '/a%e2%82b'])('%s → 400', (p) => {
+    expect(() => normalizePath(p)).toThrow(/UTF-8/);
+  });
+  it('accepts valid multi-byte escapes', () => {
+    expect(normalizePath('/caf%C3%A9/%E2%82%AC').path).toBe('/caf%C3%A9/%E2%82%AC');
+  });
+});

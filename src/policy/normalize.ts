@@ -34,6 +34,22 @@ function isHexDigit(c: number): boolean {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Refuses a run of escaped bytes that is not valid UTF-8 (overlong forms such as `%C0%AE`, which
+ * lenient decoders read as "."; stray continuation bytes; `%FF`), then empties the run.
+ */
+function checkUtf8(bytes: number[]): void {
+  if (bytes.length === 0) return;
+  try {
+    UTF8.decode(Uint8Array.from(bytes));
+  } catch {
+    reject('percent-escapes that are not valid UTF-8 in the path');
+  }
+  bytes.length = 0;
+}
+
 /** RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */
 function isUnreserved(c: number): boolean {
   return (
@@ -62,6 +78,8 @@ export function canonicalSegment(seg: string): string {
   let escaped = false;
   // Every escape decoded: only used to recognise disguised dot segments.
   let decoded = '';
+  // A run of escaped bytes ≥ 0x80: must be valid UTF-8 (no overlong `%C0%AE` for ".").
+  const high: number[] = [];
   for (let i = 0; i < seg.length; i++) {
     const c = seg.charCodeAt(i);
     if (c === 0x25) {
@@ -76,16 +94,20 @@ export function canonicalSegment(seg: string): string {
       if (v === 0x2f) reject('encoded "/" (%2F) in the path');
       if (v === 0x5c) reject('encoded "\\" (%5C) in the path');
       escaped = true;
+      if (v >= 0x80) high.push(v);
+      else checkUtf8(high);
       out += isUnreserved(v) ? String.fromCharCode(v) : `%${hex2(v)}`;
       decoded += String.fromCharCode(v);
       i += 2;
     } else {
       if (c < 0x21 || c > 0x7e) reject(`${describeChar(c)} in the path`);
       if (c === 0x5c) reject('a literal "\\" in the path');
+      checkUtf8(high);
       out += MUST_ENCODE.has(c) ? `%${hex2(c)}` : seg[i];
       decoded += seg[i];
     }
   }
+  checkUtf8(high);
   if (out === '.' || out === '..') {
     if (escaped) reject(`encoded dot segment "${seg}" in the path`);
     return out;
@@ -185,11 +207,13 @@ export interface MatchKey {
   readonly folded: string;
 }
 
-/** Fast path: no `;`, no escape, no `:`, no trailing dot before a `/` or the end, no trailing slash. */
-const PLAIN_KEY = /^(?:\/[^/;%:]*[^/;%:.])*$/;
+/** Fast path: no `;`, no escape, no `:`, no `~`, no trailing dot before a `/` or the end, no trailing slash. */
+const PLAIN_KEY = /^(?:\/[^/;%:~]*[^/;%:~.])*$/;
 const TRIM_TAIL = /[. ]+$/;
-/** NTFS's default data stream: IIS serves `x.json::$DATA` as `x.json`. */
-const NTFS_STREAM = /::\$data$/i;
+/** NTFS stream syntax (`x::$DATA`, `dir::$INDEX_ALLOCATION`, `dir:$i30:$INDEX_ALLOCATION`). */
+const NTFS_STREAM = /:\$/;
+/** An 8.3 short name (`ADMINI~1`, `PROGRA~1.TXT`), which Windows resolves to the long one. */
+const SHORT_NAME = /^[^~.]{1,6}~[0-9]+(?:\.[^.]{0,3})?$/;
 
 /**
  * Decodes, for matching only, every escape of a printable ASCII character except `%`, `/` and
@@ -206,9 +230,10 @@ function decodeForKey(seg: string): string {
 
 /**
  * The key form of one canonical segment: escapes of printable ASCII decoded, path parameters cut
- * (`a;x` → `a`), NTFS's `::$DATA` suffix and trailing dots and spaces trimmed. `''` for a segment
- * that is empty or only parameters.
- * @throws GatewayError `bad_path` for a segment made only of dots and spaces (a disguised dot segment)
+ * (`a;x` → `a`), trailing dots and spaces trimmed. `''` for a segment that is empty or only
+ * parameters.
+ * @throws GatewayError `bad_path` for a segment made only of dots and spaces (a disguised dot
+ *   segment), NTFS stream syntax (`:$`) or an 8.3 short name (`ADMINI~1`)
  * @internal also used for the literal parts of route patterns
  */
 export function keySegment(raw: string): string {
@@ -216,8 +241,12 @@ export function keySegment(raw: string): string {
   const semi = seg.indexOf(';');
   if (semi >= 0) seg = seg.slice(0, semi);
   if (seg === '') return '';
-  const trimmed = seg.replace(TRIM_TAIL, '').replace(NTFS_STREAM, '').replace(TRIM_TAIL, '');
+  const trimmed = seg.replace(TRIM_TAIL, '');
   if (trimmed === '') reject(`path segment "${raw}" is made only of dots and spaces`);
+  // IIS serves `admin::$INDEX_ALLOCATION` as the directory `admin`, and `ADMINI~1` as
+  // `administration`: spellings no route pattern could anticipate, so they are refused.
+  if (NTFS_STREAM.test(trimmed)) reject(`NTFS stream syntax (":$") in path segment "${raw}"`);
+  if (SHORT_NAME.test(trimmed)) reject(`8.3 short file name "${raw}" in the path`);
   return trimmed;
 }
 
@@ -227,9 +256,9 @@ export function keySegment(raw: string): string {
  * - escapes of printable ASCII are decoded (`/%40admin` ≡ `/@admin`, `%3B` ≡ `;`);
  * - path parameters are cut from each segment (`/admin;x/y` → `/admin/y`), as Tomcat, Jetty and
  *   Spring read them;
- * - each segment loses its trailing dots and spaces (`/internal./x`, `/internal%20/x`) and the
- *   `::$DATA` stream suffix, as Windows and IIS read them; a segment made only of dots and
- *   spaces (`...`, `..%20`) is a disguised dot segment and is refused (400);
+ * - each segment loses its trailing dots and spaces (`/internal./x`, `/internal%20/x`), as
+ *   Windows and IIS read them; a segment made only of dots and spaces (`...`, `..%20`), NTFS
+ *   stream syntax (`admin::$INDEX_ALLOCATION`) and 8.3 short names (`ADMINI~1`) are refused (400);
  * - empty segments and the trailing slash are dropped (`/admin/` ≡ `/admin`, as Express's
  *   default non-strict routing reads it);
  * - `folded` is lower-cased (IIS, Express and most Windows-hosted apps route case-insensitively).

@@ -1,3 +1,5 @@
+const SERIALIZED_ORIGIN = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/@?#\\\s]+$/;
+
 /** The origin of a URL string, or undefined when it does not parse. */
 function originOf(url: string): string | undefined {
   try {
@@ -30,6 +32,9 @@ export function originAllowed(
     origin = originOf(referer);
     if (origin === undefined) return false;
   }
+  // A browser sends a serialized origin (`https://host[:port]`): a value with userinfo, a path, a
+  // query or a fragment is not one, and is refused rather than parsed into one.
+  if (headers.origin !== undefined && !SERIALIZED_ORIGIN.test(origin)) return false;
   const o = originOf(origin);
   if (o === undefined || o === 'null') return false;
   return o === originOf(ownOrigin) || allowedOrigins.some((a) => originOf(a) === o);

@@ -240,3 +240,31 @@ describe('method override', () => {
     expect(resolved(req('POST', '/legacy/admin/x', { methodOverrides: [] }))).toMatchObject({ method: 'POST', overrideHonoured: false });
   });
 });
+
+describe('method override: both readings must pass', () => {
+  const ctx3 = policyContext(
+    compileRoutes([
+      route('mo-read', { path: '/mo/**', methods: ['GET'] }, { upstream: 'mo', access: 'authenticated' }),
+      route('mo-write', { path: '/mo/**' }, { upstream: 'mo', access: { roles: ['admin'] } }),
+    ]),
+    { upstreams: { mo: { method_override: true } }, auth: { prefix: '/api/auth', allowed_origins: [] } },
+    OWN,
+  );
+  const ev = (method: string, extra: Partial<RequestFacts>, who: Identity) => evaluateRequest(ctx3, req(method, '/mo/x', extra), bearer(who));
+
+  it('a DELETE that claims to be a GET is still judged as a DELETE (frameworks apply overrides to POST only)', () => {
+    expect(ev('DELETE', { methodOverrides: ['GET'] }, staff)).toMatchObject({ decision: 'forbidden', route: { name: 'mo-write' } });
+    expect(ev('PUT', { methodOverrides: ['GET'] }, staff)).toMatchObject({ decision: 'forbidden' });
+    expect(ev('DELETE', { methodOverrides: ['GET'] }, admin).decision).toBe('allow');
+  });
+
+  it('a POST overridden to DELETE needs the DELETE rule', () => {
+    expect(ev('POST', { methodOverrides: ['DELETE'] }, staff).decision).toBe('forbidden');
+  });
+
+  it('a `_method` query parameter counts as an override on honouring upstreams', () => {
+    expect(evaluateRequest(ctx3, req('GET', '/mo/x?_method=DELETE'), bearer(staff))).toMatchObject({ decision: 'forbidden' });
+    expect(evaluateRequest(ctx3, req('GET', '/mo/x?_method=GET'), bearer(staff)).decision).toBe('allow');
+    expect(evaluateRequest(ctx3, req('GET', '/mo/x?_method=PUT&_method=GET'), bearer(staff)).decision).toBe('bad_request');
+  });
+});

@@ -142,8 +142,8 @@ function patternSegments(route: RouteConfig, index: number, pattern: string): st
     let keyed: string;
     try {
       keyed = keySegment(canon);
-    } catch {
-      throw patternError(route, index, pattern, `segment "${seg}" is made only of dots and spaces`);
+    } catch (e) {
+      throw patternError(route, index, pattern, e instanceof Error ? e.message.replace(/ in the path$/, '') : String(e));
     }
     segs.push(fold ? keyed.toLowerCase() : keyed);
   });
