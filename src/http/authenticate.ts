@@ -1,22 +1,13 @@
 import type { IncomingMessage } from 'node:http';
 import { GatewayError, PolicyErrors } from '../errors/index.js';
-import type { AuthService, TokenIdentity } from '../auth/index.js';
+import type { AuthService } from '../auth/index.js';
+import type { RequestAuth } from '../pipeline/handler.js';
 import { bearerToken } from './bearer.js';
 import { clearCookies, parseCookies, serializeCookie, type CookieNames } from './cookies.js';
 import { unauthenticated } from './problem.js';
 
-/** Who sent a request, and how. */
-export interface RequestAuth {
-  identity: TokenIdentity | null;
-  /** How the identity was established; `cookie` means CSRF rules apply to unsafe methods. */
-  via: 'bearer' | 'cookie' | null;
-  /** A bearer token was sent but is not valid (401 with `error="invalid_token"`). */
-  bearerError: GatewayError | null;
-  /** The request carried one of our bearer tokens (it never goes upstream). */
-  stripBearer: boolean;
-  /** `Set-Cookie` values to send back (silent refresh, or clearing dead cookies). */
-  setCookies: string[];
-}
+/** Who sent a request, and how: the pipeline's authenticate stage result. */
+export type { RequestAuth } from '../pipeline/handler.js';
 
 export interface AuthenticatorDeps {
   auth: AuthService;

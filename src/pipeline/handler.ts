@@ -20,11 +20,12 @@ import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
 import { checkFraming } from './framing.js';
 import { methodOverrideValues, type HeaderMutator, type HeaderPlan } from './mutate.js';
 
-/** Who sent a request, and how (the authenticate stage; see src/http/authenticate.ts). */
+/** Who sent a request, and how: what the authenticate stage (src/http/authenticate.ts) returns. */
 export interface RequestAuth {
   identity: TokenIdentity | null;
+  /** How the identity was established; `cookie` makes the CSRF rule apply. */
   via: 'bearer' | 'cookie' | null;
-  /** A bearer token was sent but is not valid. */
+  /** A bearer token was sent but is not valid (401 with `error="invalid_token"` off public routes). */
   bearerError: GatewayError | null;
   /** The request carried one of our bearer tokens (it never goes upstream). */
   stripBearer: boolean;
