@@ -167,6 +167,16 @@ describe('portcullis policy explain / keys generate', () => {
     expect(norm.stdout).toContain('/admin/x');
   });
 
+  it('--json prints the decision the gateway would make (same function): /nowhere;x is 400, not 404', async () => {
+    const r = await run(['policy', 'explain', '--json', '--method', 'GET', '--url', '/nowhere;x', ...c()]);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ route: 'everything', decision: 'bad_request', status: 400, code: 'bad_path' });
+    expect(out.anonymous).toMatchObject({ decision: 'bad_request', status: 400 });
+    const host = await run(['policy', 'explain', '--json', '--method', 'TRACE', '--url', '/x', '--host', 'gw.example.com', ...c()]);
+    expect(JSON.parse(host.stdout)).toMatchObject({ decision: 'bad_request', status: 405, code: 'method_not_allowed' });
+  });
+
   it('prints a usable private signing key', async () => {
     const r = await run(['keys', 'generate']);
     expect(r.code).toBe(0);
