@@ -3,48 +3,14 @@
  * each from outside: raw bytes to a real gateway in front of an upstream that records every
  * request it parses. Each test is named after the attack it stops.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addUser, login, rawRequest, startHarness, type Harness, type RawResponse } from './helpers.js';
+import { startRecorder, type Recorder } from './recorder.js';
 
-interface Seen {
-  method: string;
-  url: string;
-  headers: http.IncomingHttpHeaders;
-}
-
-let rec: { url: string; seen: Seen[]; close(): Promise<void> };
+let rec: Recorder;
 let h: Harness;
 let staff: string;
 let admin: string;
-
-async function startRecorder() {
-  const seen: Seen[] = [];
-  const server = http.createServer({ keepAlive: true }, (req, res) => {
-    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
-    req.resume();
-    req.on('end', () => {
-      const body = JSON.stringify({ method: req.method, url: req.url });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  server.on('upgrade', (req, socket) => {
-    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
-    socket.destroy();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
 
 const ROUTES = `
 routes:
@@ -79,7 +45,8 @@ routes:
 `;
 
 beforeAll(async () => {
-  rec = await startRecorder();
+  // Upgrades are recorded, then their socket is destroyed.
+  rec = await startRecorder({ upgrade: 'destroy' });
   h = await startHarness({
     upstreamExtra: `  rec:\n    url: ${rec.url}\n    timeout: 5s\n  mo:\n    url: ${rec.url}\n    timeout: 5s\n    method_override: true\n`,
     routes: ROUTES,

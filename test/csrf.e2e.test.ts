@@ -10,65 +10,11 @@
  * A real gateway on 127.0.0.1:0 in front of a recording upstream (plain HTTP and WebSocket
  * handshakes); sessions come from the real sign-in form; requests are raw socket bytes.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import http from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, login, startHarness, type Harness } from './helpers.js';
-
-interface Seen {
-  method: string;
-  url: string;
-  headers: http.IncomingHttpHeaders;
-  upgrade: boolean;
-}
-
-interface Recorder {
-  url: string;
-  seen: Seen[];
-  close(): Promise<void>;
-}
-
-const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-const acceptOf = (key: string) => createHash('sha1').update(key + WS_GUID).digest('base64');
-
-/** Records every request and every upgrade; upgrades are accepted (101, correct Sec-WebSocket-Accept). */
-async function startRecorder(): Promise<Recorder> {
-  const seen: Seen[] = [];
-  const server = http.createServer({ keepAlive: true }, (req, res) => {
-    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, upgrade: false });
-    req.resume();
-    req.on('end', () => {
-      const body = JSON.stringify({ method: req.method, url: req.url, user: req.headers['x-auth-user'] ?? null });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  const sockets = new Set<Socket | Duplex>();
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex) => {
-    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, upgrade: true });
-    sockets.add(socket);
-    socket.on('error', () => socket.destroy());
-    socket.on('close', () => sockets.delete(socket));
-    const key = String(req.headers['sec-websocket-key'] ?? '');
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptOf(key)}\r\n\r\n`);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
+import { GOOD_PASSWORD, addUser, dechunk, login, startHarness, type Harness } from './helpers.js';
+import { startRecorder, type Recorder } from './recorder.js';
 
 interface Answer {
   status: number;
@@ -102,19 +48,7 @@ function send(url: string, raw: string, opts: { upgrade?: boolean } = {}): Promi
         if (c > 0) headers[l.slice(0, c).trim().toLowerCase()] = l.slice(c + 1).trim();
       }
       let body = end === -1 ? '' : text.slice(end + 4);
-      if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
-        let out = '';
-        let i = 0;
-        for (;;) {
-          const nl = body.indexOf('\r\n', i);
-          if (nl === -1) break;
-          const size = parseInt(body.slice(i, nl), 16);
-          if (!size) break;
-          out += body.slice(nl + 2, nl + 2 + size);
-          i = nl + 2 + size + 2;
-        }
-        body = out;
-      }
+      if (/chunked/i.test(headers['transfer-encoding'] ?? '')) body = dechunk(body);
       resolve({ status: Number(lines[0].split(' ')[1]), headers, body, raw: text });
     };
     const timer = setTimeout(() => (text ? finish() : (sock.destroy(), reject(new Error('no answer within 5 s')))), 5000);
@@ -210,7 +144,8 @@ async function expectCsrf(a: Answer, what: string): Promise<void> {
 const PROPFIND_BODY = '<?xml version="1.0"?><propfind xmlns="DAV:"><allprop/></propfind>';
 
 beforeAll(async () => {
-  rec = await startRecorder();
+  // Upgrades are recorded and accepted (101, correct Sec-WebSocket-Accept).
+  rec = await startRecorder({ upgrade: 'accept' });
   h = await startHarness({ upstreamExtra: `  rec:\n    url: ${rec.url}\n    timeout: 5s\n`, routes: ROUTES, extraYaml: AUTH_YAML });
   host = new URL(h.url).host;
   await addUser(h, 'alice', []);

@@ -17,75 +17,10 @@
  * → 405. Node's own parser answers some of these with a bare 400 before the gateway sees them:
  * a 400 with or without a body is accepted there, but the upstream must have seen nothing.
  */
-import http from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addUser, login, startHarness, type Harness } from './helpers.js';
-
-// ---------------------------------------------------------------------------------------
-// A recording upstream
-
-interface Seen {
-  method: string;
-  url: string;
-  headers: http.IncomingHttpHeaders;
-}
-
-interface Recorder {
-  url: string;
-  port: number;
-  /** Every request the upstream's parser produced, in order (cleared per test). */
-  seen: Seen[];
-  /** Bytes the upstream could not parse as HTTP (also evidence of unframed forwarding). */
-  errors: string[];
-  close(): Promise<void>;
-}
-
-async function startRecorder(): Promise<Recorder> {
-  const seen: Seen[] = [];
-  const errors: string[] = [];
-  const server = http.createServer({ keepAlive: true }, (req, res) => {
-    const s = { method: req.method ?? '', url: req.url ?? '', headers: req.headers };
-    seen.push(s);
-    req.resume();
-    req.on('error', () => undefined);
-    req.on('end', () => {
-      const body = JSON.stringify({ ok: true, method: req.method, url: req.url });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  server.maxHeadersCount = 0; // record every header line the gateway forwards
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    // A parse error means bytes that were no request of the client's reached the upstream. A
-    // reset is the gateway abandoning an upstream request whose client left: not a parse issue.
-    if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') errors.push(err.code ?? err.message);
-    socket.destroy();
-  });
-  server.on('connect', (req: http.IncomingMessage, socket) => {
-    const s = { method: req.method ?? 'CONNECT', url: req.url ?? '', headers: req.headers };
-    seen.push(s);
-    socket.destroy();
-  });
-  const sockets = new Set<Socket>();
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    seen,
-    errors,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
+import { startRecorder, type Recorder } from './recorder.js';
 
 // ---------------------------------------------------------------------------------------
 // Raw client: writes bytes, reads responses until the server closes (or a timeout)
@@ -218,7 +153,9 @@ let host: string;
 let token: string;
 
 beforeAll(async () => {
-  rec = await startRecorder();
+  // Every header line the gateway forwards is recorded; so is every CONNECT, and every parse
+  // error (bytes that were no request of the client's reached the upstream).
+  rec = await startRecorder({ maxHeadersCount: 0, clientErrors: true, connect: true });
   h = await startHarness({ upstreamExtra: `  rec:\n    url: ${rec.url}\n    timeout: 5s\n`, routes: ROUTES });
   host = new URL(h.url).host;
   await addUser(h, 'alice', []);

@@ -157,7 +157,8 @@ export function rawRequest(url: string, raw: string | Buffer): Promise<RawRespon
   });
 }
 
-function dechunk(s: string): string {
+/** The payload of a complete chunked body (trailers ignored). */
+export function dechunk(s: string): string {
   let out = '';
   let i = 0;
   for (;;) {
@@ -171,9 +172,8 @@ function dechunk(s: string): string {
   return out;
 }
 
-/** GET with a raw request target through a socket. */
-export function rawGet(url: string, target: string, headers: Record<string, string> = {}): Promise<RawResponse> {
-  const host = new URL(url).host;
+/** GET with a raw request target through a socket; `host` replaces the Host value (default: the URL's). */
+export function rawGet(url: string, target: string, headers: Record<string, string> = {}, host = new URL(url).host): Promise<RawResponse> {
   const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   return rawRequest(url, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`);
 }

@@ -11,9 +11,7 @@
  * upstream. And the SHIPPED config must not let a signed-in non-admin's `DELETE /admin/x` fall
  * through its method-restricted admin route to the authenticated catch-all.
  */
-import http from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
-import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -23,48 +21,7 @@ import { loadConfig } from '../src/config/index.js';
 import { createApp } from '../src/app.js';
 import { createLogger } from '../src/http/log.js';
 import { addUser, login, rawRequest, startHarness, type Harness, type RawResponse } from './helpers.js';
-
-interface Seen {
-  method: string;
-  url: string;
-  headers: http.IncomingHttpHeaders;
-  rawHeaders: string[];
-}
-
-interface Recorder {
-  url: string;
-  seen: Seen[];
-  close(): Promise<void>;
-}
-
-/** An upstream that records every request it parses and answers a small JSON body. */
-async function startRecorder(): Promise<Recorder> {
-  const seen: Seen[] = [];
-  const server = http.createServer({ keepAlive: true }, (req, res) => {
-    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
-    req.resume();
-    req.on('end', () => {
-      const body = JSON.stringify({ method: req.method, url: req.url });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
-  const sockets = new Set<Socket>();
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
+import { startRecorder, type Recorder, type Seen } from './recorder.js';
 
 const OVERRIDE_HEADERS = ['X-HTTP-Method-Override', 'X-HTTP-Method', 'X-Method-Override'];
 const URL_HEADERS = ['X-Original-URL', 'X-Rewrite-URL'];

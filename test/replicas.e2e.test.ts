@@ -30,7 +30,7 @@ import autocannon from 'autocannon';
 import { decodeJwt } from 'jose';
 import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
 import { GOOD_PASSWORD, runCli, sample, totpAt } from './helpers.js';
-import { postgresReachable } from './services.js';
+import { postgresReachable, redisReachable } from './services.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin/portcullis.js');
@@ -60,21 +60,8 @@ function dbUrl(name: string): string {
 
 const pgReachable = (): Promise<boolean> => postgresReachable(PG_URL);
 
-async function redisReachable(): Promise<boolean> {
-  const r = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  r.on('error', () => undefined);
-  try {
-    await r.connect();
-    return (await r.ping()) === 'PONG';
-  } catch {
-    return false;
-  } finally {
-    r.disconnect();
-  }
-}
-
 const pgUp = await pgReachable();
-const redisUp = await redisReachable();
+const redisUp = await redisReachable(REDIS_URL);
 const up = pgUp && redisUp;
 if (!up && process.env.CI === 'true') {
   throw new Error(`replicas.e2e needs PostgreSQL (${PG_URL}: ${pgUp ? 'up' : 'unreachable'}) and Redis (${REDIS_URL}: ${redisUp ? 'up' : 'unreachable'}), and CI=true requires them`);

@@ -92,6 +92,21 @@ export async function postgresReachable(url: string): Promise<boolean> {
   }
 }
 
+/** True when Redis at `url` answers PING within 2 s (one attempt, no retries). */
+export async function redisReachable(url: string): Promise<boolean> {
+  const { Redis } = await import('ioredis');
+  const r = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  r.on('error', () => undefined);
+  try {
+    await r.connect();
+    return (await r.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    r.disconnect();
+  }
+}
+
 /** A self-signed certificate for 127.0.0.1, made fresh for this run. */
 export function selfSigned(): { cert: string; key: string; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-tls-'));

@@ -12,10 +12,10 @@
  * receives the normalized path, not case-folded.
  */
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import express from 'express';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addUser, login, rawRequest, startHarness, type Harness, type RawResponse } from './helpers.js';
+import { addUser, login, rawGet, startHarness, type Harness, type RawResponse } from './helpers.js';
+import { listenTracked } from './recorder.js';
 
 interface Seen {
   method: string;
@@ -43,22 +43,8 @@ async function startExpressUpstream(): Promise<ExpressUpstream> {
   app.all('/admin/*splat', reply('admin'));
   app.all('/internal/*splat', reply('internal'));
   app.all('/*splat', reply('app'));
-  const server = http.createServer(app);
-  const sockets = new Set<Socket>();
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    seen,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
+  const { url, close } = await listenTracked(http.createServer(app));
+  return { url, seen, close };
 }
 
 interface Served {
@@ -113,9 +99,7 @@ beforeEach(() => {
 
 /** GET with a raw target, as `who`, optionally with another Host. */
 function get(gw: Harness, target: string, token: string | undefined, hostHeader?: string): Promise<RawResponse> {
-  const host = hostHeader ?? new URL(gw.url).host;
-  const auth = token ? `Authorization: Bearer ${token}\r\n` : '';
-  return rawRequest(gw.url, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${auth}Connection: close\r\n\r\n`);
+  return rawGet(gw.url, target, token ? { Authorization: `Bearer ${token}` } : {}, hostHeader);
 }
 
 function problemCode(r: RawResponse): string | undefined {
