@@ -11,6 +11,12 @@ export interface LockoutOptions {
 
 const failKey = (u: string) => `lockout:fail:${u}`;
 const lockKey = (u: string) => `lockout:lock:${u}`;
+const busyKey = (u: string) => `lockout:busy:${u}`;
+/** How long one guess may hold its username's turn (a process that dies mid-check frees it then). */
+const TURN_TTL_MS = 5_000;
+/** How long a guess waits for its turn before it is answered 429. */
+const TURN_WAIT_MS = 1_000;
+const TURN_POLL_MS = 20;
 
 /**
  * Username lockout (SPEC §4): `maxFailures` failed passwords (at sign-in, or as a confirmation
@@ -26,6 +32,35 @@ export class Lockout {
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {}
+
+  /**
+   * Takes the username's turn for one guess (password or code) and checks the lock. Guesses for
+   * one username are checked one at a time, on every replica (the turn lives in the state store):
+   * without that, N concurrent guesses all pass the lock check before any failure is counted,
+   * and a burst gets N tries instead of `maxFailures`. A guess waits up to 1 s for its turn,
+   * then gets 429. Throws 423 while the username is locked. Call the returned function when the
+   * guess is judged (failure counted or success recorded).
+   */
+  async acquire(username: string): Promise<() => Promise<void>> {
+    const key = busyKey(username);
+    const until = Date.now() + TURN_WAIT_MS;
+    while (!(await this.state.setFlagIfAbsent(key, TURN_TTL_MS))) {
+      if (Date.now() >= until) {
+        throw new GatewayError(AuthErrors.rate_limited, 'Another attempt for this account is being checked; try again in a moment.', { headers: { 'retry-after': '1' } });
+      }
+      await new Promise((r) => setTimeout(r, TURN_POLL_MS));
+    }
+    const release = async (): Promise<void> => {
+      await this.state.delete(key).catch(() => undefined);
+    };
+    try {
+      await this.assertUnlocked(username);
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    return release;
+  }
 
   /** Throws 423 with Retry-After while the username is locked. */
   async assertUnlocked(username: string): Promise<void> {

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { AuthErrors, GatewayError, PolicyErrors } from '../errors/index.js';
+import { AuthErrors, GatewayError, PolicyErrors, isError } from '../errors/index.js';
 import type { Database, RevocationList, SessionRecord, UserRecord } from '../store/ports.js';
 import type { Metrics } from '../metrics/index.js';
 import type { TokenService } from '../tokens/index.js';
@@ -137,33 +137,42 @@ export class AuthService {
       d.metrics.loginAttempts.inc({ result: 'invalid_input' });
       throw e;
     }
+    let release: () => Promise<void>;
     try {
-      await dependency(() => d.lockout.assertUnlocked(username), d.log);
+      // One guess per username at a time (see Lockout.acquire), then the lock check.
+      release = await dependency(() => d.lockout.acquire(username), d.log);
     } catch (e) {
-      if (e instanceof GatewayError && e.status === 423) {
+      if (isError(e, AuthErrors.account_locked)) {
         d.metrics.loginAttempts.inc({ result: 'locked' });
         d.log.info({ event: 'login_failure', username, reason: 'locked', ip: ctx.ip }, 'login refused: username locked');
+      } else if (isError(e, AuthErrors.rate_limited)) {
+        d.metrics.loginAttempts.inc({ result: 'rate_limited' });
       }
       throw e;
     }
-    const user = await dependency(() => d.db.users.findByUsername(username), d.log);
-    let ok: boolean;
-    if (!user) {
-      await d.hasher.dummyVerify(fields.password);
-      ok = false;
-    } else {
-      ok = await d.hasher.verify(user.passwordHash, fields.password);
+    let user: Awaited<ReturnType<typeof d.db.users.findByUsername>>;
+    try {
+      user = await dependency(() => d.db.users.findByUsername(username), d.log);
+      let ok: boolean;
+      if (!user) {
+        await d.hasher.dummyVerify(fields.password);
+        ok = false;
+      } else {
+        ok = await d.hasher.verify(user.passwordHash, fields.password);
+      }
+      if (!user || !ok || user.disabled) {
+        const cause = !user ? 'unknown_user' : user.disabled ? 'user_disabled' : 'wrong_password';
+        d.metrics.loginAttempts.inc({ result: 'invalid_credentials' });
+        d.log.info({ event: 'login_failure', username, reason: cause, ip: ctx.ip }, 'login failed');
+        await dependency(() => d.lockout.fail(username, ctx.ip), d.log);
+        throw new GatewayError(AuthErrors.invalid_credentials, 'The username or password is wrong.');
+      }
+      // With 2FA on, the password alone is not a success: the count resets only once the code
+      // is right (otherwise a password holder could guess codes forever, 4 at a time).
+      if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(username), d.log);
+    } finally {
+      await release();
     }
-    if (!user || !ok || user.disabled) {
-      const cause = !user ? 'unknown_user' : user.disabled ? 'user_disabled' : 'wrong_password';
-      d.metrics.loginAttempts.inc({ result: 'invalid_credentials' });
-      d.log.info({ event: 'login_failure', username, reason: cause, ip: ctx.ip }, 'login failed');
-      await dependency(() => d.lockout.fail(username, ctx.ip), d.log);
-      throw new GatewayError(AuthErrors.invalid_credentials, 'The username or password is wrong.');
-    }
-    // With 2FA on, the password alone is not a success: the count resets only once the code
-    // is right (otherwise a password holder could guess codes forever, 4 at a time).
-    if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(username), d.log);
     if (d.hasher.needsRehash(user.passwordHash)) {
       const passwordHash = await d.hasher.hash(fields.password);
       await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);
@@ -349,14 +358,18 @@ export class AuthService {
   async changePassword(user: UserRecord, currentSid: string, body: unknown, ip: string | null = null): Promise<void> {
     const { d } = this;
     const f = requireStrings(body, ['current_password', 'new_password'] as const);
-    await dependency(() => d.lockout.assertUnlocked(user.username), d.log);
-    if (!(await d.hasher.verify(user.passwordHash, f.current_password))) {
-      d.log.info({ event: 'password_change_failure', user_id: user.id, username: user.username, ip }, 'wrong current password');
-      await dependency(() => d.lockout.fail(user.username, ip), d.log);
-      throw new GatewayError(AuthErrors.wrong_password, 'The current password is wrong.');
+    const release = await dependency(() => d.lockout.acquire(user.username), d.log);
+    try {
+      if (!(await d.hasher.verify(user.passwordHash, f.current_password))) {
+        d.log.info({ event: 'password_change_failure', user_id: user.id, username: user.username, ip }, 'wrong current password');
+        await dependency(() => d.lockout.fail(user.username, ip), d.log);
+        throw new GatewayError(AuthErrors.wrong_password, 'The current password is wrong.');
+      }
+      // As at sign-in: with 2FA on, a right password alone does not reset the count.
+      if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(user.username), d.log);
+    } finally {
+      await release();
     }
-    // As at sign-in: with 2FA on, a right password alone does not reset the count.
-    if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(user.username), d.log);
     d.policy.assert(f.new_password, { username: user.username, email: user.email });
     const passwordHash = await d.hasher.hash(f.new_password);
     await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);

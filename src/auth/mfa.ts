@@ -109,16 +109,20 @@ export class MfaService {
    */
   async disable(user: UserRecord, body: unknown, ip: string | null = null): Promise<void> {
     const { password, code } = requireStrings(body, ['password', 'code'] as const);
-    await dependency(() => this.d.lockout.assertUnlocked(user.username), this.d.log);
-    if (!user.mfaEnabled) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'It is not enabled.');
-    const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
-    const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
-    if (!passwordOk || !kind || kind === 'replay') {
-      this.d.log.info({ event: 'mfa_disable_failure', user_id: user.id, username: user.username, ip, reason: passwordOk ? 'wrong_code' : 'wrong_password' }, '2FA disable refused');
-      await dependency(() => this.d.lockout.fail(user.username, ip), this.d.log);
-      throw new GatewayError(AuthErrors.wrong_password, 'The password or the code is wrong.');
+    const release = await dependency(() => this.d.lockout.acquire(user.username), this.d.log);
+    try {
+      if (!user.mfaEnabled) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'It is not enabled.');
+      const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
+      const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
+      if (!passwordOk || !kind || kind === 'replay') {
+        this.d.log.info({ event: 'mfa_disable_failure', user_id: user.id, username: user.username, ip, reason: passwordOk ? 'wrong_code' : 'wrong_password' }, '2FA disable refused');
+        await dependency(() => this.d.lockout.fail(user.username, ip), this.d.log);
+        throw new GatewayError(AuthErrors.wrong_password, 'The password or the code is wrong.');
+      }
+      await dependency(() => this.d.lockout.succeed(user.username), this.d.log);
+    } finally {
+      await release();
     }
-    await dependency(() => this.d.lockout.succeed(user.username), this.d.log);
     await this.reset(user.id);
     this.d.log.info({ event: 'mfa_disabled', user_id: user.id }, 'two-factor authentication disabled');
   }
@@ -175,30 +179,35 @@ export class MfaService {
     } catch {
       throw new GatewayError(PolicyErrors.invalid_token, 'The MFA token is invalid or expired; sign in again.', { headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' } });
     }
-    await dependency(() => d.lockout.assertUnlocked(claims.username), d.log);
-    const { count } = await dependency(() => d.state.increment(`mfa:attempts:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
-    if (count > MFA_MAX_ATTEMPTS) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has used up its attempts; sign in again.');
-    const user = await dependency(() => d.db.users.findById(claims.sub), d.log);
-    if (!user || user.disabled || !user.mfaEnabled) throw new GatewayError(PolicyErrors.invalid_token, 'The account can no longer complete this sign-in.');
-    const kind = await this.check(user, code, { allowRecovery: true });
-    if (!kind || kind === 'replay') {
-      // A replay was counted and logged as such by check(); both count toward the lockout.
-      if (!kind) {
-        d.metrics.mfaAttempts.inc({ result: 'invalid' });
-        d.log.info({ event: 'mfa_failure', user_id: user.id, username: user.username, ip, attempt: count }, 'second factor refused');
+    // One guess per username at a time (see Lockout.acquire), then the lock check.
+    const release = await dependency(() => d.lockout.acquire(claims.username), d.log);
+    try {
+      const { count } = await dependency(() => d.state.increment(`mfa:attempts:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+      if (count > MFA_MAX_ATTEMPTS) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has used up its attempts; sign in again.');
+      const user = await dependency(() => d.db.users.findById(claims.sub), d.log);
+      if (!user || user.disabled || !user.mfaEnabled) throw new GatewayError(PolicyErrors.invalid_token, 'The account can no longer complete this sign-in.');
+      const kind = await this.check(user, code, { allowRecovery: true });
+      if (!kind || kind === 'replay') {
+        // A replay was counted and logged as such by check(); both count toward the lockout.
+        if (!kind) {
+          d.metrics.mfaAttempts.inc({ result: 'invalid' });
+          d.log.info({ event: 'mfa_failure', user_id: user.id, username: user.username, ip, attempt: count }, 'second factor refused');
+        }
+        await dependency(() => d.lockout.fail(user.username, ip), d.log);
+        throw mfaError('The code is not valid.');
       }
-      await dependency(() => d.lockout.fail(user.username, ip), d.log);
-      throw mfaError('The code is not valid.');
+      // An MFA token completes one sign-in only.
+      const done = await dependency(() => d.state.increment(`mfa:done:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+      if (done.count > 1) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has already been used; sign in again.');
+      d.metrics.mfaAttempts.inc({ result: kind === 'totp' ? 'success' : 'recovery_code' });
+      await dependency(() => d.lockout.succeed(user.username), d.log);
+      if (kind === 'recovery_code') {
+        const left = await dependency(() => d.db.recoveryCodes.remaining(user.id), d.log);
+        d.log.info({ event: 'recovery_code_used', user_id: user.id, remaining: left }, 'recovery code used');
+      }
+      return user;
+    } finally {
+      await release();
     }
-    // An MFA token completes one sign-in only.
-    const done = await dependency(() => d.state.increment(`mfa:done:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
-    if (done.count > 1) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has already been used; sign in again.');
-    d.metrics.mfaAttempts.inc({ result: kind === 'totp' ? 'success' : 'recovery_code' });
-    await dependency(() => d.lockout.succeed(user.username), d.log);
-    if (kind === 'recovery_code') {
-      const left = await dependency(() => d.db.recoveryCodes.remaining(user.id), d.log);
-      d.log.info({ event: 'recovery_code_used', user_id: user.id, remaining: left }, 'recovery code used');
-    }
-    return user;
   }
 }
