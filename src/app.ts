@@ -25,7 +25,7 @@ import { AuthService } from './auth/login-flow.js';
 import { createAuthApi } from './http/auth-api.js';
 import { createAuthenticator } from './http/authenticate.js';
 import { createLimiter, type LimiterBackend } from './http/rate-limit.js';
-import { cookieNames } from './http/cookies.js';
+import { cookieNames, reservedCookieNames } from './http/cookies.js';
 import { createGateway, createHeaderMutator, type GatewayState } from './pipeline/index.js';
 import { createAdminServer, type Dependency } from './http/admin.js';
 import { createLogger } from './http/log.js';
@@ -122,6 +122,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const tokens = new TokenService({ keySet, issuer: config.issuer, audience: config.auth.audience, accessTtlMs: config.auth.access_ttl, now });
   const { hasher, policy } = passwordTools(config.auth);
   const localRevocations = new MemoryRevocationList(now);
+  // A revoked session's WebSocket tunnels close at once, wherever the revocation came from.
+  localRevocations.onAdd((sid) => {
+    proxy.closeSession(sid);
+    for (const old of retired) old.closeSession(sid);
+  });
   // Revocations made here go to the local list at once and, with Redis, to every replica.
   const revocations: RevocationList = {
     isRevoked: (sid) => localRevocations.isRevoked(sid),
@@ -243,6 +248,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       forward: (req, res, t) => proxy.forward(req, res, t),
       upgrade: (req, socket, head, t) => proxy.upgrade(req, socket, head, t),
       close: () => proxy.close(),
+      closeSession: (sid) => proxy.closeSession(sid),
     } as Proxy,
     metrics,
     log,
@@ -255,6 +261,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     signAssertion: (input) => tokens.signAssertion(input),
     authenticate,
     cookieNames: [cookies.access, cookies.refresh],
+    reservedCookies: reservedCookieNames(),
   });
 
   /** Everything the pipeline needs from one config, built once per load. */

@@ -5,7 +5,7 @@ import type { AuthService, LoginResult, MfaService, TokenIdentity, TokenResponse
 import type { UserRecord } from '../store/ports.js';
 import type { Authenticate } from './authenticate.js';
 import { sessionCookies } from './authenticate.js';
-import { clearCookies, parseCookies, serializeCookie, type CookieNames } from './cookies.js';
+import { clearCookies, mfaCookieName, parseCookies, serializeCookie, type CookieNames } from './cookies.js';
 import { loginPage, logoutPage, messagePage, mfaPage, mfaSetupPage, recoveryCodesPage, STYLESHEET, type PageContext } from './pages.js';
 import { sendError, unauthenticated } from './problem.js';
 import { isSafeLocation, originAllowed, safeRedirect } from './redirect.js';
@@ -56,7 +56,7 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
   const pageCtx: PageContext = { name: d.name, prefix: d.prefix };
   // Carries the MFA token from the password form to the code form; scoped to the auth prefix,
   // so it cannot take the __Host- prefix (that needs Path=/).
-  const mfaCookie = d.secureCookies ? '__Secure-portcullis_mfa' : 'portcullis_mfa';
+  const mfaCookie = mfaCookieName(d.secureCookies);
   const csrfError = () => new GatewayError(PolicyErrors.csrf, 'This request did not come from a page of this site.');
 
   // CORS for the auth API: an explicit allowlist, echoed back; never `*` with credentials.

@@ -28,6 +28,8 @@ export function createAuthenticator(d: AuthenticatorDeps) {
     if (bearer !== undefined) {
       if (bearer === '') {
         out.bearerError = unauthenticated(true, 'Malformed Authorization header.');
+        // It may still carry one of our tokens (`Bearer <token> x`): never forward it.
+        out.stripBearer = true;
         return out;
       }
       try {

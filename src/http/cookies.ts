@@ -13,6 +13,17 @@ export function cookieNames(secure: boolean): CookieNames {
   return secure ? { access: '__Host-portcullis_at', refresh: '__Host-portcullis_rt' } : { access: 'portcullis_at', refresh: 'portcullis_rt' };
 }
 
+/** The MFA step cookie (`__Secure-` prefixed with a secure origin; scoped to the auth prefix). */
+export function mfaCookieName(secure: boolean): string {
+  return secure ? '__Secure-portcullis_mfa' : 'portcullis_mfa';
+}
+
+/** Every cookie the gateway owns, by base name (no prefix): upstreams may not set them. */
+export function reservedCookieNames(): string[] {
+  const plain = cookieNames(false);
+  return [plain.access, plain.refresh, mfaCookieName(false)];
+}
+
 /** Parses a `Cookie` header into a map (first occurrence of a name wins). */
 export function parseCookies(header: string | undefined): Map<string, string> {
   const out = new Map<string, string>();

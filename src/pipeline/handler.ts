@@ -67,6 +67,8 @@ export interface GatewayDeps {
   authenticate: (req: IncomingMessage) => Promise<RequestAuth>;
   /** The gateway's own cookie names, never forwarded upstream. */
   cookieNames: string[];
+  /** Cookie names an upstream may not set (the gateway's session and MFA cookies). */
+  reservedCookies: readonly string[];
   /** Signs an upstream assertion (`X-Auth-Assertion`). */
   signAssertion: (input: { sub: string; username: string; email: string | null; roles: readonly string[]; upstream: string }) => Promise<string>;
 }
@@ -116,8 +118,6 @@ function verdictError(v: Verdict, a: RequestAuth | null): GatewayError {
  * its own: tokens are verified locally (cached) and revocation is a local lookup.
  */
 export function createGateway(d: GatewayDeps) {
-  const authPaths = (prefix: string, path: string) => path === prefix || path.startsWith(prefix + '/') || path === '/.well-known/jwks.json';
-
   function record(req: IncomingMessage, res: ServerResponse, started: bigint, route: () => string) {
     res.once('close', () => {
       d.metrics.requestDone(route(), methodLabel(req.method), res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
@@ -210,10 +210,10 @@ export function createGateway(d: GatewayDeps) {
     }
     st.mutator.strip(req);
     const facts = factsOf(req, false);
-    const parsed = parseRequest(facts);
-    if (!isVerdict(parsed) && authPaths(st.config.auth.prefix, parsed.normalized.path)) {
+    const parsed = parseRequest(st.policy, facts);
+    if (isVerdict(parsed) && parsed.authApi) {
       routeLabel = '_auth';
-      req.url = parsed.normalized.path + (parsed.normalized.query ? `?${parsed.normalized.query}` : '');
+      req.url = parsed.authApi.path + (parsed.authApi.query ? `?${parsed.authApi.query}` : '');
       d.authApp(req, res);
       return;
     }
@@ -237,7 +237,7 @@ export function createGateway(d: GatewayDeps) {
     const p = await plan(req, o, false);
     st.mutator.apply(req, p);
     const n = o.resolved.normalized;
-    d.proxy.forward(req, res, { upstream: p.upstream, path: n.path, query: n.query, setCookies: o.auth.setCookies, responseHeaders: extra });
+    d.proxy.forward(req, res, { upstream: p.upstream, path: n.path, query: n.query, setCookies: o.auth.setCookies, responseHeaders: extra, reservedCookies: d.reservedCookies });
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -260,8 +260,8 @@ export function createGateway(d: GatewayDeps) {
     }
     st.mutator.strip(req);
     const facts = factsOf(req, true);
-    const parsed = parseRequest(facts);
-    if (!isVerdict(parsed) && authPaths(st.config.auth.prefix, parsed.normalized.path)) {
+    const parsed = parseRequest(st.policy, facts);
+    if (isVerdict(parsed) && parsed.authApi) {
       fail(new GatewayError(PolicyErrors.no_route, 'WebSockets are not served on the auth endpoints.'));
       return;
     }
@@ -280,7 +280,7 @@ export function createGateway(d: GatewayDeps) {
     const p = await plan(req, o, true);
     st.mutator.apply(req, p);
     const n = o.resolved.normalized;
-    d.proxy.upgrade(req, socket, head, { upstream: p.upstream, path: n.path, query: n.query, setCookies: o.auth.setCookies, responseHeaders: extra });
+    d.proxy.upgrade(req, socket, head, { upstream: p.upstream, path: n.path, query: n.query, setCookies: o.auth.setCookies, responseHeaders: extra, sessionId: o.auth.identity?.sid, reservedCookies: d.reservedCookies });
   }
 
   return {

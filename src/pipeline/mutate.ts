@@ -59,6 +59,8 @@ export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method
  */
 const URL_OVERRIDE_HEADERS = new Set(['x-original-url', 'x-rewrite-url', 'x-host', 'x-original-host', 'x-forwarded-server']);
 const ASSERTION_HEADER = 'X-Auth-Assertion';
+/** Client-address claims other proxies and CDNs set: believed from `trust_proxy` peers only. */
+const CLIENT_IP_HEADERS = new Set(['x-real-ip', 'true-client-ip', 'client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip', 'fastly-client-ip']);
 
 const lowerDashed = (name: string): string => name.toLowerCase().replace(/_/g, '-');
 
@@ -136,7 +138,7 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
     } else {
       deleteRequestHeaders(req, (n) => {
         const d = n.replace(/_/g, '-');
-        return d.startsWith('x-forwarded-') || d === 'forwarded' || d === 'x-real-ip';
+        return d.startsWith('x-forwarded-') || d === 'forwarded' || CLIENT_IP_HEADERS.has(d);
       });
       setRequestHeader(req, 'X-Forwarded-For', peerText);
       setRequestHeader(req, 'X-Forwarded-Proto', plan.proto);

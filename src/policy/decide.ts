@@ -24,9 +24,11 @@ export interface Decision {
 
 /**
  * Every outcome of {@link decideRequest}; the words of `portcullis policy test` plus `csrf`.
- * `bad_request` covers every 4xx the request itself earns (bad path, bad host, refused method).
+ * `bad_request` covers every 4xx the request itself earns (bad path, bad host, refused method);
+ * `auth_api` means the gateway's own auth API and pages answer (under `auth.prefix`, and
+ * `/.well-known/jwks.json`): no route is consulted, the endpoint decides for itself.
  */
-export type PolicyDecision = 'allow' | 'unauthenticated' | 'forbidden' | 'mfa_required' | 'deny' | 'csrf' | 'no_route' | 'bad_request';
+export type PolicyDecision = 'allow' | 'unauthenticated' | 'forbidden' | 'mfa_required' | 'deny' | 'csrf' | 'no_route' | 'bad_request' | 'auth_api';
 
 /** The request as the gateway received it: everything the decision may depend on. */
 export interface RequestFacts {
@@ -105,6 +107,8 @@ export interface Verdict {
   readonly redirect?: string;
   /** The original path and query, for `rd` links. */
   readonly returnTo?: string;
+  /** Set with decision `auth_api`: the normalized target the auth API receives. */
+  readonly authApi?: NormalizedTarget;
 }
 
 const list = (xs: readonly string[]): string => `[${xs.join(', ')}]`;
@@ -161,13 +165,19 @@ export interface Parsed {
  * Stage "normalize" (pure): refuses TRACE/CONNECT (405), an invalid Host (400 `bad_host`) and a
  * bad path (400 `bad_path`); normalizes the target and derives its matching key.
  */
-export function parseRequest(req: RequestFacts): Parsed | Verdict {
+export function parseRequest(ctx: Pick<PolicyContext, 'authPrefix'>, req: RequestFacts): Parsed | Verdict {
   const method = req.method.toUpperCase();
   if (REFUSED_METHODS.has(method)) return refuse(AuthErrors.method_not_allowed, `the ${method} method is not accepted`);
   if (req.host !== undefined && !validHost(req.host)) return refuse(PolicyErrors.bad_host, 'the Host header is not a valid host[:port]');
   try {
     const normalized = normalizePath(req.target);
-    return { ok: true, method, normalized, key: matchKey(normalized.path) };
+    // The auth API is matched on the normalized path exactly as spelled (`/API/AUTH/x` is an
+    // ordinary request for the routes): it is the gateway's own, not a case-folding upstream's.
+    const p = normalized.path;
+    if (p === ctx.authPrefix || p.startsWith(`${ctx.authPrefix}/`) || p === '/.well-known/jwks.json') {
+      return { decision: 'auth_api', status: 200, code: null, reason: `served by the gateway's own auth API (${p === '/.well-known/jwks.json' ? 'JWKS' : `auth.prefix ${ctx.authPrefix}`}); the endpoint answers for itself`, detail: '', route: null, authApi: normalized };
+    }
+    return { ok: true, method, normalized, key: matchKey(p) };
   } catch (e) {
     if (!(e instanceof GatewayError)) throw e;
     return refuse(PolicyErrors.bad_path, e.message);
@@ -198,7 +208,8 @@ export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFac
   for (const v of values) {
     if (!METHOD_TOKEN.test(v)) return refuse(PolicyErrors.bad_request, 'a method-override header does not name a method');
   }
-  const asSentFirst = values.size > 0 || normalized.query.includes('_method') ? ctx.table.match({ host: req.host, method: sent, path: normalized.path, key }) : undefined;
+  const mayOverride = values.size > 0 || (normalized.query !== '' && ctx.methodOverrideUpstreams.size > 0);
+  const asSentFirst = mayOverride ? ctx.table.match({ host: req.host, method: sent, path: normalized.path, key }) : undefined;
   // Symfony and Laravel also read `_method` from the query string: it counts for honouring upstreams.
   if (honours(asSentFirst)) for (const v of queryMethods(normalized.query)) values.add(v);
   if (values.size > 1) return refuse(PolicyErrors.bad_request, 'method overrides name different methods');
@@ -233,14 +244,20 @@ export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFac
   return { ok: true, route, normalized, key, method, overrideHonoured, ...(alsoAs ? { alsoAs } : {}) };
 }
 
-/** Values of `_method` parameters in a raw query string, upper-cased. */
+/**
+ * Values of `_method` parameters in a raw query string, upper-cased, found the way PHP (Symfony,
+ * Laravel) reads parameter names: fully decoded (`%5Fmethod`, `_%6Dethod`), leading spaces
+ * dropped, `.`, space and `[` turned into `_` (`.method`), cut at a NUL; case ignored.
+ */
 function queryMethods(query: string): string[] {
-  if (!query.includes('_method')) return [];
   const out: string[] = [];
-  for (const pair of query.split('&')) {
+  for (const pair of query.split(/[&;]/)) {
     const eq = pair.indexOf('=');
-    const name = eq < 0 ? pair : pair.slice(0, eq);
-    if (safeDecode(name) !== '_method') continue;
+    let name = safeDecode(eq < 0 ? pair : pair.slice(0, eq));
+    const nul = name.indexOf('\0');
+    if (nul >= 0) name = name.slice(0, nul);
+    name = name.replace(/^ +/, '').replace(/[ .[]/g, '_').toLowerCase();
+    if (name !== '_method') continue;
     out.push(safeDecode(eq < 0 ? '' : pair.slice(eq + 1)).trim().toUpperCase());
   }
   return out;
@@ -256,7 +273,7 @@ function safeDecode(s: string): string {
 
 /** Stages "normalize" and "match" together. */
 export function resolveRequest(ctx: PolicyContext, req: RequestFacts): Resolved | Verdict {
-  const parsed = parseRequest(req);
+  const parsed = parseRequest(ctx, req);
   return isVerdict(parsed) ? parsed : matchRequest(ctx, parsed, req);
 }
 

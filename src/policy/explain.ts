@@ -91,7 +91,7 @@ export function explain(ctx: PolicyContext, req: ExplainRequest): ExplainResult 
   const host = req.host ?? split.host;
   const facts = { method, target: split.target, host };
   // The gateway's own stages: a request refused before matching tried no route at all.
-  const parsed = parseRequest(facts);
+  const parsed = parseRequest(ctx, facts);
   const resolved = isVerdict(parsed) ? parsed : matchRequest(ctx, parsed, facts);
   const normalized: NormalizedTarget | undefined = isVerdict(parsed) ? undefined : parsed.normalized;
   const found = isVerdict(resolved) ? (resolved.route ?? undefined) : resolved.route;
@@ -124,7 +124,8 @@ export function formatExplain(r: ExplainResult): string {
   const lines: string[] = [];
   lines.push(`request:    ${r.method} ${r.target}${r.host === undefined ? '' : `  (host ${r.host})`}`);
   if (r.normalized === undefined) {
-    lines.push(`rejected:   ${verdictLine(r.anonymous)}`);
+    if (r.anonymous.outcome === 'auth_api') lines.push(`served by:  ${r.anonymous.reason}`);
+    else lines.push(`rejected:   ${verdictLine(r.anonymous)}`);
     return lines.join('\n');
   }
   const n = r.normalized;

@@ -31,6 +31,14 @@ export interface ForwardTarget {
    * on the 101 (or refusal) of a WebSocket upgrade. Lower-case names.
    */
   readonly responseHeaders?: Readonly<Record<string, string>>;
+  /** The session the request was authenticated with: its WebSocket tunnel closes when it is revoked. */
+  readonly sessionId?: string;
+  /**
+   * Cookie names the upstream may not set (the gateway's own session cookies): such
+   * `Set-Cookie` lines are dropped from upstream responses, so an app cannot plant, replace or
+   * clear a gateway session.
+   */
+  readonly reservedCookies?: readonly string[];
 }
 
 /** Why an upstream request failed. */
@@ -93,6 +101,8 @@ export interface GatewayProxy {
    * established WebSocket tunnel. Later calls to forward()/upgrade() answer 502.
    */
   close(): void;
+  /** Closes the WebSocket tunnels opened with session `sessionId` (it was revoked: logout, password change, disable). */
+  closeSession(sessionId: string): void;
 }
 
 /** Alias of {@link GatewayProxy}. */
@@ -138,6 +148,17 @@ const REFUSED_CODES = new Set([
 ]);
 /** Path characters Node itself accepts in a request target. */
 const VALID_PATH = /^[\u0021-\u00ff]+$/;
+
+/** `name` without a `__Host-`/`__Secure-` prefix, lower-cased. */
+function cookieBase(name: string): string {
+  return name.trim().replace(/^__(?:host|secure)-/i, '').toLowerCase();
+}
+
+/** True when a `Set-Cookie` value sets one of the reserved cookie names (any prefix or case). */
+export function setsReservedCookie(setCookie: string, reserved: ReadonlySet<string>): boolean {
+  const eq = setCookie.indexOf('=');
+  return reserved.has(cookieBase(eq < 0 ? setCookie : setCookie.slice(0, eq)));
+}
 
 /** True when `out` carries the body framing of `req` (`Transfer-Encoding: chunked`, or the same `Content-Length`, or neither). */
 function sameFraming(req: http.IncomingMessage, out: http.ClientRequest): boolean {
@@ -262,6 +283,8 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
   let closed = false;
   /** Client sockets of established WebSocket tunnels (destroying one closes its upstream side). */
   const tunnels = new Set<Duplex>();
+  /** The same sockets by the session they were authenticated with. */
+  const bySession = new Map<string, Set<Duplex>>();
 
   const proxy = httpProxy.createProxyServer({
     xfwd: false, // X-Forwarded-* are set here, according to trust_proxy
@@ -361,7 +384,9 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     x.proxyReq?.destroy();
   }
 
-  function copyResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse, setCookies?: readonly string[], extraHeaders?: Readonly<Record<string, string>>): void {
+  function copyResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse, t: ForwardTarget): void {
+    const { setCookies, responseHeaders: extraHeaders } = t;
+    const reserved = reservedSet(t);
     res.statusCode = proxyRes.statusCode ?? 502;
     if (proxyRes.statusMessage) res.statusMessage = proxyRes.statusMessage;
     const listed = new Set<string>();
@@ -369,9 +394,17 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     if (conn) for (const t of conn.split(',')) listed.add(t.trim().toLowerCase());
     const raw = proxyRes.rawHeaders;
     const grouped = new Map<string, { name: string; values: string[] }>();
+    let upstreamCookies: string[] | undefined;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const lower = raw[i].toLowerCase();
       if (HOP_BY_HOP_RESPONSE.has(lower) || (listed.has(lower) && lower !== 'content-length')) continue;
+      if (lower === 'set-cookie') {
+        if (reserved && setsReservedCookie(raw[i + 1], reserved)) {
+          dropped(t, raw[i + 1]);
+          continue;
+        }
+        (upstreamCookies ??= []).push(raw[i + 1]);
+      }
       const g = grouped.get(lower);
       if (g) g.values.push(raw[i + 1]);
       else grouped.set(lower, { name: raw[i], values: [raw[i + 1]] });
@@ -384,9 +417,11 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       }
     }
     if (setCookies?.length) {
-      // Appended, never replacing the upstream's own cookies.
-      // The upstream's own (never res.getHeader: the caller may have set ours already).
-      res.setHeader('set-cookie', [...(proxyRes.headers['set-cookie'] ?? []), ...setCookies]);
+      // Appended, never replacing the upstream's own cookies (never res.getHeader: the caller
+      // may have set ours already). A response that hands out session cookies must not be
+      // stored by a shared cache, whatever the upstream said.
+      res.setHeader('set-cookie', [...(upstreamCookies ?? []), ...setCookies]);
+      res.setHeader('cache-control', 'private, no-store');
     }
     // The gateway's own (HSTS): after the upstream's, so an upstream's `max-age=0` cannot win.
     applyResponseHeaders(res, extraHeaders);
@@ -454,6 +489,11 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       creq.path = path;
       if (up.servername) o.servername = up.servername;
       armTimeout(x, creq, up.cfg.timeout, onTimeout);
+      // A 101 to a request that asked for no upgrade: nothing sane can follow on that socket.
+      creq.on('upgrade', (_r: http.IncomingMessage, s: Duplex) => {
+        s.destroy();
+        if (!x.settled && !x.clientGone) fail(x, res, 'reset', new Error('unexpected 101 from the upstream'), req, t.responseHeaders);
+      });
       creq.on('response', (proxyRes: http.IncomingMessage) => {
         const ka = proxyRes.headers['keep-alive'];
         const m = ka ? /timeout=(\d+)/i.exec(String(ka)) : null;
@@ -463,7 +503,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
           creq.destroy();
           return;
         }
-        copyResponse(proxyRes, res, t.setCookies, t.responseHeaders);
+        copyResponse(proxyRes, res, t);
         proxyRes.on('error', () => {
           /* reported through 'close' below */
         });
@@ -536,6 +576,16 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     // tracks it (closeAllConnections() skips it), yet server.close() waits for it.
     tunnels.add(socket);
     socket.once('close', () => tunnels.delete(socket));
+    const sid = t.sessionId;
+    if (sid !== undefined) {
+      let set = bySession.get(sid);
+      if (!set) bySession.set(sid, (set = new Set()));
+      set.add(socket);
+      socket.once('close', () => {
+        set.delete(socket);
+        if (set.size === 0 && bySession.get(sid) === set) bySession.delete(sid);
+      });
+    }
     if (!up || !x || closed) {
       log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
       writeProblemToSocket(socket, problemFor('refused', t.responseHeaders));
@@ -584,6 +634,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
      * (close-delimited), then close both connections, whatever the upstream's keep-alive says
      * and whatever the client sends meanwhile.
      */
+    const reservedWs = reservedSet(t);
     const relayRefusal = (creq: http.ClientRequest, proxyRes: http.IncomingMessage): void => {
       report(x, proxyRes.statusCode ?? null);
       proxyRes.on('error', () => undefined);
@@ -603,6 +654,10 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
         const lower = raw[i].toLowerCase();
         if (HOP_BY_HOP_RESPONSE.has(lower) || own.has(lower) || (listed.has(lower) && lower !== 'content-length')) continue;
         if (lower === 'content-length' && chunked) continue; // the decoded body is close-delimited
+        if (lower === 'set-cookie' && reservedWs && setsReservedCookie(raw[i + 1], reservedWs)) {
+          dropped(t, raw[i + 1]);
+          continue;
+        }
         lines.push(`${raw[i]}: ${raw[i + 1]}`);
       }
       for (const [k, v] of Object.entries(t.responseHeaders ?? {})) lines.push(`${k}: ${v}`);
@@ -653,7 +708,9 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       // Registered before http-proxy's own listeners, so this runs first (verified 101s only).
       creq.on('upgrade', (upRes: http.IncomingMessage, proxySocket: Socket) => {
         // http-proxy writes the 101 from these headers after this listener runs.
-        if (t.setCookies?.length) upRes.headers['set-cookie'] = [...(upRes.headers['set-cookie'] ?? []), ...t.setCookies];
+        const theirs = (upRes.headers['set-cookie'] ?? []).filter((c) => !(reservedWs && setsReservedCookie(c, reservedWs) && (dropped(t, c), true)));
+        upRes.headers['set-cookie'] = [...theirs, ...(t.setCookies ?? [])];
+        if (upRes.headers['set-cookie'].length === 0) delete upRes.headers['set-cookie'];
         overrideHeaderMap(upRes.headers, t.responseHeaders);
         x.upgraded = true;
         x.proxySocket = proxySocket;
@@ -697,7 +754,25 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     // (closeAllConnections() skips them), yet they keep server.close() waiting.
     for (const s of tunnels) s.destroy();
     tunnels.clear();
+    bySession.clear();
   }
 
-  return { forward, upgrade, close };
+  function reservedSet(t: ForwardTarget): ReadonlySet<string> | undefined {
+    return t.reservedCookies?.length ? new Set(t.reservedCookies.map(cookieBase)) : undefined;
+  }
+
+  function dropped(t: ForwardTarget, setCookie: string): void {
+    const eq = setCookie.indexOf('=');
+    log?.warn({ event: 'upstream_cookie_dropped', upstream: t.upstream, cookie: (eq < 0 ? setCookie : setCookie.slice(0, eq)).trim() }, 'upstream tried to set a gateway session cookie');
+  }
+
+  function closeSession(sessionId: string): void {
+    const set = bySession.get(sessionId);
+    if (!set) return;
+    bySession.delete(sessionId);
+    for (const s of set) s.destroy();
+    if (set.size) log?.warn({ event: 'tunnel_closed', reason: 'session_revoked', count: set.size }, 'WebSocket tunnels of a revoked session closed');
+  }
+
+  return { forward, upgrade, close, closeSession };
 }

@@ -3,7 +3,13 @@ import type { Revocation, RevocationList, SessionStore } from '../ports.js';
 /** In-process revocation list: a map of session id to the time it can be forgotten. */
 export class MemoryRevocationList implements RevocationList {
   private readonly entries = new Map<string, number>();
+  private readonly listeners: ((sessionId: string) => void)[] = [];
   constructor(private readonly now: () => Date = () => new Date()) {}
+
+  /** Calls `fn` for every revocation added from now on (local, broadcast or synced). */
+  onAdd(fn: (sessionId: string) => void): void {
+    this.listeners.push(fn);
+  }
 
   isRevoked(sessionId: string): boolean {
     const until = this.entries.get(sessionId);
@@ -17,7 +23,9 @@ export class MemoryRevocationList implements RevocationList {
   }
 
   add(sessionId: string, expiresAt: Date): void {
+    const known = this.entries.has(sessionId);
     this.entries.set(sessionId, expiresAt.getTime());
+    if (!known) for (const fn of this.listeners) fn(sessionId);
   }
 
   size(): number {
