@@ -4,7 +4,7 @@
  * request it parses. Each test is named after the attack it stops.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addUser, login, rawRequest, startHarness, type Harness, type RawResponse } from './helpers.js';
+import { addUser, login, rawRequest, sendRaw, startHarness, type Harness, type RawResponse } from './helpers.js';
 import { startRecorder, type Recorder } from './recorder.js';
 
 let rec: Recorder;
@@ -66,14 +66,7 @@ beforeEach(() => {
   rec.seen.length = 0;
 });
 
-function send(method: string, target: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> {
-  const all: Record<string, string> = { Host: new URL(h.url).host, Connection: 'close', ...headers };
-  const lines = Object.entries(all)
-    .filter(([, v]) => v !== '')
-    .map(([k, v]) => `${k}: ${v}\r\n`)
-    .join('');
-  return rawRequest(h.url, `${method} ${target} HTTP/${version}\r\n${lines}\r\n`);
-}
+const send = (method: string, target: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> => sendRaw(h.url, method, target, headers, version);
 
 const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
 const code = (r: RawResponse) => (JSON.parse(r.body) as { code: string }).code;

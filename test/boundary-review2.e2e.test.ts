@@ -6,7 +6,7 @@ import http from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { compileRoutes, explain, policyContext } from '../src/policy/index.js';
-import { addUser, login, rawRequest, startHarness, type Harness, type RawResponse } from './helpers.js';
+import { addUser, login, rawRequest, sendRaw, startHarness, type Harness, type RawResponse } from './helpers.js';
 import { listenTracked, startRecorder, type Listening, type Recorder } from './recorder.js';
 
 let rec: Recorder;
@@ -81,11 +81,7 @@ beforeEach(() => {
   rec.seen.length = 0;
 });
 
-function send(method: string, target: string, headers: Record<string, string> = {}): Promise<RawResponse> {
-  const all: Record<string, string> = { Host: new URL(h.url).host, Connection: 'close', ...headers };
-  const lines = Object.entries(all).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-  return rawRequest(h.url, `${method} ${target} HTTP/1.1\r\n${lines}\r\n`);
-}
+const send = (method: string, target: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> => sendRaw(h.url, method, target, headers, version);
 
 /** Every Set-Cookie line of a raw response (rawRequest keeps only the last of a repeated header). */
 async function rawSetCookies(target: string): Promise<{ status: number; cookies: string[] }> {

@@ -21,6 +21,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addUser, login, startHarness, type Harness } from './helpers.js';
 import { startRecorder, type Recorder } from './recorder.js';
+import { seededRandom } from './prng.js';
 
 // ---------------------------------------------------------------------------------------
 // Raw client: writes bytes, reads responses until the server closes (or a timeout)
@@ -492,16 +493,7 @@ describe('keep-alive: after a refused request, nothing unframed reaches the upst
 
 describe('property: no random header layout makes the upstream see a second request', () => {
   /** mulberry32: a small seeded PRNG, so a failure is reproducible. */
-  function prng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
+  const prng = seededRandom;
 
   const SEED = 0x8badf00d;
   const N = 300;

@@ -172,6 +172,19 @@ export function dechunk(s: string): string {
   return out;
 }
 
+/**
+ * One request written as given (`Host` of the harness and `Connection: close` unless overridden;
+ * a header given as '' is left out), for targets and headers no client library would send.
+ */
+export function sendRaw(url: string, method: string, target: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> {
+  const all: Record<string, string> = { Host: new URL(url).host, Connection: 'close', ...headers };
+  const lines = Object.entries(all)
+    .filter(([, v]) => v !== '')
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  return rawRequest(url, `${method} ${target} HTTP/${version}\r\n${lines}\r\n`);
+}
+
 /** GET with a raw request target through a socket; `host` replaces the Host value (default: the URL's). */
 export function rawGet(url: string, target: string, headers: Record<string, string> = {}, host = new URL(url).host): Promise<RawResponse> {
   const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');

@@ -13,7 +13,6 @@
  * The harness runs on an injected clock (TOTP steps are taken by moving it, never by sleeping).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../src/config/index.js';
 import { GOOD_PASSWORD, addUser, fakeClock, login, totpAt, wrongTotp, type FakeClock, type Harness } from './helpers.js';
 import { startHarness } from './helpers.js';
 
@@ -28,22 +27,14 @@ const HTML = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 const WRONG_PASSWORD = 'definitely not the password 11';
 const NEW_PASSWORD = 'violet quasar parchment tundra 9182';
 
-/** Whether this build's config knows `auth.api_rate_limit` (then it is raised too). */
-const HAS_API_LIMIT = (() => {
-  try {
-    parseConfig('auth:\n  api_rate_limit: { requests: 1, per: 1m }\n', 'probe.yaml', {});
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 // Per-IP rate limits raised (they are not under test); the username lockout at its defaults.
 const AUTH_YAML = `
 auth:
   allowed_origins: [https://good]
   login_rate_limit: { requests: 100000, per: 1m }
-${HAS_API_LIMIT ? '  api_rate_limit: { requests: 100000, per: 1m }\n' : ''}  lockout: { max_failures: 5, window: 15m, duration: 15m }
+  api_rate_limit: { requests: 100000, per: 1m }
+  lockout: { max_failures: 5, window: 15m, duration: 15m }
 `;
 
 /** The protocol-relative escape of the review, and the other spellings of the same class. */

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, evaluateRequest, matchKey, normalizePath, policyContext, type AuthFacts, type Verdict } from './index.js';
 import { route } from './test-support.js';
+import { seededRandom } from '../../test/prng.js';
 
 const ctx = policyContext(
   compileRoutes([
@@ -23,16 +24,7 @@ const staff: AuthFacts = { identity: { sub: 'u1', username: 'alice', roles: ['st
 const judge = (target: string): Verdict => evaluateRequest(ctx, { method: 'GET', target, host: 'gw.example.com' }, staff);
 
 /** mulberry32: small, fast, good enough, seeded. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+const rng = seededRandom;
 
 const SEGMENT_CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789-_';
 
