@@ -159,14 +159,17 @@ describe('Host', () => {
 });
 
 describe('smuggling through http-proxy rewriting DELETE/OPTIONS framing', () => {
-  it.each(['OPTIONS', 'DELETE'])('%s /public/x with a chunked body carrying a second request: one request upstream, still chunked', async (method) => {
+  it.each(['OPTIONS', 'DELETE'])('%s /public/x with a chunked body carrying a second request: one request upstream, the body framed as a body', async (method) => {
     const inner = 'GET /admin/secret HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\nX-Auth-Roles: admin\r\nContent-Length: 0\r\n\r\n';
     const host = new URL(h.url).host;
     const r = await rawRequest(h.url, `${method} /public/x HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`);
     expect(r.status).toBe(200);
     await new Promise((res) => setTimeout(res, 100));
     expect(rec.seen.map((s) => `${s.method} ${s.url}`)).toEqual([`${method} /public/x`]);
-    expect(rec.seen[0].headers['transfer-encoding']).toBe('chunked');
+    // The body is forwarded as a body: chunked as it came, or (when it had fully arrived before
+    // the upstream request started) with its exact length. Never as a second request.
+    const fr = rec.seen[0].headers;
+    expect(fr['transfer-encoding'] === 'chunked' || fr['content-length'] === String(Buffer.byteLength(inner)), JSON.stringify(fr)).toBe(true);
     expect(rec.seen[0].headers['x-auth-user']).toBeUndefined();
   });
 });

@@ -118,6 +118,8 @@ function verdictError(v: Verdict, a: RequestAuth | null): GatewayError {
  * its own: tokens are verified locally (cached) and revocation is a local lookup.
  */
 export function createGateway(d: GatewayDeps) {
+  /** Client connections on which a request's framing was refused. */
+  const poisoned = new WeakSet<object>();
   function record(req: IncomingMessage, res: ServerResponse, started: bigint, route: () => string) {
     res.once('close', () => {
       d.metrics.requestDone(route(), methodLabel(req.method), res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
@@ -200,9 +202,16 @@ export function createGateway(d: GatewayDeps) {
     const st = d.state();
     const extra = d.responseHeaders();
     if (extra) for (const [k, v] of Object.entries(extra)) res.setHeader(k, v);
+    // A connection whose framing was refused carries nothing trustworthy after it: requests the
+    // parser found behind the refused one (pipelined in the same packet) are dropped unanswered.
+    if (poisoned.has(req.socket)) {
+      req.socket.destroy();
+      return;
+    }
     const framing = checkFraming(req, st.config.limits.max_header_lines);
     if (framing) {
       // The body (if any) is not read: the connection cannot be trusted for another request.
+      poisoned.add(req.socket);
       res.setHeader('connection', 'close');
       d.securityHeaders(req, res);
       d.sendError(req, res, framing);

@@ -3,6 +3,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
+import { Pool, type Dispatcher } from 'undici';
 import type { Config, IdentityHeaders, UpstreamConfig } from '../config/schema.js';
 import { GatewayError, PolicyErrors, ProxyErrors } from '../errors/index.js';
 import {
@@ -116,7 +117,10 @@ interface Upstream {
   readonly basePath: string;
   /** TLS server name (https upstreams), so SNI and the certificate check use the upstream host, not the client's Host. */
   readonly servername: string | undefined;
-  readonly agent: http.Agent;
+  /** The keep-alive pool plain requests go through (undici). */
+  readonly pool: Pool;
+  /** `scheme://host:port` of the upstream. */
+  readonly origin: string;
   /** Upgrades get sockets that are never pooled: a rejected upgrade must not leave one open (http-proxy #783). */
   readonly wsAgent: http.Agent;
 }
@@ -125,6 +129,8 @@ interface Exchange {
   readonly up: Upstream;
   readonly started: number;
   proxyReq?: http.ClientRequest;
+  /** Aborts the undici request (plain requests). */
+  abort?: (err?: Error) => void;
   proxySocket?: Duplex;
   /** Cancels the pre-socket timer (a destroyed request may wait in the agent queue). */
   clearTimer?: () => void;
@@ -160,21 +166,13 @@ export function setsReservedCookie(setCookie: string, reserved: ReadonlySet<stri
   return reserved.has(cookieBase(eq < 0 ? setCookie : setCookie.slice(0, eq)));
 }
 
-/** True when `out` carries the body framing of `req` (`Transfer-Encoding: chunked`, or the same `Content-Length`, or neither). */
-function sameFraming(req: http.IncomingMessage, out: http.ClientRequest): boolean {
-  const inTe = req.headers['transfer-encoding'] !== undefined;
-  const outTe = out.getHeader('transfer-encoding');
-  const outCl = out.getHeader('content-length');
-  if (inTe) return outTe !== undefined && /^\s*chunked\s*$/i.test(String(outTe)) && outCl === undefined;
-  return outTe === undefined && String(outCl ?? '') === String(req.headers['content-length'] ?? '');
-}
 
 /** Maps a Node/TLS error to a failure reason (timeouts we detect ourselves are marked before this). */
 export function classifyUpstreamError(err: unknown): UpstreamFailure {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return 'reset';
   if (REFUSED_CODES.has(code)) return 'refused';
-  if (code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT') return 'timeout';
+  if (code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
   // TLS handshake failures (bad certificate, wrong name, protocol): the upstream is unusable.
   if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || /CERT|SELF_SIGNED|UNABLE_TO_/.test(code)) return 'refused';
   return 'reset';
@@ -228,27 +226,8 @@ function hookedAgent(base: http.Agent, hook: (creq: http.ClientRequest, opts: Re
   return a;
 }
 
-function makeAgent(isHttps: boolean, maxSockets: number, freeSocketTimeoutMs: number, hints: WeakMap<object, number>): http.Agent {
-  const agent = isHttps ? new https.Agent({ keepAlive: true, maxSockets }) : new http.Agent({ keepAlive: true, maxSockets });
-  // Node applies the upstream's Keep-Alive hint only to lower an agent-wide `timeout`, and that
-  // option would also become the idle timeout of sockets in use. So expire idle pooled sockets here.
-  agent.keepSocketAlive = ((socket: Socket): boolean => {
-    socket.setKeepAlive(true, 1_000);
-    socket.unref();
-    let idle = freeSocketTimeoutMs;
-    const hint = hints.get(socket);
-    if (hint !== undefined) {
-      const safe = hint - 1_000;
-      if (safe <= 0) return false;
-      idle = Math.min(idle, safe);
-    }
-    socket.setTimeout(idle);
-    return true;
-  }) as unknown as http.Agent['keepSocketAlive'];
-  return agent;
-}
 
-function resolveUpstream(name: string, cfg: UpstreamConfig, freeMs: number, hints: WeakMap<object, number>): Upstream {
+function resolveUpstream(name: string, cfg: UpstreamConfig, freeMs: number): Upstream {
   const u = new URL(cfg.url);
   const isHttps = u.protocol === 'https:';
   const hostname = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
@@ -262,7 +241,22 @@ function resolveUpstream(name: string, cfg: UpstreamConfig, freeMs: number, hint
     target: { protocol: u.protocol, host: hostname, hostname, port },
     basePath,
     servername: isHttps && !isIpLiteral ? hostname : undefined,
-    agent: makeAgent(isHttps, cfg.max_sockets, freeMs, hints),
+    origin: u.origin,
+    pool: new Pool(u.origin, {
+      connections: cfg.max_sockets,
+      pipelining: 1,
+      // Idle pooled connections: our idle limit, lowered by the upstream's Keep-Alive hint (undici
+      // applies the hint itself, keeping `keepAliveTimeoutThreshold` in hand).
+      keepAliveTimeout: freeMs,
+      keepAliveMaxTimeout: freeMs,
+      keepAliveTimeoutThreshold: 1_000,
+      // Timeouts are armed per request below, so that the time spent queued counts too.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+      connectTimeout: cfg.timeout,
+      strictContentLength: true,
+      connect: isHttps && !isIpLiteral ? { servername: hostname } : {},
+    }),
     wsAgent: isHttps ? new https.Agent({ keepAlive: false }) : new http.Agent({ keepAlive: false }),
   };
 }
@@ -274,11 +268,9 @@ function resolveUpstream(name: string, cfg: UpstreamConfig, freeMs: number, hint
 export function createProxy(opts: CreateProxyOptions): GatewayProxy {
   const log = opts.log;
   const freeMs = opts.freeSocketTimeoutMs ?? 4_000;
-  /** Keep-Alive timeout hints (ms) announced by upstreams, per upstream socket. */
-  const hints = new WeakMap<object, number>();
   const upstreams = new Map<string, Upstream>();
   for (const [name, cfg] of Object.entries(opts.upstreams)) {
-    upstreams.set(name, resolveUpstream(name, cfg, freeMs, hints));
+    upstreams.set(name, resolveUpstream(name, cfg, freeMs));
   }
   let closed = false;
   /** Client sockets of established WebSocket tunnels (destroying one closes its upstream side). */
@@ -293,12 +285,9 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     selfHandleResponse: true, // hop-by-hop response headers are filtered here
     preserveHeaderKeyCase: true,
   });
-  // http-proxy's `deleteLength` pass rewrites a DELETE or OPTIONS without Content-Length to
-  // `Content-Length: 0` and drops its `Transfer-Encoding: chunked`, then still pipes the decoded
-  // body: the upstream reads that body as a second, smuggled request. Bodies are forwarded with
-  // the framing they came with, for every method.
-  const passes = proxy as unknown as { webPasses: { name: string }[] };
-  passes.webPasses = passes.webPasses.filter((p) => p.name !== 'deleteLength');
+  // Only WebSocket upgrades go through http-proxy (plain requests use undici, below). Its web
+  // passes are never run; note for anyone who brings them back: `deleteLength` rewrites a
+  // chunked DELETE/OPTIONS to `Content-Length: 0` while still piping the body (request smuggling).
   // Without an 'error' listener http-proxy rethrows and crashes the process. Every call passes
   // its own callback, so these only catch what slips through.
   proxy.on('error', (err: Error) => log?.warn({ event: 'proxy_error', err: err.message }, 'proxy error'));
@@ -384,20 +373,30 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     x.proxyReq?.destroy();
   }
 
-  function copyResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse, t: ForwardTarget): void {
+  /**
+   * Writes the upstream's status and headers to `res`: hop-by-hop headers and those the upstream
+   * lists in `Connection` dropped, Set-Cookie for the gateway's own cookies dropped, ours
+   * appended (and then `Cache-Control: private, no-store`), the gateway's response headers
+   * (HSTS) last so an upstream's cannot win. `raw` is the flat [name, value, …] list as received.
+   */
+  function copyResponse(status: number, statusText: string, raw: readonly string[], res: http.ServerResponse, t: ForwardTarget): void {
     const { setCookies, responseHeaders: extraHeaders } = t;
     const reserved = reservedSet(t);
-    res.statusCode = proxyRes.statusCode ?? 502;
-    if (proxyRes.statusMessage) res.statusMessage = proxyRes.statusMessage;
-    const listed = new Set<string>();
-    const conn = proxyRes.headers.connection;
-    if (conn) for (const t of conn.split(',')) listed.add(t.trim().toLowerCase());
-    const raw = proxyRes.rawHeaders;
+    res.statusCode = status;
+    if (statusText) res.statusMessage = statusText;
+    let listed: Set<string> | undefined;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') {
+        listed ??= new Set();
+        for (const v of raw[i + 1].split(',')) listed.add(v.trim().toLowerCase());
+      }
+    }
+    // Headers are set one name at a time; repeated names collect their values in order.
     const grouped = new Map<string, { name: string; values: string[] }>();
     let upstreamCookies: string[] | undefined;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const lower = raw[i].toLowerCase();
-      if (HOP_BY_HOP_RESPONSE.has(lower) || (listed.has(lower) && lower !== 'content-length')) continue;
+      if (HOP_BY_HOP_RESPONSE.has(lower) || (listed !== undefined && listed.has(lower) && lower !== 'content-length')) continue;
       if (lower === 'set-cookie') {
         if (reserved && setsReservedCookie(raw[i + 1], reserved)) {
           dropped(t, raw[i + 1]);
@@ -413,7 +412,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       try {
         res.setHeader(name, values.length === 1 ? values[0] : values);
       } catch {
-        // A header Node's parser accepted but its serializer refuses: drop it, keep the response.
+        // A header the upstream's parser accepted but Node's serializer refuses: drop it, keep the response.
       }
     }
     if (setCookies?.length) {
@@ -425,6 +424,18 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     }
     // The gateway's own (HSTS): after the upstream's, so an upstream's `max-age=0` cannot win.
     applyResponseHeaders(res, extraHeaders);
+  }
+
+  /** Request headers for undici: framing comes from the body we pass, so Transfer-Encoding goes. */
+  function upstreamHeaders(req: http.IncomingMessage): string[] {
+    const raw = req.rawHeaders;
+    const out: string[] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const n = raw[i];
+      if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') continue;
+      out.push(n, raw[i + 1]);
+    }
+    return out;
   }
 
   function forward(req: http.IncomingMessage, res: http.ServerResponse, t: ForwardTarget): void {
@@ -444,95 +455,123 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       return;
     }
     prepareHeaders(req, up, t, 'web');
+    // Framing as the client sent it: `Transfer-Encoding: chunked` → a streamed body without a
+    // length (undici chunks it); `Content-Length: N` → that length (strictly checked); neither
+    // → no body. The framing stage has already refused every other combination.
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const length = req.headers['content-length'];
+    const hasBody = chunked || (length !== undefined && length !== '0');
 
     const x: Exchange = { up, started: performance.now(), timedOut: false, clientGone: false, settled: false, upgraded: false };
+    let headersSent = false;
+    let status = 0;
 
-    // http-proxy 1.18 misses client aborts on Node >= 15.5 (its PR #1559): release the upstream
-    // request (in flight or still queued in the agent) as soon as the client is gone.
+    // Client gone (FIN, reset, or the response closed early): cancel the upstream request,
+    // whether it is still queued for a connection or already in flight.
     const clientGone = (): void => {
       if (x.clientGone) return;
       x.clientGone = true;
       x.settled = true; // a client abort is not an upstream result
       x.clearTimer?.();
-      x.proxyReq?.destroy();
+      x.abort?.(new Error('client gone'));
     };
-    // The client's FIN arrives loop turns before our response's 'close' (Node's server aborts
-    // the exchange on it anyway: it does not allow half-open HTTP). Reacting to it at once
-    // matters when many clients leave together: each upstream slot we free would otherwise go
-    // to a queued request whose client has already gone, and that request would be sent.
+    // The client's FIN arrives loop turns before our response's 'close' (Node's server does not
+    // allow half-open HTTP). Reacting to it at once matters when many clients leave together:
+    // each upstream slot freed would otherwise go to a queued request whose client has left.
     const sock = req.socket;
     const onClientEnd = (): void => {
       if (!res.writableFinished) clientGone();
     };
     sock?.once('end', onClientEnd);
-    res.on('close', () => {
+    res.once('close', () => {
       sock?.off('end', onClientEnd);
       if (!res.writableFinished) clientGone();
     });
 
+    // One timer for the whole wait: queued for a connection, connecting, then waiting for the
+    // response head; then per-chunk inactivity while the body streams.
+    const ms = up.cfg.timeout;
     const onTimeout = (): void => {
       if (x.timedOut || x.settled || x.clientGone) return;
       x.timedOut = true;
-      fail(x, res, 'timeout', null, req, t.responseHeaders);
-    };
-
-    const agent = hookedAgent(up.agent, (creq, o) => {
-      x.proxyReq = creq;
-      // The last word on framing: the upstream request must be framed as the client's was
-      // (chunked stays chunked, a length stays that length, no body stays no body).
-      if (!sameFraming(req, creq)) {
-        log?.error({ event: 'framing_mismatch', upstream: up.name, method: req.method }, 'refusing to forward a request whose framing changed');
-        fail(x, res, 'refused', new Error('framing mismatch'), req, t.responseHeaders);
-        creq.destroy();
+      if (headersSent) {
+        report(x, null, 'timeout');
+        res.destroy();
+        x.abort?.(new Error('upstream timeout'));
         return;
       }
-      creq.path = path;
-      if (up.servername) o.servername = up.servername;
-      armTimeout(x, creq, up.cfg.timeout, onTimeout);
-      // A 101 to a request that asked for no upgrade: nothing sane can follow on that socket.
-      creq.on('upgrade', (_r: http.IncomingMessage, s: Duplex) => {
-        s.destroy();
-        if (!x.settled && !x.clientGone) fail(x, res, 'reset', new Error('unexpected 101 from the upstream'), req, t.responseHeaders);
-      });
-      creq.on('response', (proxyRes: http.IncomingMessage) => {
-        const ka = proxyRes.headers['keep-alive'];
-        const m = ka ? /timeout=(\d+)/i.exec(String(ka)) : null;
-        if (m && creq.socket) hints.set(creq.socket, Number(m[1]) * 1000);
-        if (x.clientGone || x.settled || res.destroyed) {
-          proxyRes.resume();
-          creq.destroy();
+      fail(x, res, 'timeout', null, req, t.responseHeaders);
+      x.abort?.(new Error('upstream timeout'));
+    };
+    let timer: NodeJS.Timeout | undefined = setTimeout(onTimeout, ms);
+    const rearm = (): void => {
+      if (timer) timer.refresh();
+    };
+    x.clearTimer = () => {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+    };
+
+    const handler: Dispatcher.DispatchHandler = {
+      onConnect(abort) {
+        x.abort = abort;
+        if (x.clientGone || x.settled) abort(new Error('client gone'));
+      },
+      onHeaders(statusCode, rawHeaders, resume, statusText) {
+        if (statusCode < 200) return true; // 1xx informational: not relayed
+        if (x.settled || x.clientGone || res.destroyed) return false;
+        status = statusCode;
+        const raw = new Array<string>(rawHeaders.length);
+        for (let i = 0; i < rawHeaders.length; i++) raw[i] = rawHeaders[i].toString('latin1');
+        copyResponse(statusCode, statusText, raw, res, t);
+        headersSent = true;
+        rearm();
+        res.on('drain', resume);
+        return true;
+      },
+      onData(chunk) {
+        rearm();
+        return res.write(chunk);
+      },
+      onComplete() {
+        x.clearTimer?.();
+        res.end();
+        report(x, status);
+      },
+      onError(err) {
+        x.clearTimer?.();
+        if (x.clientGone || x.settled) return;
+        if (headersSent) {
+          // The upstream died (or timed out) mid-body: the client must see a broken response.
+          report(x, null, x.timedOut ? 'timeout' : 'reset');
+          res.destroy();
           return;
         }
-        copyResponse(proxyRes, res, t);
-        proxyRes.on('error', () => {
-          /* reported through 'close' below */
-        });
-        proxyRes.on('end', () => report(x, proxyRes.statusCode ?? null));
-        proxyRes.on('close', () => {
-          if (proxyRes.complete) return;
-          // The upstream died (or timed out) mid-body: the client must see a broken response.
-          if (!x.clientGone && !x.settled) report(x, null, x.timedOut ? 'timeout' : 'reset');
-          res.destroy();
-        });
-        proxyRes.pipe(res);
-      });
-    });
+        fail(x, res, x.timedOut ? 'timeout' : classifyUpstreamError(err), err, req, t.responseHeaders);
+      },
+    };
 
     try {
-      proxy.web(req, res, { target: up.target as unknown as httpProxy.ProxyTargetUrl, agent }, (err: Error) => {
-        // http-proxy routes errors of the client request (Node destroys it with "aborted"
-        // when the client leaves) to this callback too: those are no upstream failure.
-        if (x.clientGone || res.destroyed || req.errored === err || req.socket?.destroyed || req.socket?.readableEnded) {
-          clientGone();
-          return;
-        }
-        if (x.settled) return;
-        fail(x, res, x.timedOut ? 'timeout' : classifyUpstreamError(err), err, req, t.responseHeaders);
-      });
+      up.pool.dispatch(
+        {
+          origin: up.origin,
+          path,
+          method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
+          headers: upstreamHeaders(req),
+          body: hasBody ? req : null,
+          // TLS: SNI and the certificate check name the upstream, never the client's Host (undici
+          // would otherwise take the server name from the Host header).
+          ...(up.origin.startsWith('https:') ? { servername: up.servername ?? up.target.hostname } : {}),
+          // A request is never retried or pipelined: its body is a one-shot stream.
+          idempotent: false,
+          upgrade: null,
+        },
+        handler,
+      );
     } catch (err) {
-      // http.request threw synchronously (e.g. a header value Node refuses).
+      // undici refused the request synchronously (e.g. a header value it rejects).
+      x.clearTimer?.();
       log?.error({ event: 'proxy_setup_error', upstream: up.name, err: (err as Error).message }, 'could not start upstream request');
-      x.proxyReq?.destroy();
       if (!x.settled) fail(x, res, 'refused', err, req, t.responseHeaders);
     }
   }
@@ -747,7 +786,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     if (closed) return;
     closed = true;
     for (const up of upstreams.values()) {
-      up.agent.destroy();
+      void up.pool.destroy().catch(() => undefined);
       up.wsAgent.destroy();
     }
     // Upgraded sockets belong to no agent and no longer to the http server's bookkeeping
