@@ -153,6 +153,8 @@ export class AuthService {
     let user: Awaited<ReturnType<typeof d.db.users.findByUsername>>;
     try {
       user = await dependency(() => d.db.users.findByUsername(username), d.log);
+      // A full argon2 queue throws 503 `busy` from either call below: no verdict, so nothing
+      // is counted toward the lockout, and the turn is released (finally) all the same.
       let ok: boolean;
       if (!user) {
         await d.hasher.dummyVerify(fields.password);
@@ -174,9 +176,16 @@ export class AuthService {
       await release();
     }
     if (d.hasher.needsRehash(user.passwordHash)) {
-      const passwordHash = await d.hasher.hash(fields.password);
-      await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);
-      d.log.info({ event: 'password_rehashed', user_id: user.id }, 'password hash upgraded');
+      // Best effort: with the argon2 queue full (503 busy), the sign-in still succeeds and the
+      // upgrade waits for the next one.
+      const passwordHash = await d.hasher.hash(fields.password).catch((e: unknown) => {
+        if (isError(e, AuthErrors.busy)) return undefined;
+        throw e;
+      });
+      if (passwordHash) {
+        await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);
+        d.log.info({ event: 'password_rehashed', user_id: user.id }, 'password hash upgraded');
+      }
     }
     if (user.mfaEnabled) {
       const mfa = await d.tokens.signMfa({ sub: user.id, username: user.username });

@@ -1,6 +1,7 @@
 import argon2 from 'argon2';
 import { describe, expect, it } from 'vitest';
-import { PasswordHasher } from './password.js';
+import { DEFAULT_ARGON2_MAX_QUEUE, PasswordHasher, defaultArgon2Concurrency } from './password.js';
+import { WorkQueue } from './work-queue.js';
 
 /** Parses `$argon2id$v=19$m=19456,p=1,t=2$salt$hash` (parameter order as the library writes it). */
 function parsePhc(hash: string): { id: string; version: number; m: number; t: number; p: number; salt: string; digest: string } {
@@ -100,19 +101,76 @@ describe('PasswordHasher', () => {
     expect(ratio).toBeLessThan(2.5);
   });
 
-  it('the dummy hash is computed once, with the same parameters', async () => {
+  it('the dummy hash runs no argon2 to make, has the same parameters, and matches nothing', async () => {
     const h = new PasswordHasher({ memoryKib: 19456, timeCost: 2, parallelism: 1 });
-    const calls: string[] = [];
-    const orig = h.hash.bind(h);
-    h.hash = async (pw: string) => {
-      const out = await orig(pw);
-      calls.push(out);
-      return out;
+    const hashes: string[] = [];
+    const orig = argon2.verify;
+    // Spy on what dummyVerify verifies against (argon2's default export is a plain object).
+    (argon2 as { verify: typeof argon2.verify }).verify = async (digest, pw, o) => {
+      hashes.push(digest);
+      return orig(digest, pw, o);
     };
-    await Promise.all([h.dummyVerify('a'), h.dummyVerify('b')]);
-    await h.dummyVerify('c');
-    expect(calls).toHaveLength(1);
-    expect(parsePhc(calls[0])).toMatchObject({ id: 'argon2id', m: 19456, t: 2, p: 1 });
+    let ran = 0;
+    const runs = h.queue.run.bind(h.queue);
+    h.queue.run = (task) => {
+      ran++;
+      return runs(task);
+    };
+    try {
+      await h.warmUp();
+      expect(ran).toBe(0); // no argon2 run at warm-up
+      await Promise.all([h.dummyVerify('a'), h.dummyVerify('b')]);
+      await h.dummyVerify('c');
+      expect(ran).toBe(3); // one verify each, through the queue
+    } finally {
+      (argon2 as { verify: typeof argon2.verify }).verify = orig;
+    }
+    expect(new Set(hashes).size).toBe(1);
+    expect(parsePhc(hashes[0])).toMatchObject({ id: 'argon2id', version: 19, m: 19456, t: 2, p: 1 });
+    expect(Buffer.from(parsePhc(hashes[0]).salt, 'base64').length).toBe(16);
+    expect(Buffer.from(parsePhc(hashes[0]).digest, 'base64').length).toBe(32);
+    // A well-formed hash argon2 accepts (it verifies to false, it does not throw).
+    await expect(argon2.verify(hashes[0], '')).resolves.toBe(false);
+    // Another hasher has its own random dummy.
+    const other = new PasswordHasher();
+    const seen: string[] = [];
+    (argon2 as { verify: typeof argon2.verify }).verify = async (digest, pw, o) => {
+      seen.push(digest);
+      return orig(digest, pw, o);
+    };
+    try {
+      await other.dummyVerify('x');
+    } finally {
+      (argon2 as { verify: typeof argon2.verify }).verify = orig;
+    }
+    expect(seen[0]).not.toBe(hashes[0]);
+  });
+
+  it('hash, verify and dummyVerify go through the bounded queue; a full queue is 503 busy, never a verdict', async () => {
+    const queue = new WorkQueue({ concurrency: 1, maxQueue: 1 });
+    const h = new PasswordHasher({ queue });
+    const hash = await h.hash('pw-one');
+    expect(queue.concurrency).toBe(1);
+    // One running, one waiting: the third of each kind is refused.
+    const running = h.verify(hash, 'pw-one');
+    const waiting = h.dummyVerify('pw-one');
+    await expect(h.verify(hash, 'pw-one')).rejects.toMatchObject({ code: 'busy', status: 503 });
+    await expect(h.dummyVerify('pw-one')).rejects.toMatchObject({ code: 'busy', status: 503 });
+    await expect(h.hash('pw-two')).rejects.toMatchObject({ code: 'busy', status: 503, headers: { 'retry-after': expect.stringMatching(/^\d+$/) } });
+    expect(await running).toBe(true);
+    expect(await waiting).toBe(false);
+    // A malformed hash is still false, not an error, and frees its slot.
+    expect(await h.verify('garbage', 'pw')).toBe(false);
+    expect([queue.running, queue.queued]).toEqual([0, 0]);
+  });
+
+  it('default concurrency: one per core less one, at least 1', () => {
+    expect(defaultArgon2Concurrency(1)).toBe(1);
+    expect(defaultArgon2Concurrency(2)).toBe(1);
+    expect(defaultArgon2Concurrency(8)).toBe(7);
+    const h = new PasswordHasher();
+    expect(h.queue.concurrency).toBe(defaultArgon2Concurrency());
+    expect(h.queue.maxQueue).toBe(DEFAULT_ARGON2_MAX_QUEUE);
   });
 
   it('rejects invalid parameters', () => {

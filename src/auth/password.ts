@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import argon2 from 'argon2';
+import { WorkQueue } from './work-queue.js';
 
 /** argon2id cost parameters. */
 export interface PasswordHasherOptions {
@@ -18,6 +20,23 @@ export interface PasswordHasherOptions {
    * @default 1
    */
   parallelism?: number;
+  /**
+   * Where hash and verify runs wait for their turn (bounded concurrency, bounded queue; a full
+   * queue rejects with 503 `busy`).
+   * @default a queue of {@link defaultArgon2Concurrency} slots and {@link DEFAULT_ARGON2_MAX_QUEUE} places
+   */
+  queue?: WorkQueue;
+}
+
+/** Default waiting places in the argon2 queue (config `auth.argon2.max_queue`). */
+export const DEFAULT_ARGON2_MAX_QUEUE = 32;
+
+/**
+ * Default argon2 runs at once (config `auth.argon2.max_concurrent`): one per core less one, so
+ * one core is always left for proxied traffic, and at least 1.
+ */
+export function defaultArgon2Concurrency(cores = availableParallelism()): number {
+  return Math.max(1, cores - 1);
 }
 
 const PHC_ARGON2ID = /^\$argon2id\$/;
@@ -30,14 +49,22 @@ function normalize(password: string): string {
   return password.normalize('NFC');
 }
 
+/** Unpadded standard base64, as PHC strings write salts and digests. */
+function b64(buf: Buffer): string {
+  return buf.toString('base64').replace(/=+$/, '');
+}
+
 /**
  * argon2id password hashing (PHC strings). Hashing runs on the libuv threadpool, so the event
- * loop is not blocked.
+ * loop is not blocked; every hash and verify (the dummy one included) waits its turn in a
+ * bounded {@link WorkQueue}, so a burst of sign-ins cannot take every core.
  */
 export class PasswordHasher {
   /** Effective parameters. */
   readonly params: { readonly memoryKib: number; readonly timeCost: number; readonly parallelism: number };
-  private dummyHash: Promise<string> | undefined;
+  /** The queue hash and verify runs go through. */
+  readonly queue: WorkQueue;
+  private dummyHash: string | undefined;
 
   constructor(opts: PasswordHasherOptions = {}) {
     const memoryKib = opts.memoryKib ?? 19_456;
@@ -47,29 +74,42 @@ export class PasswordHasher {
       if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer`);
     }
     this.params = Object.freeze({ memoryKib, timeCost, parallelism });
+    this.queue = opts.queue ?? new WorkQueue({ concurrency: defaultArgon2Concurrency(), maxQueue: DEFAULT_ARGON2_MAX_QUEUE });
   }
 
-  /** Hashes a password with argon2id and the current parameters (PHC string). */
+  /**
+   * Hashes a password with argon2id and the current parameters (PHC string).
+   *
+   * @throws GatewayError `busy` (503, Retry-After) when the queue is full
+   */
   hash(password: string): Promise<string> {
-    return argon2.hash(normalize(password), {
-      type: argon2.argon2id,
-      memoryCost: this.params.memoryKib,
-      timeCost: this.params.timeCost,
-      parallelism: this.params.parallelism,
-    });
+    const pw = normalize(password);
+    return this.queue.run(() =>
+      argon2.hash(pw, {
+        type: argon2.argon2id,
+        memoryCost: this.params.memoryKib,
+        timeCost: this.params.timeCost,
+        parallelism: this.params.parallelism,
+      }),
+    );
   }
 
   /**
    * True when `password` matches `hash`. Never throws for a malformed or unsupported hash
    * (returns false), so a corrupt database row cannot turn a login into a 500.
+   *
+   * @throws GatewayError `busy` (503, Retry-After) when the queue is full — never a verdict
    */
   async verify(hash: string, password: string): Promise<boolean> {
     if (typeof hash !== 'string' || typeof password !== 'string') return false;
-    try {
-      return await argon2.verify(hash, normalize(password));
-    } catch {
-      return false;
-    }
+    const pw = normalize(password);
+    return this.queue.run(async () => {
+      try {
+        return await argon2.verify(hash, pw);
+      } catch {
+        return false;
+      }
+    });
   }
 
   /**
@@ -87,32 +127,35 @@ export class PasswordHasher {
   }
 
   /**
-   * Computes the dummy hash used by {@link dummyVerify} ahead of time, so the first unknown-user
-   * login is not slower than later ones. Optional: call at startup.
+   * Prepares the dummy hash used by {@link dummyVerify}. Optional (it is made on first use
+   * otherwise) and cheap: no argon2 run.
    */
   async warmUp(): Promise<void> {
-    await this.getDummyHash();
+    this.getDummyHash();
   }
 
   /**
-   * Runs one verification against a dummy hash made with the same parameters, so a login for an
-   * unknown user takes as long as one with a wrong password. Always resolves false.
+   * Runs one verification (through the same queue) against a dummy hash with the same
+   * parameters, so a login for an unknown user takes as long as one with a wrong password.
+   * Always resolves false.
+   *
+   * @throws GatewayError `busy` (503) when the queue is full, exactly as {@link verify} does
    */
   async dummyVerify(password: string): Promise<false> {
-    const hash = await this.getDummyHash();
-    await this.verify(hash, typeof password === 'string' ? password : '');
+    await this.verify(this.getDummyHash(), typeof password === 'string' ? password : '');
     return false;
   }
 
-  private getDummyHash(): Promise<string> {
-    if (this.dummyHash === undefined) {
-      const pending = this.hash(randomBytes(24).toString('base64url'));
-      // Do not memoize a failure: the next call tries again.
-      pending.catch(() => {
-        if (this.dummyHash === pending) this.dummyHash = undefined;
-      });
-      this.dummyHash = pending;
-    }
+  /**
+   * A PHC string with the current parameters, a random salt and a random 32-byte digest. Verifying
+   * against it costs exactly what verifying a real hash costs (argon2 recomputes the digest
+   * from the salt and parameters, then compares), yet building it runs no argon2 — which
+   * would take ~20 ms and leave ~20 MiB in the C allocator of an otherwise idle process — and
+   * no password matches it (a 2^-256 chance).
+   */
+  private getDummyHash(): string {
+    const { memoryKib: m, timeCost: t, parallelism: p } = this.params;
+    this.dummyHash ??= `$argon2id$v=19$m=${m},t=${t},p=${p}$${b64(randomBytes(16))}$${b64(randomBytes(32))}`;
     return this.dummyHash;
   }
 }

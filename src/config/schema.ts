@@ -198,6 +198,10 @@ export const configSchema = z
             memory_kib: z.number().int().min(19_456, 'at least 19456 KiB (19 MiB)').default(19_456),
             time_cost: z.number().int().min(2).default(2),
             parallelism: z.number().int().min(1).default(1),
+            /** argon2 runs at once (per process); unset: one per core less one, at least 1. */
+            max_concurrent: z.number().int().min(1).max(1024).optional(),
+            /** Sign-ins waiting for an argon2 slot; one more is answered 503 `busy` with Retry-After. */
+            max_queue: z.number().int().min(0).max(100_000).default(32),
           })
           .prefault({}),
       })

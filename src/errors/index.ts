@@ -80,6 +80,7 @@ export const AuthErrors = table({
   account_locked: [423, 'Account temporarily locked'],
   rate_limited: [429, 'Too many requests'],
   service_unavailable: [503, 'Service temporarily unavailable'],
+  busy: [503, 'Too busy; try again shortly'],
   method_not_allowed: [405, 'Method not allowed'],
   wrong_password: [403, 'Current password is wrong'],
   session_not_found: [404, 'Session not found'],

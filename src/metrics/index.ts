@@ -22,6 +22,8 @@ export class Metrics {
   readonly rateLimited: Counter<'limiter'>;
   readonly configReloads: Counter<'result'>;
   readonly dependencyUp: Gauge<'dependency'>;
+  readonly passwordQueueRejections: Counter;
+  readonly passwordQueueDepth: Gauge;
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -39,6 +41,9 @@ export class Metrics {
     this.rateLimited = new Counter({ name: 'portcullis_rate_limited_total', help: 'Requests refused by a rate limiter.', labelNames: ['limiter'], registers });
     this.configReloads = new Counter({ name: 'portcullis_config_reloads_total', help: 'Config reloads by result.', labelNames: ['result'], registers });
     this.dependencyUp = new Gauge({ name: 'portcullis_dependency_up', help: '1 when the dependency answered its last check.', labelNames: ['dependency'], registers });
+    // SPEC §12: argon2 work is bounded; a full queue answers 503 `busy` and is counted here.
+    this.passwordQueueRejections = new Counter({ name: 'portcullis_password_hash_queue_rejections_total', help: 'Password hash/verify runs refused because the argon2 queue was full (answered 503 busy).', registers });
+    this.passwordQueueDepth = new Gauge({ name: 'portcullis_password_hash_queue_depth', help: 'Password hash/verify runs waiting for an argon2 slot.', registers });
   }
 
   private readonly requestChildren = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();
