@@ -244,9 +244,16 @@ export function createGateway(d: GatewayDeps) {
     // on success the proxy appends them to the upstream's own.
     if (o.auth.setCookies.length) res.setHeader('set-cookie', o.auth.setCookies);
     const p = await plan(req, o, false);
-    st.mutator.apply(req, p);
     const n = o.resolved.normalized;
-    d.proxy.forward(req, res, { upstream: p.upstream, path: n.path, query: n.query, setCookies: o.auth.setCookies, responseHeaders: extra, reservedCookies: d.reservedCookies });
+    d.proxy.forward(req, res, {
+      upstream: p.upstream,
+      path: n.path,
+      query: n.query,
+      headers: st.mutator.headersFor(req, p),
+      setCookies: o.auth.setCookies,
+      responseHeaders: extra,
+      reservedCookies: d.reservedCookies,
+    });
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {

@@ -1,14 +1,6 @@
 import type http from 'node:http';
 import type { Config, IdentityHeaders } from '../config/schema.js';
-import {
-  HOP_BY_HOP,
-  connectionListed,
-  deleteRequestHeaders,
-  filterCookieHeader,
-  getRequestHeader,
-  headerSafe,
-  setRequestHeader,
-} from '../proxy/headers.js';
+import { CONNECTION_PROTECTED, HOP_BY_HOP, deleteRequestHeaders, filterCookieHeader, headerSafe, replaceRequestHeaders } from '../proxy/headers.js';
 import { createIpMatcher, normalizeIp } from '../proxy/ip.js';
 
 /** The authenticated user whose identity is forwarded to the upstream. */
@@ -92,7 +84,17 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
   for (const u of Object.values(opts.upstreams)) {
     for (const n of Object.values(u.identity_headers ?? {})) if (n) strippedNames.add(lowerDashed(n));
   }
-  const namesOf = (upstream: string): IdentityHeaders => ({ ...opts.identityHeaders, ...(opts.upstreams[upstream]?.identity_headers ?? {}) }) as IdentityHeaders;
+  /** Identity header names per upstream (its `identity_headers` over the global ones), built once. */
+  const namesByUpstream = new Map<string, IdentityHeaders>();
+  const namesOf = (upstream: string): IdentityHeaders => {
+    let n = namesByUpstream.get(upstream);
+    if (!n) namesByUpstream.set(upstream, (n = { ...opts.identityHeaders, ...(opts.upstreams[upstream]?.identity_headers ?? {}) } as IdentityHeaders));
+    return n;
+  };
+  const isIdentity = (lower: string): boolean => {
+    const d = lower.includes('_') ? lower.replace(/_/g, '-') : lower;
+    return d.startsWith('x-auth-') || strippedNames.has(d);
+  };
 
   /**
    * Removes every incoming copy of the identity headers: all configured names (global and
@@ -101,74 +103,105 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
    * public routes and the auth API included.
    */
   function strip(req: http.IncomingMessage): void {
-    deleteRequestHeaders(req, (n) => {
-      const d = n.includes('_') ? n.replace(/_/g, '-') : n;
-      return d.startsWith('x-auth-') || strippedNames.has(d);
-    });
-  }
-
-  /** Applies `plan` to `req`'s headers (`req.headers`, `headersDistinct` and `rawHeaders` alike). */
-  function apply(req: http.IncomingMessage, plan: HeaderPlan): void {
-    // Hop-by-hop headers, and any header the client lists in Connection, end at this hop. This
-    // runs first: a client listing X-Forwarded-For or an identity header in Connection must not
-    // make us drop the values we set below. `Expect` is answered here, never forwarded.
-    const listed = connectionListed(req);
-    const keepOverride = plan.keepMethodOverride === true;
-    deleteRequestHeaders(req, (n) => {
-      if (HOP_BY_HOP.has(n) || listed.has(n) || n === 'expect') return true;
-      const d = n.includes('_') ? n.replace(/_/g, '-') : n;
-      if (URL_OVERRIDE_HEADERS.has(d)) return true;
-      return !keepOverride && (METHOD_OVERRIDE_HEADERS as readonly string[]).includes(d);
-    });
-    if (plan.websocket) {
-      setRequestHeader(req, 'Connection', 'Upgrade');
-      setRequestHeader(req, 'Upgrade', 'websocket');
-    }
-    strip(req);
-
-    // X-Forwarded-*: extend a trusted proxy's chain, otherwise describe this hop only.
-    const peer = req.socket?.remoteAddress;
-    const peerText = normalizeIp(peer ?? '');
-    const host = getRequestHeader(req, 'host');
-    if (isTrusted(peer)) {
-      const xff = getRequestHeader(req, 'x-forwarded-for');
-      setRequestHeader(req, 'X-Forwarded-For', xff ? `${xff}, ${peerText}` : peerText);
-      if (!getRequestHeader(req, 'x-forwarded-proto')) setRequestHeader(req, 'X-Forwarded-Proto', plan.proto);
-      if (!getRequestHeader(req, 'x-forwarded-host') && host) setRequestHeader(req, 'X-Forwarded-Host', host);
-    } else {
-      deleteRequestHeaders(req, (n) => {
-        const d = n.replace(/_/g, '-');
-        return d.startsWith('x-forwarded-') || d === 'forwarded' || CLIENT_IP_HEADERS.has(d);
-      });
-      setRequestHeader(req, 'X-Forwarded-For', peerText);
-      setRequestHeader(req, 'X-Forwarded-Proto', plan.proto);
-      if (host) setRequestHeader(req, 'X-Forwarded-Host', host);
-    }
-
-    // The gateway's own credentials stay at the gateway.
-    if (plan.gatewayCookieNames.length) {
-      const cookie = getRequestHeader(req, 'cookie');
-      if (cookie !== undefined) {
-        // Node joins repeated Cookie headers with "; ".
-        const kept = filterCookieHeader(cookie, new Set(plan.gatewayCookieNames));
-        if (kept === '') deleteRequestHeaders(req, (n) => n === 'cookie');
-        else if (kept !== cookie) setRequestHeader(req, 'Cookie', kept);
+    // Hot path: most requests carry none, and a scan is cheaper than rebuilding the header objects.
+    const raw = req.rawHeaders;
+    let found = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      if (isIdentity(raw[i].toLowerCase())) {
+        found = true;
+        break;
       }
     }
-    if (plan.stripBearer) deleteRequestHeaders(req, (n) => n === 'authorization');
+    if (found) deleteRequestHeaders(req, isIdentity);
+  }
 
+  /**
+   * The header list (flat `[name, value, …]`) the upstream receives for `req` under `plan`, built
+   * in one pass over the client's raw headers:
+   * - hop-by-hop headers, and any header the client lists in `Connection`, end at this hop (the
+   *   values the gateway sets below are added after, so listing them removes nothing of ours);
+   *   `Expect` is answered here; `Transfer-Encoding` goes (the transport frames the body);
+   * - URL and method override headers go (method overrides stay when the plan keeps them);
+   * - identity headers go, then the gateway's are added; `X-Forwarded-*` extend a trusted
+   *   peer's chain or describe this hop only (other client-address claims of untrusted peers
+   *   go); the gateway's cookies and bearer token go.
+   */
+  function headersFor(req: http.IncomingMessage, plan: HeaderPlan): string[] {
+    const raw = req.rawHeaders;
+    let listed: Set<string> | undefined;
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') {
+        for (const t of raw[i + 1].split(',')) {
+          const n = t.trim().toLowerCase();
+          if (n && !CONNECTION_PROTECTED.has(n)) (listed ??= new Set()).add(n);
+        }
+      }
+    }
+    const keepOverride = plan.keepMethodOverride === true;
+    const peer = req.socket?.remoteAddress;
+    const trusted = isTrusted(peer);
+    const cookieNames = plan.gatewayCookieNames.length ? plan.gatewayCookieNames : undefined;
+    const out: string[] = [];
+    let host: string | undefined;
+    let xff: string | undefined;
+    let hasProto = false;
+    let hasXfHost = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i];
+      const value = raw[i + 1];
+      const l = name.toLowerCase();
+      if (HOP_BY_HOP.has(l) || l === 'expect' || l === 'transfer-encoding' || (listed !== undefined && listed.has(l))) continue;
+      const d = l.includes('_') ? l.replace(/_/g, '-') : l;
+      if (URL_OVERRIDE_HEADERS.has(d)) continue;
+      if (!keepOverride && (METHOD_OVERRIDE_HEADERS as readonly string[]).includes(d)) continue;
+      if (d.startsWith('x-auth-') || strippedNames.has(d)) continue;
+      if (d.startsWith('x-forwarded-') || d === 'forwarded' || CLIENT_IP_HEADERS.has(d)) {
+        if (!trusted) continue;
+        if (l === 'x-forwarded-for') {
+          xff = xff === undefined ? value : `${xff}, ${value}`;
+          continue;
+        }
+        if (l === 'x-forwarded-proto') hasProto = true;
+        if (l === 'x-forwarded-host') hasXfHost = true;
+      }
+      if (l === 'host') host ??= value;
+      if (l === 'cookie' && cookieNames) {
+        const kept = filterCookieHeader(value, new Set(cookieNames));
+        if (kept !== '') out.push(name, kept);
+        continue;
+      }
+      if (l === 'authorization' && plan.stripBearer) continue;
+      out.push(name, value);
+    }
+    if (plan.websocket) out.push('Connection', 'Upgrade', 'Upgrade', 'websocket');
+    const peerText = normalizeIp(peer ?? '');
+    out.push('X-Forwarded-For', xff ? `${xff}, ${peerText}` : peerText);
+    if (!trusted || !hasProto) out.push('X-Forwarded-Proto', plan.proto);
+    if ((!trusted || !hasXfHost) && host) out.push('X-Forwarded-Host', host);
     const id = plan.identity;
     if (id) {
       const names = namesOf(plan.upstream);
-      setRequestHeader(req, names.user, headerSafe(id.username));
-      setRequestHeader(req, names.user_id, headerSafe(id.sub));
-      if (id.email !== null) setRequestHeader(req, names.email, headerSafe(id.email));
-      setRequestHeader(req, names.roles, headerSafe(id.roles.join(',')));
+      out.push(names.user, headerSafe(id.username), names.user_id, headerSafe(id.sub));
+      if (id.email !== null) out.push(names.email, headerSafe(id.email));
+      out.push(names.roles, headerSafe(id.roles.join(',')));
     }
-    if (plan.assertion) setRequestHeader(req, ASSERTION_HEADER, headerSafe(plan.assertion));
+    if (plan.assertion) out.push(ASSERTION_HEADER, headerSafe(plan.assertion));
+    return out;
   }
 
-  return { strip, apply };
+  /**
+   * Applies `plan` to `req` itself (`rawHeaders`, `headers`, `headersDistinct`), for transports
+   * that read the request object (WebSocket upgrades through http-proxy).
+   */
+  function apply(req: http.IncomingMessage, plan: HeaderPlan): void {
+    // The request object keeps its Transfer-Encoding: the transport reads the framing from it.
+    const te = req.headersDistinct['transfer-encoding'];
+    const list = headersFor(req, plan);
+    if (te) for (const v of te) list.push('Transfer-Encoding', v);
+    replaceRequestHeaders(req, list);
+  }
+
+  return { strip, apply, headersFor };
 }
 
 export type HeaderMutator = ReturnType<typeof createHeaderMutator>;

@@ -25,6 +25,29 @@ export function deleteRequestHeaders(req: http.IncomingMessage, drop: (lowerName
   for (const k of Object.keys(distinct)) if (drop(k)) delete distinct[k];
 }
 
+/**
+ * Replaces all of `req`'s headers with the flat `[name, value, …]` list, keeping `rawHeaders`,
+ * `headers` (repeated values joined as Node joins them: `; ` for Cookie, an array for
+ * Set-Cookie, `, ` otherwise) and `headersDistinct` in agreement.
+ */
+export function replaceRequestHeaders(req: http.IncomingMessage, list: readonly string[]): void {
+  const headers: Record<string, string | string[]> = {};
+  const distinct: Record<string, string[]> = {};
+  for (let i = 0; i + 1 < list.length; i += 2) {
+    const l = list[i].toLowerCase();
+    const v = list[i + 1];
+    (distinct[l] ??= []).push(v);
+    const prev = headers[l];
+    if (prev === undefined) headers[l] = l === 'set-cookie' ? [v] : v;
+    else if (Array.isArray(prev)) prev.push(v);
+    else headers[l] = `${prev}${l === 'cookie' ? '; ' : ', '}${v}`;
+  }
+  req.rawHeaders.length = 0;
+  req.rawHeaders.push(...list);
+  Object.defineProperty(req, 'headers', { value: headers, writable: true, configurable: true, enumerable: true });
+  Object.defineProperty(req, 'headersDistinct', { value: distinct, writable: true, configurable: true, enumerable: true });
+}
+
 /** Replaces every copy of header `name` with one header carrying `value`. */
 export function setRequestHeader(req: http.IncomingMessage, name: string, value: string): void {
   const lower = name.toLowerCase();

@@ -32,6 +32,11 @@ export interface ForwardTarget {
    * on the 101 (or refusal) of a WebSocket upgrade. Lower-case names.
    */
   readonly responseHeaders?: Readonly<Record<string, string>>;
+  /**
+   * The request headers to send, as a flat `[name, value, …]` list already through the pipeline's
+   * mutate stage (`headersFor`); without it, the request's own headers (hop-by-hop ones removed).
+   */
+  readonly headers?: readonly string[];
   /** The session the request was authenticated with: its WebSocket tunnel closes when it is revoked. */
   readonly sessionId?: string;
   /**
@@ -454,7 +459,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       writeProblem(res, new GatewayError(PolicyErrors.bad_path));
       return;
     }
-    prepareHeaders(req, up, t, 'web');
+    if (t.headers === undefined) prepareHeaders(req, up, t, 'web');
     // Framing as the client sent it: `Transfer-Encoding: chunked` → a streamed body without a
     // length (undici chunks it); `Content-Length: N` → that length (strictly checked); neither
     // → no body. The framing stage has already refused every other combination.
@@ -557,7 +562,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
           origin: up.origin,
           path,
           method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
-          headers: upstreamHeaders(req),
+          headers: (t.headers as string[] | undefined) ?? upstreamHeaders(req),
           body: hasBody ? req : null,
           // TLS: SNI and the certificate check name the upstream, never the client's Host (undici
           // would otherwise take the server name from the Host header).
