@@ -4,6 +4,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
+import { availableParallelism } from 'node:os';
 import helmet from 'helmet';
 import { decodeProtectedHeader } from 'jose';
 import type { Logger } from 'pino';
@@ -20,7 +21,6 @@ import { TokenService, loadKeySet, loadOrCreateKeyFile, readKeyFile, type KeySet
 import { Lockout, MfaService, loadSecretBox, passwordTools, type PasswordHasher } from './auth/index.js';
 import { MemoryStateStore } from './store/state/memory.js';
 import type { RevocationList, StateStore } from './store/ports.js';
-import { createRedisClient, redisReady, RedisRevocationBus, RedisStateStore } from './store/state/redis.js';
 import { AuthService } from './auth/login-flow.js';
 import { createAuthApi } from './http/auth-api.js';
 import { createAuthenticator } from './http/authenticate.js';
@@ -120,7 +120,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
   }
 
   const tokens = new TokenService({ keySet, issuer: config.issuer, audience: config.auth.audience, accessTtlMs: config.auth.access_ttl, now });
-  const { hasher, policy } = passwordTools(config.auth);
+  // argon2 runs are bounded per process (SPEC §12); worker processes share the default slots.
+  const { hasher, policy } = passwordTools(config.auth, { metrics, processes: config.workers === 'auto' ? availableParallelism() : config.workers });
   const localRevocations = new MemoryRevocationList(now);
   // A revoked session's WebSocket tunnels close at once, wherever the revocation came from.
   localRevocations.onAdd((sid) => {
@@ -142,16 +143,18 @@ export async function createApp(opts: AppOptions): Promise<App> {
     onError: (e) => log.warn({ err: (e as Error).message }, 'revocation sync failed; keeping the last known list'),
   });
   // Shared state: Redis when configured (several replicas act as one), else in process.
-  const redis = config.storage.redis_url ? createRedisClient(config.storage.redis_url, { log: (msg, extra) => log.warn(extra ?? {}, msg) }) : undefined;
+  // ioredis is loaded only when Redis is configured (it costs ~8 MB of RSS).
+  const redisModule = config.storage.redis_url ? await import('./store/state/redis.js') : undefined;
+  const redis = redisModule?.createRedisClient(config.storage.redis_url, { log: (msg, extra) => log.warn(extra ?? {}, msg) });
   const prefix = config.storage.redis_prefix;
   if (redis) {
     // Wait briefly for Redis so the rate limiters can upload their scripts; if it is down the
     // gateway still starts (not ready, sign-in answering 503) and recovers when Redis returns.
-    await redisReady(redis, 3000).catch((e) => log.error({ event: 'state_store', err: (e as Error).message }, 'Redis is not reachable at start; sign-in will answer 503 until it is'));
+    await redisModule!.redisReady(redis, 3000).catch((e) => log.error({ event: 'state_store', err: (e as Error).message }, 'Redis is not reachable at start; sign-in will answer 503 until it is'));
   }
-  const stateStore: StateStore = redis ? new RedisStateStore(redis, prefix) : new MemoryStateStore(() => now().getTime());
+  const stateStore: StateStore = redis ? new redisModule!.RedisStateStore(redis, prefix) : new MemoryStateStore(() => now().getTime());
   const bus = redis
-    ? new RedisRevocationBus(redis, config.storage.redis_url, prefix, {
+    ? new redisModule!.RedisRevocationBus(redis, config.storage.redis_url, prefix, {
         log: (msg, extra) => log.warn(extra ?? {}, msg),
         onRevoked: (sid, until) => localRevocations.add(sid, until),
         // Messages sent while disconnected are lost: reload the whole list from the database.

@@ -1,7 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
-import QRCode from 'qrcode';
 import { AuthErrors, GatewayError, PolicyErrors } from '../errors/index.js';
 import type { Metrics } from '../metrics/index.js';
 import type { Database, StateStore, UserRecord } from '../store/ports.js';
@@ -84,6 +83,8 @@ export class MfaService {
     const totpSecret = this.d.box.encrypt(secret, SECRET_PURPOSE, user.id);
     await dependency(() => this.d.db.users.update(user.id, { totpSecret, mfaEnabled: false }), this.d.log);
     const otpauth_uri = generateURI({ issuer: this.d.issuer, label: user.username, secret });
+    // Loaded here, on 2FA setup only: nothing else needs a QR encoder in memory.
+    const { default: QRCode } = await import('qrcode');
     const qr_svg = await QRCode.toString(otpauth_uri, { type: 'svg', errorCorrectionLevel: 'M', margin: 2 });
     return { secret, otpauth_uri, qr_svg };
   }

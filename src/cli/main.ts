@@ -8,7 +8,6 @@ import { compileRoutes, explain, formatExplain, methodFallthroughWarnings, polic
 import { generateSigningJwk } from '../tokens/index.js';
 import { Lockout, passwordTools, validateUsername } from '../auth/index.js';
 import { Metrics } from '../metrics/index.js';
-import { createRedisClient, redisReady, RedisStateStore } from '../store/state/redis.js';
 import { pino } from 'pino';
 import { openDatabase } from '../store/sql/index.js';
 import type { Database, UserRecord } from '../store/ports.js';
@@ -394,6 +393,8 @@ async function unlockViaAdmin(config: Config, username: string): Promise<boolean
 
 /** With Redis-shared state the lock lives in Redis: clear it there (every replica sees it). */
 async function unlockInRedis(config: Config, username: string): Promise<boolean> {
+  // ioredis is loaded only where Redis is used (it costs ~8 MB of RSS).
+  const { createRedisClient, redisReady, RedisStateStore } = await import('../store/state/redis.js');
   const client = createRedisClient(config.storage.redis_url, { lazyConnect: true });
   try {
     await redisReady(client, 3000);
@@ -413,6 +414,7 @@ async function unlockInRedis(config: Config, username: string): Promise<boolean>
  */
 async function broadcastRevocations(config: Config, sessionIds: readonly string[], io: Io): Promise<void> {
   if (!config.storage.redis_url || sessionIds.length === 0) return;
+  const { createRedisClient, redisReady } = await import('../store/state/redis.js');
   const client = createRedisClient(config.storage.redis_url, { lazyConnect: true });
   try {
     await redisReady(client, 2000);

@@ -5,9 +5,9 @@
  */
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import type { Database } from '../ports.js';
 import { MIGRATIONS, runMigrations, type Migration } from './migrations.js';
 import { SqlRecoveryCodeStore } from './recovery-code-store.js';
@@ -84,8 +84,11 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
   const now = opts.now ?? (() => new Date());
   const target = parseDatabaseUrl(url, opts.cwd, opts.schema);
 
+  // Each driver is loaded only when its URL is used: an embedded gateway never holds pg in
+  // memory, nor a PostgreSQL one the SQLite addon.
   if (target.dialect === 'sqlite') {
-    const sqlite = openSqliteFile(target.filename);
+    const { default: Sqlite } = await import('better-sqlite3');
+    const sqlite = openSqliteFile(Sqlite, target.filename);
     const kysely = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
     return new KyselyDatabase('sqlite', kysely, undefined, now, log, async (list) =>
       runMigrations(kysely, 'sqlite', list, { log, now }),
@@ -93,6 +96,7 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
   }
 
   const { connectionString, schema } = target;
+  const { default: pg } = await import('pg');
   const base: pg.PoolConfig = {
     connectionString,
     ...PG_POOL,
@@ -130,7 +134,7 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
 }
 
 /** Opens (creating if needed) a SQLite file with the pragmas the stores rely on. */
-function openSqliteFile(filename: string): BetterSqlite3.Database {
+function openSqliteFile(Sqlite: typeof BetterSqlite3, filename: string): BetterSqlite3.Database {
   if (filename !== ':memory:') {
     mkdirSync(path.dirname(filename), { recursive: true, mode: 0o700 });
     if (!existsSync(filename)) closeSync(openSync(filename, 'a', 0o600));
@@ -138,7 +142,7 @@ function openSqliteFile(filename: string): BetterSqlite3.Database {
     // and -shm files the database file's mode.
     chmodSync(filename, 0o600);
   }
-  const db = new BetterSqlite3(filename, { timeout: 5000 });
+  const db = new Sqlite(filename, { timeout: 5000 });
   try {
     db.pragma('journal_mode = WAL');
     db.pragma('foreign_keys = ON');
