@@ -1,7 +1,8 @@
 /**
- * CPU profile of `portcullis serve` under load: the same setup as proxy-throughput.ts (echo
- * upstream, one authenticated catch-all route, bearer token), but the gateway runs under
- * `node --cpu-prof` and the profile is summarised by self time.
+ * CPU profile of `portcullis serve` under load: the setup of the authenticated row of
+ * `npm run bench` (echo upstream, an authenticated catch-all route, bearer token), but the
+ * gateway runs under `node --cpu-prof` and the profile is summarised by self time. A
+ * diagnostic tool beside bench/run.ts, not part of its report.
  *
  *   npx tsx bench/profile-gateway.ts [--seconds 10] [--connections 50] [--compiled] [--top 40] [--out DIR] [--perf]
  *
