@@ -31,6 +31,7 @@ import {
 // Options
 
 const argv = process.argv.slice(2);
+const ECHO = argv.includes('--echo');
 const opt = (name: string) => {
   const i = argv.indexOf(`--${name}`);
   return i === -1 ? undefined : argv[i + 1];
@@ -44,7 +45,8 @@ const num = (name: string, def: number) => {
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(
-    'usage: npm run bench -- [--seconds N] [--runs N] [--only a,b] [--connections N] [--threads N] [--no-build] [--keep] [--redis URL]\n' +
+    'usage: npm run bench -- [--seconds N] [--runs N] [--only a,b] [--connections N] [--threads N] [--no-build] [--keep] [--redis URL] [--echo]\n' +
+      '  --echo: the upstream echoes each request (bigger answers for routes that add identity headers); default: a fixed small JSON\n' +
       `  --only takes any of: ${SECTIONS.join(', ')}\n`,
   );
   process.exit(2);
@@ -125,7 +127,9 @@ const tsx = (file: string, args: string[], name: string) => {
 
 async function startEcho(): Promise<{ proc: Proc; port: number; url: string }> {
   const port = await freePort();
-  const proc = tsx('bench/echo-main.ts', ['--listen', `127.0.0.1:${port}`], 'echo');
+  // A small fixed JSON answer (as the issue's figures used), so the authenticated route's extra
+  // identity headers do not also buy it a bigger echoed response; `--echo` reflects requests.
+  const proc = tsx('bench/echo-main.ts', ['--listen', `127.0.0.1:${port}`, ...(ECHO ? [] : ['--fixed'])], 'echo');
   await waitForPort(port, 15_000, proc.child, 'echo upstream');
   return { proc, port, url: `http://127.0.0.1:${port}` };
 }
@@ -300,7 +304,7 @@ interface Measured extends WrkResult {
 const results = new Map<Row, Measured[]>();
 const cpuLabel: Record<Row, string> = { upstream: 'echo', nginx: 'nginx', bare: 'forwarder', auth: 'gateway', public: 'gateway', 'forward-auth': 'nginx+verifier' };
 const label: Record<Row, string> = {
-  upstream: 'upstream alone (echo)',
+  upstream: ECHO ? 'upstream alone (echo)' : 'upstream alone (small JSON)',
   nginx: 'nginx proxy_pass, 1 worker, keep-alive',
   bare: 'bare undici Pool forwarder (no auth)',
   auth: 'gateway, authenticated route (bearer)',

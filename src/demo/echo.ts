@@ -24,6 +24,12 @@ export interface EchoOptions {
   port: number;
   /** Header names to read the identity from. */
   identityHeaders?: Partial<EchoIdentityHeaders>;
+  /**
+   * Answer every non-helper request with the same small JSON body (`{"ok":true}`) instead of
+   * echoing the request: a fixed-size upstream for benchmarks, so that routes that forward more
+   * headers (identity headers) do not also get bigger responses.
+   */
+  fixed?: boolean;
 }
 
 /** A running echo server. */
@@ -249,6 +255,8 @@ function handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, 
  * `/__echo/status/NNN` (answer with that status), `/__echo/stats` ({@link EchoStats}).
  * WebSocket upgrades are accepted at any path (`/__echo/ws-reject` answers 403 instead).
  */
+const FIXED_BODY = Buffer.from('{"ok":true}');
+
 export async function startEchoServer(opts: EchoOptions): Promise<EchoServer> {
   const names: EchoIdentityHeaders = {
     user: opts.identityHeaders?.user ?? 'X-Auth-User',
@@ -310,6 +318,11 @@ export async function startEchoServer(opts: EchoOptions): Promise<EchoServer> {
         }
         sendJson(res, code, r);
       };
+      if (opts.fixed && !path.startsWith('/__echo/')) {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': FIXED_BODY.length });
+        res.end(FIXED_BODY);
+        return;
+      }
       if (path === '/__echo/slow') {
         const t = setTimeout(reply, intParam(url.searchParams, 'ms', MAX_SLOW_MS));
         res.on('close', () => clearTimeout(t));
@@ -355,7 +368,7 @@ export async function echoMain(argv: readonly string[] = process.argv.slice(2), 
   const listen = (i !== -1 ? argv[i + 1] : undefined) ?? env.ECHO_LISTEN ?? '127.0.0.1:9000';
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
   if (!m) throw new Error(`not a listen address: "${listen}" (use host:port)`);
-  const echo = await startEchoServer({ host: m[1] ?? (m[2] || '127.0.0.1'), port: Number(m[3]) });
+  const echo = await startEchoServer({ host: m[1] ?? (m[2] || '127.0.0.1'), port: Number(m[3]), fixed: argv.includes('--fixed') });
   process.stdout.write(`echo upstream listening on ${echo.url}\n`);
   const stop = (): void => {
     void echo.close().then(() => process.exit(0));
