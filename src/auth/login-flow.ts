@@ -412,8 +412,18 @@ export class AuthService {
   async verify(token: string): Promise<TokenIdentity> {
     const c = await this.d.tokens.verifyAccess(token);
     if (this.d.revocations.isRevoked(c.sid)) throw new GatewayError(PolicyErrors.invalid_token, 'The session has been revoked.');
-    return { sub: c.sub, sid: c.sid, username: c.username, roles: c.roles, amr: c.amr, email: c.email ?? null };
+    // Hot path: verified claims are cached per token, so is the identity made from them (one
+    // object per token, which later stages may key their own caches on).
+    let id = this.identities.get(c);
+    if (id === undefined) {
+      id = Object.freeze({ sub: c.sub, sid: c.sid, username: c.username, roles: c.roles, amr: c.amr, email: c.email ?? null });
+      this.identities.set(c, id);
+    }
+    return id;
   }
+
+  /** The identity of each verified claims object (claims objects are cached per token). */
+  private readonly identities = new WeakMap<object, TokenIdentity>();
 
   /** Revokes one session everywhere (durably, then in the local list). */
   async revokeSession(sessionId: string, reason: string): Promise<boolean> {

@@ -183,7 +183,7 @@ export function createGateway(d: GatewayDeps) {
     const assertion = id && config.upstreams[upstream]?.assertion ? await d.signAssertion({ sub: id.sub, username: id.username, email: id.email, roles: id.roles, upstream }) : undefined;
     return {
       upstream,
-      identity: id && { sub: id.sub, username: id.username, email: id.email, roles: [...id.roles] },
+      identity: id,
       assertion,
       gatewayCookieNames: d.cookieNames,
       // Our own bearer token never reaches an upstream, valid or not; a foreign one is the

@@ -91,6 +91,25 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
     if (!n) namesByUpstream.set(upstream, (n = { ...opts.identityHeaders, ...(opts.upstreams[upstream]?.identity_headers ?? {}) } as IdentityHeaders));
     return n;
   };
+  /**
+   * The identity header lines of one identity for one upstream, made once: identities are one
+   * object per verified token, so repeat requests reuse the lines.
+   */
+  const identityLines = new WeakMap<ForwardIdentity, Map<string, string[]>>();
+  const identityHeaders = (id: ForwardIdentity, upstream: string): string[] => {
+    let byUpstream = identityLines.get(id);
+    if (!byUpstream) identityLines.set(id, (byUpstream = new Map()));
+    let lines = byUpstream.get(upstream);
+    if (!lines) {
+      const names = namesOf(upstream);
+      lines = [names.user, headerSafe(id.username), names.user_id, headerSafe(id.sub)];
+      if (id.email !== null) lines.push(names.email, headerSafe(id.email));
+      lines.push(names.roles, headerSafe(id.roles.join(',')));
+      byUpstream.set(upstream, lines);
+    }
+    return lines;
+  };
+  const peerTexts = new WeakMap<object, string>();
   const isIdentity = (lower: string): boolean => {
     const d = lower.includes('_') ? lower.replace(/_/g, '-') : lower;
     return d.startsWith('x-auth-') || strippedNames.has(d);
@@ -174,17 +193,17 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
       out.push(name, value);
     }
     if (plan.websocket) out.push('Connection', 'Upgrade', 'Upgrade', 'websocket');
-    const peerText = normalizeIp(peer ?? '');
+    // Per connection, not per request: keep-alive clients send many requests from one address.
+    let peerText = req.socket ? peerTexts.get(req.socket) : undefined;
+    if (peerText === undefined) {
+      peerText = normalizeIp(peer ?? '');
+      if (req.socket) peerTexts.set(req.socket, peerText);
+    }
     out.push('X-Forwarded-For', xff ? `${xff}, ${peerText}` : peerText);
     if (!trusted || !hasProto) out.push('X-Forwarded-Proto', plan.proto);
     if ((!trusted || !hasXfHost) && host) out.push('X-Forwarded-Host', host);
     const id = plan.identity;
-    if (id) {
-      const names = namesOf(plan.upstream);
-      out.push(names.user, headerSafe(id.username), names.user_id, headerSafe(id.sub));
-      if (id.email !== null) out.push(names.email, headerSafe(id.email));
-      out.push(names.roles, headerSafe(id.roles.join(',')));
-    }
+    if (id) for (const v of identityHeaders(id, plan.upstream)) out.push(v);
     if (plan.assertion) out.push(ASSERTION_HEADER, headerSafe(plan.assertion));
     return out;
   }
