@@ -213,3 +213,29 @@ describe('policy explain and the auth API', () => {
     expect(explain(ctx, { method: 'GET', url: '/API/AUTH/me', roles: [], mfa: false }).route?.name).toBe('app');
   });
 });
+
+describe('headers Node keeps one copy of (a review of the undici engine)', () => {
+  it('a second Authorization carrying our token never reaches the upstream: two Authorization headers are 400', async () => {
+    const r = await send('GET', '/public/dupauth', { Authorization: 'Basic Zm9vOmJhcg==', authorization: `Bearer ${staff}` });
+    expect(r.status).toBe(400);
+    expect(rec.seen).toEqual([]);
+  });
+
+  it('a second Referer (or User-Agent) is not forwarded: the upstream sees the copy the gateway judged', async () => {
+    const host = new URL(h.url).host;
+    const r = await rawRequest(h.url, `GET /public/dupref HTTP/1.1\r\nHost: ${host}\r\nReferer: http://${host}/\r\nReferer: http://evil.example/\r\nUser-Agent: a\r\nUser-Agent: b\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(200);
+    expect(rec.seen[0].rawHeaders.filter((_v, i, a) => i % 2 === 0 && a[i].toLowerCase() === 'referer')).toHaveLength(1);
+    expect(rec.seen[0].headers.referer).toBe(`http://${host}/`);
+    expect(rec.seen[0].headers['user-agent']).toBe('a');
+  });
+
+  it('two Cookie lines reach the upstream as one (the gateway cookies removed from both)', async () => {
+    const host = new URL(h.url).host;
+    const r = await rawRequest(h.url, `GET /public/cookies HTTP/1.1\r\nHost: ${host}\r\nCookie: a=1; portcullis_at=x\r\nCookie: portcullis_rt=y; b=2\r\nConnection: close\r\n\r\n`);
+    expect(r.status).toBe(200);
+    const lines = rec.seen[0].rawHeaders.filter((_v, i, a) => i % 2 === 0 && a[i].toLowerCase() === 'cookie');
+    expect(lines).toHaveLength(1);
+    expect(rec.seen[0].headers.cookie).toBe('a=1; b=2');
+  });
+});

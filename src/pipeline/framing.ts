@@ -13,7 +13,8 @@ import { GatewayError, PolicyErrors } from '../errors/index.js';
  * Refused (the connection is closed after the answer): more than `maxHeaderLines` header lines
  * (431); a `Content-Length` that is repeated or not plain digits, a `Transfer-Encoding` that is
  * repeated, is anything but `chunked`, comes with a `Content-Length`, or is sent by an HTTP/1.0
- * client (400 `bad_framing`, RFC 9112 §6.1–6.3); a missing or repeated `Host` (400 `bad_host`).
+ * client (400 `bad_framing`, RFC 9112 §6.1–6.3); a missing or repeated `Host` (400 `bad_host`);
+ * a repeated `Authorization` (400 `bad_request`).
  * @returns the refusal, or null when the request may go on
  */
 export function checkFraming(req: IncomingMessage, maxHeaderLines: number): GatewayError | null {
@@ -22,6 +23,7 @@ export function checkFraming(req: IncomingMessage, maxHeaderLines: number): Gate
     return new GatewayError(PolicyErrors.too_many_headers, `The request has ${raw.length / 2} header lines; at most ${maxHeaderLines} are accepted.`);
   }
   let host = 0;
+  let auth = 0;
   let cl = 0;
   let te = 0;
   let clValue = '';
@@ -31,6 +33,7 @@ export function checkFraming(req: IncomingMessage, maxHeaderLines: number): Gate
     const n = raw[i];
     const len = n.length;
     if (len === 4 && n.toLowerCase() === 'host') host++;
+    else if (len === 13 && n.toLowerCase() === 'authorization') auth++;
     else if (len === 14 && n.toLowerCase() === 'content-length') {
       cl++;
       clValue = raw[i + 1];
@@ -40,6 +43,8 @@ export function checkFraming(req: IncomingMessage, maxHeaderLines: number): Gate
     }
   }
   if (host > 1) return new GatewayError(PolicyErrors.bad_host, 'The request has more than one Host header.');
+  // Two sets of credentials: which one counts would depend on who reads them.
+  if (auth > 1) return new GatewayError(PolicyErrors.bad_request, 'The request has more than one Authorization header.');
   // HTTP/1.1 without Host is refused by Node already; an HTTP/1.0 request without one would skip
   // every host rule and reach the upstream's default virtual host.
   if (host === 0) return new GatewayError(PolicyErrors.bad_host, 'A Host header is required.');

@@ -51,6 +51,15 @@ export const METHOD_OVERRIDE_HEADERS = ['x-http-method-override', 'x-http-method
  */
 const URL_OVERRIDE_HEADERS = new Set(['x-original-url', 'x-rewrite-url', 'x-host', 'x-original-host', 'x-forwarded-server']);
 const ASSERTION_HEADER = 'X-Auth-Assertion';
+/**
+ * Headers Node keeps only the first copy of in `req.headers` (what every stage judged): the
+ * upstream gets that first copy only, never a second one the gateway did not look at (a second
+ * `Authorization` carrying the gateway's own token, a second `Referer`…).
+ */
+const FIRST_ONLY = new Set([
+  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since',
+  'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent',
+]);
 /** Client-address claims other proxies and CDNs set: believed from `trust_proxy` peers only. */
 const CLIENT_IP_HEADERS = new Set(['x-real-ip', 'true-client-ip', 'client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip', 'fastly-client-ip']);
 
@@ -163,6 +172,8 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
     const out: string[] = [];
     let host: string | undefined;
     let xff: string | undefined;
+    let cookieAt = -1;
+    let seen: Set<string> | undefined;
     let hasProto = false;
     let hasXfHost = false;
     for (let i = 0; i < raw.length; i += 2) {
@@ -183,10 +194,21 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
         if (l === 'x-forwarded-proto') hasProto = true;
         if (l === 'x-forwarded-host') hasXfHost = true;
       }
+      if (FIRST_ONLY.has(l)) {
+        if (seen?.has(l)) continue;
+        (seen ??= new Set()).add(l);
+      }
       if (l === 'host') host ??= value;
-      if (l === 'cookie' && cookieNames) {
-        const kept = filterCookieHeader(value, new Set(cookieNames));
-        if (kept !== '') out.push(name, kept);
+      if (l === 'cookie') {
+        // One Cookie line, as Node presents it to the gateway (copies joined with "; "), with the
+        // gateway's own cookies removed.
+        const kept = cookieNames ? filterCookieHeader(value, new Set(cookieNames)) : value;
+        if (kept === '') continue;
+        if (cookieAt >= 0) out[cookieAt + 1] = `${out[cookieAt + 1]}; ${kept}`;
+        else {
+          cookieAt = out.length;
+          out.push(name, kept);
+        }
         continue;
       }
       if (l === 'authorization' && plan.stripBearer) continue;
