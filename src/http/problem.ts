@@ -1,12 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { GatewayError, PolicyErrors } from '../errors/index.js';
 import { writeProblem } from '../proxy/problem.js';
+import { wantsHtml } from '../pipeline/handler.js';
 
-/** True for a browser navigation: GET/HEAD that prefers HTML. */
-export function wantsHtml(req: IncomingMessage): boolean {
-  const accept = req.headers.accept ?? '';
-  return (req.method === 'GET' || req.method === 'HEAD') && accept.includes('text/html');
-}
+/** True for a browser navigation: GET/HEAD that prefers HTML (one definition, the pipeline's). */
+export { wantsHtml };
 
 const ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 /** HTML-escapes text for element content and attribute values. */

@@ -294,9 +294,17 @@ export function createGateway(d: GatewayDeps) {
       return;
     }
     const p = await plan(req, o, true);
-    st.mutator.apply(req, p);
     const n = o.resolved.normalized;
-    d.proxy.upgrade(req, socket, head, { upstream: p.upstream, path: n.path, query: n.query, setCookies: o.auth.setCookies, responseHeaders: extra, sessionId: o.auth.identity?.sid, reservedCookies: d.reservedCookies });
+    d.proxy.upgrade(req, socket, head, {
+      upstream: p.upstream,
+      path: n.path,
+      query: n.query,
+      headers: st.mutator.headersFor(req, p),
+      setCookies: o.auth.setCookies,
+      responseHeaders: extra,
+      sessionId: o.auth.identity?.sid,
+      reservedCookies: d.reservedCookies,
+    });
   }
 
   return {

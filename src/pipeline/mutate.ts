@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import type { Config, IdentityHeaders } from '../config/schema.js';
-import { CONNECTION_PROTECTED, HOP_BY_HOP, deleteRequestHeaders, filterCookieHeader, headerSafe, replaceRequestHeaders } from '../proxy/headers.js';
+import { CONNECTION_PROTECTED, HOP_BY_HOP, deleteRequestHeaders, filterCookieHeader, headerSafe } from '../proxy/headers.js';
 import { createIpMatcher, normalizeIp } from '../proxy/ip.js';
 
 /** The authenticated user whose identity is forwarded to the upstream. */
@@ -230,19 +230,7 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
     return out;
   }
 
-  /**
-   * Applies `plan` to `req` itself (`rawHeaders`, `headers`, `headersDistinct`), for transports
-   * that read the request object (WebSocket upgrades through http-proxy).
-   */
-  function apply(req: http.IncomingMessage, plan: HeaderPlan): void {
-    // The request object keeps its Transfer-Encoding: the transport reads the framing from it.
-    const te = req.headersDistinct['transfer-encoding'];
-    const list = headersFor(req, plan);
-    if (te) for (const v of te) list.push('Transfer-Encoding', v);
-    replaceRequestHeaders(req, list);
-  }
-
-  return { strip, apply, headersFor };
+  return { strip, headersFor };
 }
 
 export type HeaderMutator = ReturnType<typeof createHeaderMutator>;

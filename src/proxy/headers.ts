@@ -109,18 +109,6 @@ export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection
  */
 export const CONNECTION_PROTECTED = new Set(['content-length', 'transfer-encoding', 'host']);
 
-/** The header names listed in `Connection` (lower-cased), minus the protected ones. */
-export function connectionListed(req: http.IncomingMessage): Set<string> {
-  const out = new Set<string>();
-  const v = getRequestHeader(req, 'connection');
-  if (!v) return out;
-  for (const t of v.split(',')) {
-    const n = t.trim().toLowerCase();
-    if (n && !CONNECTION_PROTECTED.has(n)) out.add(n);
-  }
-  return out;
-}
-
 /**
  * Hop-by-hop response headers: removed from upstream responses; Node frames the client
  * response itself (Content-Length when given, otherwise chunked or close-delimited).

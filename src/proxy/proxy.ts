@@ -6,13 +6,7 @@ import httpProxy from 'http-proxy';
 import { Pool, type Dispatcher } from 'undici';
 import type { Config, IdentityHeaders, UpstreamConfig } from '../config/schema.js';
 import { GatewayError, PolicyErrors, ProxyErrors } from '../errors/index.js';
-import {
-  HOP_BY_HOP,
-  HOP_BY_HOP_RESPONSE,
-  deleteRequestHeaders,
-  getRequestHeader,
-  setRequestHeader,
-} from './headers.js';
+import { HOP_BY_HOP_RESPONSE, getRequestHeader, replaceRequestHeaders } from './headers.js';
 import { writeProblem, writeProblemToSocket } from './problem.js';
 import { acceptMatches, websocketKey } from './ws-handshake.js';
 
@@ -33,10 +27,11 @@ export interface ForwardTarget {
    */
   readonly responseHeaders?: Readonly<Record<string, string>>;
   /**
-   * The request headers to send, as a flat `[name, value, …]` list already through the pipeline's
-   * mutate stage (`headersFor`); without it, the request's own headers (hop-by-hop ones removed).
+   * The request headers to send, as a flat `[name, value, …]` list: the pipeline's mutate stage
+   * (`headersFor`) made every header decision; the transport sends exactly these. The body's
+   * framing is read from the request itself.
    */
-  readonly headers?: readonly string[];
+  readonly headers: readonly string[];
   /** The session the request was authenticated with: its WebSocket tunnel closes when it is revoked. */
   readonly sessionId?: string;
   /**
@@ -315,22 +310,6 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
 
 
 
-  /**
-   * Transport-level header work only: identity, forwarding and credential headers are set by the
-   * pipeline's mutate stage (src/pipeline/mutate.ts) before the request gets here. Hop-by-hop
-   * headers are removed again defensively (the mutate stage has already removed `Connection`, so
-   * nothing the client listed there can remove what the gateway set). `Expect`: Node already
-   * answered 100-continue; forwarding it would also freeze the request line before the hooked
-   * agent sets the path.
-   */
-  function prepareHeaders(req: http.IncomingMessage, _up: Upstream, _t: ForwardTarget, kind: 'web' | 'ws'): void {
-    deleteRequestHeaders(req, (n) => HOP_BY_HOP.has(n) || n === 'expect');
-    if (kind === 'ws') {
-      setRequestHeader(req, 'Connection', 'Upgrade');
-      setRequestHeader(req, 'Upgrade', 'websocket');
-    }
-  }
-
   function pathFor(up: Upstream, t: ForwardTarget): string | null {
     const p = up.basePath + t.path + (t.query ? `?${t.query}` : '');
     // The path is assigned after Node's own validation, so check it the way Node would.
@@ -431,18 +410,6 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     applyResponseHeaders(res, extraHeaders);
   }
 
-  /** Request headers for undici: framing comes from the body we pass, so Transfer-Encoding goes. */
-  function upstreamHeaders(req: http.IncomingMessage): string[] {
-    const raw = req.rawHeaders;
-    const out: string[] = [];
-    for (let i = 0; i + 1 < raw.length; i += 2) {
-      const n = raw[i];
-      if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') continue;
-      out.push(n, raw[i + 1]);
-    }
-    return out;
-  }
-
   function forward(req: http.IncomingMessage, res: http.ServerResponse, t: ForwardTarget): void {
     const up = upstreams.get(t.upstream);
     if (!up || closed) {
@@ -459,7 +426,6 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       writeProblem(res, new GatewayError(PolicyErrors.bad_path));
       return;
     }
-    if (t.headers === undefined) prepareHeaders(req, up, t, 'web');
     // Framing as the client sent it: `Transfer-Encoding: chunked` → a streamed body without a
     // length (undici chunks it); `Content-Length: N` → that length (strictly checked); neither
     // → no body. The framing stage has already refused every other combination.
@@ -562,7 +528,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
           origin: up.origin,
           path,
           method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
-          headers: (t.headers as string[] | undefined) ?? upstreamHeaders(req),
+          headers: t.headers as string[],
           body: hasBody ? req : null,
           // TLS: SNI and the certificate check name the upstream, never the client's Host (undici
           // would otherwise take the server name from the Host header).
@@ -652,7 +618,8 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_path, undefined, { headers: { ...t.responseHeaders } }));
       return;
     }
-    prepareHeaders(req, up, t, 'ws');
+    // http-proxy reads the request object: give it the decided headers.
+    replaceRequestHeaders(req, t.headers);
 
     const failWs = (reason: UpstreamFailure, err: unknown): void => {
       report(x, null, reason);

@@ -33,7 +33,7 @@ export interface ProxyHarness {
   /** The mutate stage the harness runs before forwarding (as the gateway pipeline does). */
   mutator: HeaderMutator;
   /** Per-request overrides of the forward target and header plan (mutable between tests). */
-  target: (req: http.IncomingMessage) => Partial<ForwardTarget & HeaderPlan>;
+  target: (req: http.IncomingMessage) => Partial<Omit<ForwardTarget, 'headers'> & HeaderPlan>;
   close(): Promise<void>;
 }
 
@@ -60,7 +60,7 @@ export async function startProxyHarness(o: HarnessOptions = {}): Promise<ProxyHa
     log: { debug: mk('debug'), warn: mk('warn'), error: mk('error') },
   });
   const h = {} as ProxyHarness;
-  const targetOf = (req: http.IncomingMessage): ForwardTarget & HeaderPlan => {
+  const targetOf = (req: http.IncomingMessage): Omit<ForwardTarget, 'headers'> & HeaderPlan => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     return {
@@ -76,13 +76,11 @@ export async function startProxyHarness(o: HarnessOptions = {}): Promise<ProxyHa
   };
   const server = http.createServer((req, res) => {
     const t = targetOf(req);
-    mutator.apply(req, t);
-    proxy.forward(req, res, t);
+    proxy.forward(req, res, { ...t, headers: mutator.headersFor(req, t) });
   });
   server.on('upgrade', (req: http.IncomingMessage, socket, head: Buffer) => {
     const t = { ...targetOf(req), websocket: true };
-    mutator.apply(req, t);
-    proxy.upgrade(req, socket, head, t);
+    proxy.upgrade(req, socket, head, { ...t, headers: mutator.headersFor(req, t) });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
