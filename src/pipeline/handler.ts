@@ -87,12 +87,11 @@ export function wantsHtml(req: IncomingMessage): boolean {
 /** The facts the decision function reads, taken from the request once. */
 function factsOf(req: IncomingMessage, upgrade: boolean): RequestFacts {
   const h = req.headers;
-  const overrides = h['x-http-method-override'] !== undefined || h['x-http-method'] !== undefined || h['x-method-override'] !== undefined || req.rawHeaders.some((n, i) => i % 2 === 0 && n.includes('_'));
   return {
     method: req.method ?? 'GET',
     target: req.url ?? '',
     host: h.host,
-    methodOverrides: overrides ? methodOverrideValues(req) : undefined,
+    methodOverrides: methodOverrideValues(req),
     upgrade,
     origin: h.origin,
     referer: h.referer,

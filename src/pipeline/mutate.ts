@@ -66,16 +66,15 @@ const CLIENT_IP_HEADERS = new Set(['x-real-ip', 'true-client-ip', 'client-ip', '
 const lowerDashed = (name: string): string => name.toLowerCase().replace(/_/g, '-');
 
 /** The values of every method-override header a request carries (all copies). */
-export function methodOverrideValues(req: http.IncomingMessage): string[] {
-  const out: string[] = [];
-  for (const name of METHOD_OVERRIDE_HEADERS) {
-    const v = req.headersDistinct[name];
-    if (v) out.push(...v);
-  }
-  // CGI-style frameworks read `X_HTTP_METHOD_OVERRIDE` as the same variable.
-  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-    const n = req.rawHeaders[i];
-    if (n.includes('_') && (METHOD_OVERRIDE_HEADERS as readonly string[]).includes(lowerDashed(n))) out.push(req.rawHeaders[i + 1]);
+export function methodOverrideValues(req: http.IncomingMessage): string[] | undefined {
+  // One pass over the raw list, which has every copy; `_` spellings count too (CGI-style
+  // frameworks read `X_HTTP_METHOD_OVERRIDE` as the same variable). Undefined when none.
+  let out: string[] | undefined;
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const n = raw[i];
+    if (n.length < 13 || n.length > 22 || (n.charCodeAt(0) | 0x20) !== 0x78) continue; // "x…", 13–22 chars
+    if ((METHOD_OVERRIDE_HEADERS as readonly string[]).includes(lowerDashed(n))) (out ??= []).push(raw[i + 1]);
   }
   return out;
 }
