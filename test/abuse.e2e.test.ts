@@ -33,7 +33,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startEchoServer, type EchoReply } from '../src/demo/echo.js';
 import { connectWebSocket, WsHandshakeError } from '../src/demo/ws.js';
 import { createRedisClient, redisReady } from '../src/store/state/redis.js';
-import { GOOD_PASSWORD, addUser, fakeClock, metricsText, runCli, sample, startHarness, type FakeClock, type Harness } from './helpers.js';
+import { GOOD_PASSWORD, addUser, fakeClock, metricsText, runCli, sample, startHarness, type FakeClock, type Harness } from './support/helpers.js';
 
 /** Registers a test only for one kind of state (the other kind has its own variant), so nothing shows as skipped. */
 function onlyFor(kind: string, wanted: 'memory' | 'redis'): typeof it {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
-import { addUser, login, startHarness, type Harness } from './helpers.js';
+import { addUser, login, startHarness, type Harness } from './support/helpers.js';
 
 // The harness's echo upstream is named "echo"; this one asks for signed assertions.
 const ROUTES = `

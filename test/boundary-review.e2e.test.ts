@@ -4,8 +4,8 @@
  * request it parses. Each test is named after the attack it stops.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addUser, login, rawRequest, sendRaw, startHarness, type Harness, type RawResponse } from './helpers.js';
-import { startRecorder, type Recorder } from './recorder.js';
+import { addUser, login, rawRequest, sendRaw, startHarness, type Harness, type RawResponse } from './support/helpers.js';
+import { startRecorder, type Recorder } from './support/recorder.js';
 
 let rec: Recorder;
 let h: Harness;

@@ -6,8 +6,8 @@ import http from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { compileRoutes, explain, policyContext } from '../src/policy/index.js';
-import { addUser, login, rawRequest, sendRaw, startHarness, type Harness, type RawResponse } from './helpers.js';
-import { listenTracked, startRecorder, type Listening, type Recorder } from './recorder.js';
+import { addUser, login, rawRequest, sendRaw, startHarness, type Harness, type RawResponse } from './support/helpers.js';
+import { listenTracked, startRecorder, type Listening, type Recorder } from './support/recorder.js';
 
 let rec: Recorder;
 let evil: Listening;

@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
-import { GOOD_PASSWORD, ROUTES, addUser, login, metricsText, sample, startHarness, type Harness } from './helpers.js';
-import { selfSigned } from './services.js';
+import { GOOD_PASSWORD, ROUTES, addUser, login, metricsText, sample, startHarness, type Harness } from './support/helpers.js';
+import { selfSigned } from './support/services.js';
 
 // This file tests browser sessions, not abuse protection: generous limits, so the many form
 // logins below never trip a limiter or a lockout once those are enforced.

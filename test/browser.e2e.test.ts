@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
-import { addUser, GOOD_PASSWORD, startHarness, totpAt, type Harness } from './helpers.js';
+import { addUser, GOOD_PASSWORD, startHarness, totpAt, type Harness } from './support/helpers.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const available = existsSync(CHROMIUM);

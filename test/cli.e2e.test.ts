@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadKeySet } from '../src/tokens/index.js';
 import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
-import { GOOD_PASSWORD, runCli } from './helpers.js';
+import { GOOD_PASSWORD, runCli } from './support/helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin/portcullis.js');

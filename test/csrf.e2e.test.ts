@@ -13,8 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, dechunk, login, startHarness, type Harness } from './helpers.js';
-import { startRecorder, type Recorder } from './recorder.js';
+import { GOOD_PASSWORD, addUser, dechunk, login, startHarness, type Harness } from './support/helpers.js';
+import { startRecorder, type Recorder } from './support/recorder.js';
 
 interface Answer {
   status: number;

@@ -30,8 +30,8 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SqlDatabase } from '../src/store/sql/index.js';
 import { generateSigningJwk } from '../src/tokens/index.js';
-import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, totpAt, type Harness } from './helpers.js';
-import { freePort, PrivateRedis, waitForPong, postgresReachable } from './services.js';
+import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, totpAt, type Harness } from './support/helpers.js';
+import { freePort, PrivateRedis, waitForPong, postgresReachable } from './support/services.js';
 
 const IN_CI = process.env.CI === 'true';
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';

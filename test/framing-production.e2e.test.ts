@@ -7,9 +7,9 @@
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addUser, login, rawRequest, startHarness, type Harness } from './helpers.js';
-import { startRecorder, type Recorder } from './recorder.js';
-import { postgresReachable, redisReachable } from './services.js';
+import { addUser, login, rawRequest, startHarness, type Harness } from './support/helpers.js';
+import { startRecorder, type Recorder } from './support/recorder.js';
+import { postgresReachable, redisReachable } from './support/services.js';
 
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

@@ -19,9 +19,9 @@
  */
 import { connect } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addUser, login, startHarness, type Harness } from './helpers.js';
-import { startRecorder, type Recorder } from './recorder.js';
-import { seededRandom } from './prng.js';
+import { addUser, login, startHarness, type Harness } from './support/helpers.js';
+import { startRecorder, type Recorder } from './support/recorder.js';
+import { seededRandom } from './support/prng.js';
 
 // ---------------------------------------------------------------------------------------
 // Raw client: writes bytes, reads responses until the server closes (or a timeout)

@@ -7,8 +7,8 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { GOOD_PASSWORD, addUser, login, startHarness, type Harness } from './helpers.js';
-import { redisReachable } from './services.js';
+import { GOOD_PASSWORD, addUser, login, startHarness, type Harness } from './support/helpers.js';
+import { redisReachable } from './support/services.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFIX = `pc-burst:${process.pid}:${Date.now().toString(36)}:`;

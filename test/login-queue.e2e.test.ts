@@ -6,7 +6,7 @@
  * `portcullis_password_hash_queue_rejections_total`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, type Harness } from './helpers.js';
+import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, type Harness } from './support/helpers.js';
 
 const SLOTS = 1;
 const QUEUE = 2;

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import argon2 from 'argon2';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
-import { GOOD_PASSWORD, addUser, login, metricsText, sample, startHarness, type Harness } from './helpers.js';
+import { GOOD_PASSWORD, addUser, login, metricsText, sample, startHarness, type Harness } from './support/helpers.js';
 
 // Generous abuse limits, so the many logins below (timing runs) never trip a limiter or a
 // lockout once those are enforced; this file tests credentials, not abuse protection.

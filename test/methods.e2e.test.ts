@@ -20,8 +20,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/index.js';
 import { createApp } from '../src/app.js';
 import { createLogger } from '../src/http/log.js';
-import { addUser, login, rawRequest, startHarness, type Harness, type RawResponse } from './helpers.js';
-import { startRecorder, type Recorder, type Seen } from './recorder.js';
+import { addUser, login, rawRequest, startHarness, type Harness, type RawResponse } from './support/helpers.js';
+import { startRecorder, type Recorder, type Seen } from './support/recorder.js';
 
 const OVERRIDE_HEADERS = ['X-HTTP-Method-Override', 'X-HTTP-Method', 'X-Method-Override'];
 const URL_HEADERS = ['X-Original-URL', 'X-Rewrite-URL'];

@@ -21,7 +21,7 @@ import { SecretBox } from '../src/auth/secret-box.js';
 import { parseConfig } from '../src/config/index.js';
 import { createLogger } from '../src/http/log.js';
 import { generateSigningJwk } from '../src/tokens/index.js';
-import { GOOD_PASSWORD, addUser, fakeClock, login, metricsText, runCli, sample, startHarness, totpAt, wrongTotp, type FakeClock, type Harness } from './helpers.js';
+import { GOOD_PASSWORD, addUser, fakeClock, login, metricsText, runCli, sample, startHarness, totpAt, wrongTotp, type FakeClock, type Harness } from './support/helpers.js';
 
 const SEC = 1000;
 const MIN = 60 * SEC;

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileRoutes, evaluateRequest, explain, policyContext, type PolicyContext } from '../src/policy/index.js';
-import { addUser, login, rawRequest, startHarness, type Harness } from './helpers.js';
+import { addUser, login, rawRequest, startHarness, type Harness } from './support/helpers.js';
 
 /**
  * One decision, three callers (SPEC §3.1 "one decision function"): every request of one table

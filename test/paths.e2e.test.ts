@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EchoReply } from '../src/demo/echo.js';
-import { addUser, login, rawGet, rawRequest, startHarness, type Harness, type RawResponse } from './helpers.js';
+import { addUser, login, rawGet, rawRequest, startHarness, type Harness, type RawResponse } from './support/helpers.js';
 
 /**
  * SPEC §3 rule 1 end to end: raw request targets (written byte for byte on a socket, so no

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EchoReply } from '../src/demo/echo.js';
-import { addUser, login, metricsText, rawRequest, sample, startHarness, type Harness, type RawResponse } from './helpers.js';
+import { addUser, login, metricsText, rawRequest, sample, startHarness, type Harness, type RawResponse } from './support/helpers.js';
 
 /**
  * The request pipeline (SPEC §3) as an Oathkeeper-style table: each row is one request through

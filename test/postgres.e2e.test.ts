@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { addUser, login, startHarness, type Harness } from './helpers.js';
-import { postgresReachable } from './services.js';
+import { addUser, login, startHarness, type Harness } from './support/helpers.js';
+import { postgresReachable } from './support/services.js';
 
 const URL_ = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `pc_e2e_${process.pid}_${Date.now().toString(36)}`;

@@ -7,7 +7,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { startEchoServer, type EchoReply, type EchoServer, type EchoStats } from '../src/demo/echo.js';
 import { connectWebSocket, WsHandshakeError } from '../src/demo/ws.js';
-import { addUser, login, metricsText, ROUTES, sample, startHarness, type Harness } from './helpers.js';
+import { addUser, login, metricsText, ROUTES, sample, startHarness, type Harness } from './support/helpers.js';
 
 /**
  * Forwarding end to end: streaming bodies both ways, upstream failures (refused, reset,

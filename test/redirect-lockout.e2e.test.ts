@@ -13,8 +13,8 @@
  * The harness runs on an injected clock (TOTP steps are taken by moving it, never by sleeping).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, fakeClock, login, totpAt, wrongTotp, type FakeClock, type Harness } from './helpers.js';
-import { startHarness } from './helpers.js';
+import { GOOD_PASSWORD, addUser, fakeClock, login, totpAt, wrongTotp, type FakeClock, type Harness } from './support/helpers.js';
+import { startHarness } from './support/helpers.js';
 
 const SEC = 1000;
 const MIN = 60 * SEC;

@@ -29,8 +29,8 @@ import { Redis } from 'ioredis';
 import autocannon from 'autocannon';
 import { decodeJwt } from 'jose';
 import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
-import { GOOD_PASSWORD, runCli, sample, totpAt } from './helpers.js';
-import { postgresReachable, redisReachable } from './services.js';
+import { GOOD_PASSWORD, runCli, sample, totpAt } from './support/helpers.js';
+import { postgresReachable, redisReachable } from './support/services.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin/portcullis.js');

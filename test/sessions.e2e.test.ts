@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
-import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, type Harness } from './helpers.js';
+import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, type Harness } from './support/helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin/portcullis.js');

@@ -14,8 +14,8 @@
 import http from 'node:http';
 import express from 'express';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addUser, login, rawGet, startHarness, type Harness, type RawResponse } from './helpers.js';
-import { listenTracked } from './recorder.js';
+import { addUser, login, rawGet, startHarness, type Harness, type RawResponse } from './support/helpers.js';
+import { listenTracked } from './support/recorder.js';
 
 interface Seen {
   method: string;

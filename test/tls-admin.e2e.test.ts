@@ -5,8 +5,8 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { addUser, GOOD_PASSWORD, startHarness, type Harness } from './helpers.js';
-import { selfSigned } from './services.js';
+import { addUser, GOOD_PASSWORD, startHarness, type Harness } from './support/helpers.js';
+import { selfSigned } from './support/services.js';
 
 
 function httpsJson(url: string, ca: string, opts: { method?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: any }> {

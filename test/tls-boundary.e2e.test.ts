@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions, type TlsOptions } from 'node:tls';
 import { ConfigError, parseConfig } from '../src/config/index.js';
 import { DEFAULT_TLS_CIPHERS } from '../src/config/schema.js';
-import { ROUTES, startHarness, type Harness } from './helpers.js';
-import { freePort, selfSigned } from './services.js';
+import { ROUTES, startHarness, type Harness } from './support/helpers.js';
+import { freePort, selfSigned } from './support/services.js';
 
 const HSTS = 'max-age=31536000; includeSubDomains';
 const SSLSCAN = '/usr/bin/sslscan';

@@ -9,7 +9,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK, type JWTPayload } from 'jose';
-import { addUser, login, startHarness, type Harness } from './helpers.js';
+import { addUser, login, startHarness, type Harness } from './support/helpers.js';
 
 const LIMITS = `
 auth:

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectWebSocket } from '../src/demo/ws.js';
-import { startHarness, type Harness } from './helpers.js';
+import { startHarness, type Harness } from './support/helpers.js';
 
 /**
  * SPEC §3.1 (WebSocket) and §10, from outside: a real gateway in front of a raw upstream that

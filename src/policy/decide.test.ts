@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { RouteConfig } from '../config/schema.js';
 import { compileRoutes, decide, decisionError, isVerdict, policyContext, resolveRequest, type Decision, type Identity, type Resolved, type Verdict } from './index.js';
-import { route } from './test-support.js';
+import { route } from '../../test/support/routes.js';
 
 
 function compiled(name: string, rest: Partial<Omit<RouteConfig, 'name' | 'match'>>) {

@@ -1,7 +1,7 @@
 import type { RouteConfig } from '../config/schema.js';
 import { describe, expect, it } from 'vitest';
 import { compileRoutes, explain, formatExplain, policyContext, type RouteTable } from './index.js';
-import { route } from './test-support.js';
+import { route } from '../../test/support/routes.js';
 
 
 const table = compileRoutes([

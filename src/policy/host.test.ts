@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { compileRoutes, evaluateRequest, policyContext, validHost } from './index.js';
-import { route } from './test-support.js';
+import { route } from '../../test/support/routes.js';
 
 describe('validHost', () => {
   it.each([

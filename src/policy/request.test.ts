@@ -13,7 +13,7 @@ import {
   type Resolved,
   type Verdict,
 } from './index.js';
-import { route } from './test-support.js';
+import { route } from '../../test/support/routes.js';
 
 const OWN = 'https://gw.example.com';
 const FOREIGN = 'https://evil.example';

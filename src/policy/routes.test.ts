@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, matchKey, normalizePath } from './index.js';
 import { compilePathPattern } from './routes.js';
-import { route } from './test-support.js';
+import { route } from '../../test/support/routes.js';
 
 
 /** Does `pattern` match `path` (any host, any method)? */

@@ -6,8 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, evaluateRequest, matchKey, normalizePath, policyContext, type AuthFacts, type Verdict } from './index.js';
-import { route } from './test-support.js';
-import { seededRandom } from '../../test/prng.js';
+import { route } from '../../test/support/routes.js';
+import { seededRandom } from '../../test/support/prng.js';
 
 const ctx = policyContext(
   compileRoutes([

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { compileRoutes, methodFallthroughWarnings } from './index.js';
 import { loadConfig } from '../config/index.js';
-import { route } from './test-support.js';
+import { route } from '../../test/support/routes.js';
 
 describe('methodFallthroughWarnings', () => {
   it('warns when unlisted methods of a role route fall through to a weaker catch-all (the shipped demo-admin bug)', () => {

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EchoStats } from '../demo/echo.js';
-import { send, startProxyHarness, waitFor, type ProxyHarness } from './test-support.js';
+import { send, startProxyHarness, waitFor, type ProxyHarness } from '../../test/support/proxy.js';
 
 const MAX_SOCKETS = 10;
 const REQUESTS = 300;

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { send, startProxyHarness, type ProxyHarness } from './test-support.js';
+import { send, startProxyHarness, type ProxyHarness } from '../../test/support/proxy.js';
 
 function hasOpenssl(): boolean {
   try {

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { EchoReply } from '../demo/echo.js';
-import { closedPort, send, startProxyHarness, type ProxyHarness } from './test-support.js';
+import { closedPort, send, startProxyHarness, type ProxyHarness } from '../../test/support/proxy.js';
 
 const IDENTITY = { sub: 'u-123', username: 'alice', email: 'alice@example.com', roles: ['admin', 'ops'] };
 
@@ -333,7 +333,7 @@ describe('forward: upstream failures', () => {
       res.write('partial');
     });
     await new Promise<void>((r) => stall.listen(0, '127.0.0.1', r));
-    const { startProxyHarness: start } = await import('./test-support.js');
+    const { startProxyHarness: start } = await import('../../test/support/proxy.js');
     const port = (stall.address() as { port: number }).port;
     const h2 = await start({ upstreams: { stall: { url: `http://127.0.0.1:${port}`, timeout: 300 } } });
     h2.target = () => ({ upstream: 'stall' });

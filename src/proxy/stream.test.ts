@@ -2,7 +2,7 @@ import http from 'node:http';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EchoReply } from '../demo/echo.js';
-import { startProxyHarness, type ProxyHarness } from './test-support.js';
+import { startProxyHarness, type ProxyHarness } from '../../test/support/proxy.js';
 
 const SIZE = 50 * 1024 * 1024;
 const CHUNK = 64 * 1024;

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { EchoStats } from '../demo/echo.js';
 import { WsHandshakeError, connectWebSocket } from '../demo/ws.js';
-import { closedPort, send, startProxyHarness, waitFor, type ProxyHarness } from './test-support.js';
+import { closedPort, send, startProxyHarness, waitFor, type ProxyHarness } from '../../test/support/proxy.js';
 
 interface Hello {
   type: string;
@@ -112,7 +112,7 @@ describe('upgrade: failures', () => {
   });
 
   it('close() tears down established tunnels (they would keep server.close() waiting)', async () => {
-    const { startProxyHarness: start } = await import('./test-support.js');
+    const { startProxyHarness: start } = await import('../../test/support/proxy.js');
     const h2 = await start();
     const ws = await connectWebSocket(`${h2.url.replace('http:', 'ws:')}/t`);
     await ws.next();

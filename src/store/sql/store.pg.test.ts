@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS, openDatabase, type SqlDatabase } from './index.js';
-import { registerStoreContract } from './store-contract.js';
+import { registerStoreContract } from '../../../test/support/store-contract.js';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const IN_CI = process.env.CI === 'true';

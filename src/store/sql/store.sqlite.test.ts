@@ -4,7 +4,7 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS, openDatabase } from './index.js';
-import { registerStoreContract } from './store-contract.js';
+import { registerStoreContract } from '../../../test/support/store-contract.js';
 
 const ALL = MIGRATIONS.map((m) => m.name);
 const dir = mkdtempSync(path.join(tmpdir(), 'portcullis-sqlite-'));

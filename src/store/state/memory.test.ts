@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryStateStore } from './memory.js';
-import { describeStateStoreContract } from './state-contract.js';
+import { describeStateStoreContract } from '../../../test/support/state-contract.js';
 
 // Time is a fake clock: `sleep` moves it, so the suite runs instantly and exactly.
 describeStateStoreContract('memory', async () => {

@@ -4,8 +4,8 @@ import { createConnection, createServer } from 'node:net';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createRedisClient, redisReady, RedisRevocationBus, RedisStateStore } from './redis.js';
-import { describeStateStoreContract } from './state-contract.js';
-import { freePort, PrivateRedis, waitForPong } from '../../../test/services.js';
+import { describeStateStoreContract } from '../../../test/support/state-contract.js';
+import { freePort, PrivateRedis, waitForPong } from '../../../test/support/services.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const IN_CI = process.env.CI === 'true';

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { generate } from 'otplib';
-import { parseConfig } from '../src/config/index.js';
-import { createApp, type App } from '../src/app.js';
-import { createLogger } from '../src/http/log.js';
-import { startEchoServer } from '../src/demo/echo.js';
+import { parseConfig } from '../../src/config/index.js';
+import { createApp, type App } from '../../src/app.js';
+import { createLogger } from '../../src/http/log.js';
+import { startEchoServer } from '../../src/demo/echo.js';
 
 /** Default test routes: a spread of access rules over one echo upstream. */
 export const ROUTES = `
@@ -251,7 +251,7 @@ export interface CliRun {
 
 /** Runs the real `portcullis` command (bin/portcullis.js) with a minimal environment. */
 export async function runCli(args: string[], opts: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
-  const root = fileURLToPath(new URL('..', import.meta.url));
+  const root = fileURLToPath(new URL('../..', import.meta.url));
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(root, 'bin/portcullis.js'), ...args], { cwd: root, env: { PATH: process.env.PATH, ...opts.env } });
     let stdout = '';

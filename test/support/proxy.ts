@@ -5,10 +5,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
-import type { IdentityHeaders, UpstreamConfig } from '../config/schema.js';
-import { startEchoServer, type EchoReply, type EchoServer } from '../demo/echo.js';
-import { createHeaderMutator, type HeaderMutator, type HeaderPlan } from '../pipeline/mutate.js';
-import { createProxy, type ForwardTarget, type GatewayProxy, type UpstreamResult } from './proxy.js';
+import type { IdentityHeaders, UpstreamConfig } from '../../src/config/schema.js';
+import { startEchoServer, type EchoReply, type EchoServer } from '../../src/demo/echo.js';
+import { createHeaderMutator, type HeaderMutator, type HeaderPlan } from '../../src/pipeline/mutate.js';
+import { createProxy, type ForwardTarget, type GatewayProxy, type UpstreamResult } from '../../src/proxy/proxy.js';
 
 export const DEFAULT_IDENTITY_HEADERS: IdentityHeaders = {
   user: 'X-Auth-User',

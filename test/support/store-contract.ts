@@ -5,9 +5,9 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { GatewayError } from '../../errors/index.js';
-import type { NewSession, NewUser, RefreshTokenRecord } from '../ports.js';
-import { MIGRATIONS, type Migration, type SqlDatabase } from './index.js';
+import { GatewayError } from '../../src/errors/index.js';
+import type { NewSession, NewUser, RefreshTokenRecord } from '../../src/store/ports.js';
+import { MIGRATIONS, type Migration, type SqlDatabase } from '../../src/store/sql/index.js';
 
 /** How a dialect's test file provides databases to the contract. */
 export interface StoreContractHarness {

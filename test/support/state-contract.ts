@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { StateStore } from '../ports.js';
+import type { StateStore } from '../../src/store/ports.js';
 
 /**
  * What the shared {@link StateStore} contract needs from an implementation under test.

@@ -1,4 +1,4 @@
-import type { RouteConfig } from '../config/schema.js';
+import type { RouteConfig } from '../../src/config/schema.js';
 
 /** Builds a `RouteConfig` the way the schema would (defaults filled in); for tests. */
 export function route(
