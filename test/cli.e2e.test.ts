@@ -6,12 +6,16 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadKeySet } from '../src/tokens/index.js';
 import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
-import { GOOD_PASSWORD, runCli } from './support/helpers.js';
+import { GOOD_PASSWORD, runCli, runCliInProcess } from './support/helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin/portcullis.js');
 
-const run = runCli;
+/**
+ * Commands run in this process through `main(argv, io)` (the code the binary runs, without
+ * ~2 s of process start each); the smoke tests below and `serve` start the real binary.
+ */
+const run = runCliInProcess;
 
 let dir: string;
 let cfg: string;
@@ -52,6 +56,26 @@ afterAll(async () => {
 });
 
 const c = () => ['--config', cfg];
+
+describe('the real binary (smoke tests: a new process each)', () => {
+  it('--help prints the usage and exits 0', async () => {
+    const r = await runCli(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^usage: portcullis <command> \[options\]\n/);
+    expect(r.stdout).toContain('user add NAME');
+    expect(r.stderr).toBe('');
+  });
+
+  it('user add reads the password from a pipe (--password-stdin), writes the database and exits 0', async () => {
+    const r = await runCli(['user', 'add', 'smoke', '--password-stdin', ...c()], { stdin: GOOD_PASSWORD + '\n' });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^created user smoke \([0-9a-f-]{36}\)\n$/);
+    // Another run (in process) sees the user the real process wrote.
+    expect(JSON.parse((await run(['user', 'show', 'smoke', ...c()])).stdout)).toMatchObject({ username: 'smoke' });
+    expect((await run(['user', 'delete', 'smoke', ...c()])).code).toBe(0);
+  });
+});
 
 describe('portcullis config check', () => {
   it('accepts a valid file', async () => {
@@ -209,9 +233,10 @@ async function serve(env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess
   throw new Error(`serve did not start:\n${out}`);
 }
 
-describe('portcullis serve', () => {
+describe('portcullis serve (the real binary: signals and exit codes of its own process)', () => {
+  // Also the smoke test of a refusal: the real binary turns bad input into exit 2.
   it('refuses to start in production without configured keys (exit 2, one line)', async () => {
-    const r = await run(['serve', ...c()], { env: { NODE_ENV: 'production' } });
+    const r = await runCli(['serve', ...c()], { env: { NODE_ENV: 'production' } });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^portcullis: NODE_ENV=production needs signing keys/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -221,9 +246,11 @@ describe('portcullis serve', () => {
     const s = await serve();
     expect((await fetch(`${s.adminUrl}/healthz`)).status).toBe(200);
     const slow = fetch(`${s.url}/__echo/slow?ms=1500`).then(async (r) => ({ status: r.status, body: await r.text() }));
-    await new Promise((r) => setTimeout(r, 300));
+    // The slow request has reached the upstream…
+    await waitFor(async () => ((await (await fetch(`${echo.url}/__echo/stats`)).json()) as { inFlight: number }).inFlight >= 1, 10_000, 20);
     s.child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 200));
+    // …and the gateway has begun its shutdown (it logs this, then stops accepting, in one turn).
+    await waitFor(async () => s.out().includes('"event":"shutdown"'), 10_000, 20);
     // Stopped accepting: a new connection is refused while the slow one is still running.
     await expect(fetch(`${s.url}/public`)).rejects.toThrow();
     const done = await slow;
@@ -256,11 +283,11 @@ describe('portcullis serve', () => {
   });
 });
 
-async function waitFor(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+async function waitFor(check: () => Promise<boolean>, ms = 10_000, everyMs = 100): Promise<void> {
   const start = Date.now();
   while (Date.now() - start < ms) {
     if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
   throw new Error('condition not met in time');
 }

@@ -1,23 +1,19 @@
 /**
  * End-to-end: refresh tokens, sessions and revocation (SPEC §4–§6, §9) over real HTTP against
- * a real gateway and echo upstream, plus the real `portcullis` CLI acting on the same database.
+ * a real gateway and echo upstream, plus `portcullis` CLI commands acting on the same database.
  *
  * Time-dependent behaviour (absolute session lifetime, refresh-token expiry) runs on harnesses
  * with an injected clock that the tests move; nothing sleeps through a TTL. Revocations made by
- * another process (the CLI) reach the gateway through its revocation poll (100 ms in the
- * harness), so those tests poll with a deadline.
+ * the CLI (its `main()` run in this process, with its own database connection and nothing
+ * shared with the gateway, as a separate process would) reach the gateway through its
+ * revocation poll (100 ms in the harness), so those tests poll with a deadline.
  */
 import { createHash } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeJwt } from 'jose';
-import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, type Harness } from './support/helpers.js';
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BIN = join(ROOT, 'bin/portcullis.js');
+import { GOOD_PASSWORD, addUser, metricsText, runCliInProcess, sample, startHarness, type Harness } from './support/helpers.js';
 
 /** Generous abuse limits: this file logs in a lot and tests sessions, not abuse protection. */
 const authYaml = (extra = '') => `
@@ -147,25 +143,8 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number, what
   }
 }
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the real `portcullis` command (as cli.e2e does). */
-function cli(args: string[], stdin = ''): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { PATH: process.env.PATH } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(stdin);
-  });
-}
+/** Runs a `portcullis` command (in process; cli.e2e starts the real binary). */
+const cli = (args: string[], stdin = '') => runCliInProcess(args, { stdin });
 
 /** How long a revocation made by another process may take to reach the running gateway. */
 const PROPAGATION_MS = 2_000;

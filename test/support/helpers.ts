@@ -10,6 +10,7 @@ import { parseConfig } from '../../src/config/index.js';
 import { createApp, type App } from '../../src/app.js';
 import { createLogger } from '../../src/http/log.js';
 import { startEchoServer } from '../../src/demo/echo.js';
+import { main as cliMain } from '../../src/cli/main.js';
 
 /** Default test routes: a spread of access rules over one echo upstream. */
 export const ROUTES = `
@@ -249,7 +250,12 @@ export interface CliRun {
   stderr: string;
 }
 
-/** Runs the real `portcullis` command (bin/portcullis.js) with a minimal environment. */
+/**
+ * Runs the real `portcullis` command (bin/portcullis.js, a new Node process through tsx, about
+ * 1.5–2 s each) with a minimal environment. Keep it for what needs a process of its own
+ * (signals, exit codes of the real binary, replicas); everything else uses
+ * {@link runCliInProcess}.
+ */
 export async function runCli(args: string[], opts: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
   const root = fileURLToPath(new URL('../..', import.meta.url));
   return new Promise((resolve, reject) => {
@@ -262,4 +268,26 @@ export async function runCli(args: string[], opts: { stdin?: string; env?: NodeJ
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(opts.stdin ?? '');
   });
+}
+
+/**
+ * Runs one `portcullis` command in this process through `main(argv, io)`: the same code the
+ * binary runs (src/cli/bin.ts only adds the exit code), with the same minimal environment
+ * (`PATH` plus `env`, never this process's), `stdin` as the piped standard input (empty when
+ * not given, as for a spawned command) and stdout/stderr captured. Commands keep no state
+ * between runs: each opens and closes its own database (and Redis) connection, as a separate
+ * process would. `serve` is not for this runner (it installs process signal handlers); tests
+ * of the server start the real command.
+ */
+export async function runCliInProcess(args: string[], opts: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
+  if (args[0] === 'serve') throw new Error('runCliInProcess: start `serve` as a real process (runCli or spawn)');
+  let stdout = '';
+  let stderr = '';
+  const code = await cliMain(args, {
+    out: (s) => void (stdout += s),
+    err: (s) => void (stderr += s),
+    stdin: async () => opts.stdin ?? '',
+    env: { PATH: process.env.PATH, ...opts.env },
+  });
+  return { code, stdout, stderr };
 }
