@@ -253,7 +253,7 @@ export function oneRequest(port: number, path: string, headers: Record<string, s
 export function request(path: string, headers: Record<string, string>): string {
   let h = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n`;
   for (const [k, v] of Object.entries(headers)) h += `${k}: ${v}\r\n`;
-  return h + '\r\n';
+  return `${h}\r\n`;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -80,18 +80,18 @@ function summarise(p: Profile): void {
     const nm = u.lastIndexOf('/node_modules/');
     if (nm >= 0) return u.slice(nm + 14).split('/').slice(0, u.slice(nm + 14).startsWith('@') ? 2 : 1).join('/');
     if (u.startsWith(ROOT)) return u.slice(ROOT.length);
-    return u.startsWith('node:') ? 'node:' + u.slice(5).split('/')[0] : u;
+    return u.startsWith('node:') ? `node:${u.slice(5).split('/')[0]}` : u;
   };
   for (const [id, us] of self) {
     const n = byId.get(id)!;
     total += us;
     const f = n.callFrame;
-    const key = `${f.functionName || '(anonymous)'}  ${short(f.url)}${f.url ? ':' + (f.lineNumber + 1) : ''}`;
+    const key = `${f.functionName || '(anonymous)'}  ${short(f.url)}${f.url ? `:${f.lineNumber + 1}` : ''}`;
     fn.set(key, (fn.get(key) ?? 0) + us);
     const w = f.url ? (short(f.url).startsWith('src/') ? short(f.url) : short(f.url)) : f.functionName;
     where.set(w, (where.get(w) ?? 0) + us);
   }
-  const pct = (us: number) => ((100 * us) / total).toFixed(1).padStart(5) + '%';
+  const pct = (us: number) => `${((100 * us) / total).toFixed(1).padStart(5)}%`;
   console.log(`\nself time, top ${TOP} functions (total ${(total / 1e6).toFixed(1)} s sampled):`);
   for (const [k, us] of [...fn].sort((a, b) => b[1] - a[1]).slice(0, TOP)) console.log(`${pct(us)}  ${k}`);
   console.log('\nself time by file / package:');

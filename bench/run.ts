@@ -104,7 +104,7 @@ if (!argv.includes('--no-build')) {
   const b = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8' });
   if (b.status !== 0) {
     const errors = (b.stdout.match(/error TS\d+/g) ?? []).length;
-    process.stderr.write(b.stdout.split('\n').slice(0, 20).join('\n') + '\n');
+    process.stderr.write(`${b.stdout.split('\n').slice(0, 20).join('\n')}\n`);
     notes.push(`tsc reported ${errors} type error(s); dist/ was emitted anyway and is what ran`);
   }
 }
@@ -193,7 +193,7 @@ routes:
 `,
   );
   // One database for every gateway of the run: the bench user is created once.
-  if (!userCreated) cli(['user', 'add', 'bench', '--role', 'admin', '--password-stdin', '--config', cfg], PASSWORD + '\n');
+  if (!userCreated) cli(['user', 'add', 'bench', '--role', 'admin', '--password-stdin', '--config', cfg], `${PASSWORD}\n`);
   userCreated = true;
   const proc = startProcess(name, process.execPath, [`--inspect-port=127.0.0.1:${inspectPort}`, BIN, 'serve', '--config', cfg], { cwd: ROOT, env: ENV, log: join(dir, `${name}.log`) });
   procs.push(proc);
@@ -397,7 +397,7 @@ try {
     // One user per client: guesses for one username take turns (SPEC lockout), so 8 clients of
     // one user would measure that queue, not a storm of sign-ins.
     say(`creating ${STORM_CLIENTS} storm users`);
-    for (let i = 1; i <= STORM_CLIENTS; i++) cli(['user', 'add', `storm${i}`, '--password-stdin', '--config', gw.config], PASSWORD + '\n');
+    for (let i = 1; i <= STORM_CLIENTS; i++) cli(['user', 'add', `storm${i}`, '--password-stdin', '--config', gw.config], `${PASSWORD}\n`);
     say(`login storm: ${SECONDS} s idle, then ${SECONDS} s with ${STORM_CLIENTS} clients signing in back to back (x ${RUNS})`);
     const gwPid = gw.proc.child.pid;
     const url = gw.url;
@@ -480,8 +480,11 @@ try {
       }
       // Disconnect once the gateway has forwarded them (the upstream saw them), or after 1 s.
       const deadline = Date.now() + 1000;
-      let r1 = r0;
-      while ((r1 = (await stats()).requests) < r0 + n && Date.now() < deadline) await sleep(5);
+      let r1 = (await stats()).requests;
+      while (r1 < r0 + n && Date.now() < deadline) {
+        await sleep(5);
+        r1 = (await stats()).requests;
+      }
       reached += r1 - r0;
       for (const s of socks) s.destroy();
     }
@@ -646,4 +649,4 @@ if (workers.length) {
 }
 for (const s of skipped) out.push(`  skip  ${s}`);
 for (const n of notes) out.push(`  note  ${n}`);
-process.stdout.write(out.join('\n') + '\n');
+process.stdout.write(`${out.join('\n')}\n`);

@@ -52,9 +52,10 @@ describe('config', () => {
     }).toThrow();
   });
 
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the test name quotes the config syntax
   it('interpolates ${VAR} and ${VAR:-default}, typing whole plain expressions', () => {
     const c = parseConfig(
-      `listen: \${LISTEN}\nstorage: { database_url: "\${DB:-sqlite::memory:}" }\nauth:\n  login_rate_limit:\n    requests: \${N:-7}\n    per: 1m\n` + minimal,
+      `listen: \${LISTEN}\nstorage: { database_url: "\${DB:-sqlite::memory:}" }\nauth:\n  login_rate_limit:\n    requests: \${N:-7}\n    per: 1m\n${minimal}`,
       'gw.yaml',
       { LISTEN: '0.0.0.0:9999' },
     );
@@ -64,12 +65,12 @@ describe('config', () => {
   });
 
   it('reports an unset variable with its line and key', () => {
-    const p = problems(`name: x\nlisten: \${NOPE}\n` + minimal);
+    const p = problems(`name: x\nlisten: \${NOPE}\n${minimal}`);
     expect(p).toContainEqual(expect.objectContaining({ line: 2, path: 'listen', message: expect.stringContaining('NOPE') }));
   });
 
   it('rejects unknown keys at their own line, with the key path', () => {
-    const p = problems(minimal + `    mfa: true\n    colour: blue\nauth:\n  prefx: /x\n`);
+    const p = problems(`${minimal}    mfa: true\n    colour: blue\nauth:\n  prefx: /x\n`);
     expect(p).toContainEqual({ file: 'gw.yaml', line: 10, path: 'routes[0].colour', message: 'unknown key' });
     expect(p).toContainEqual({ file: 'gw.yaml', line: 12, path: 'auth.prefx', message: 'unknown key' });
   });
@@ -111,7 +112,7 @@ routes:
   });
 
   it('rejects argon2 parameters below the floor', () => {
-    const p = problems(`auth: { argon2: { memory_kib: 4096 } }\n` + minimal);
+    const p = problems(`auth: { argon2: { memory_kib: 4096 } }\n${minimal}`);
     expect(p[0].path).toBe('auth.argon2.memory_kib');
   });
 

@@ -213,13 +213,13 @@ function handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, 
   sockets.add(socket);
   socket.on('close', () => sockets.delete(socket));
   socket.write(
-    'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' + `Sec-WebSocket-Accept: ${acceptKey(key)}\r\n\r\n`,
+    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(key)}\r\n\r\n`,
   );
   const r = replyOf(req, 0, names);
   socket.write(encodeFrame(Opcode.text, JSON.stringify({ type: 'hello', path: r.path, query: r.query, identity: r.identity, headers: r.headers }), false));
   const parser = new FrameParser(1024 * 1024);
   const onData = (chunk: Buffer): void => {
-    let frames;
+    let frames: ReturnType<FrameParser['push']>;
     try {
       frames = parser.push(chunk);
     } catch {

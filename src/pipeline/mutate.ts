@@ -74,7 +74,10 @@ export function methodOverrideValues(req: http.IncomingMessage): string[] | unde
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const n = raw[i];
     if (n.length < 13 || n.length > 22 || (n.charCodeAt(0) | 0x20) !== 0x78) continue; // "x…", 13–22 chars
-    if ((METHOD_OVERRIDE_HEADERS as readonly string[]).includes(lowerDashed(n))) (out ??= []).push(raw[i + 1]);
+    if ((METHOD_OVERRIDE_HEADERS as readonly string[]).includes(lowerDashed(n))) {
+      out ??= [];
+      out.push(raw[i + 1]);
+    }
   }
   return out;
 }
@@ -96,7 +99,10 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
   const namesByUpstream = new Map<string, IdentityHeaders>();
   const namesOf = (upstream: string): IdentityHeaders => {
     let n = namesByUpstream.get(upstream);
-    if (!n) namesByUpstream.set(upstream, (n = { ...opts.identityHeaders, ...(opts.upstreams[upstream]?.identity_headers ?? {}) } as IdentityHeaders));
+    if (!n) {
+      n = { ...opts.identityHeaders, ...(opts.upstreams[upstream]?.identity_headers ?? {}) } as IdentityHeaders;
+      namesByUpstream.set(upstream, n);
+    }
     return n;
   };
   /**
@@ -106,7 +112,10 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
   const identityLines = new WeakMap<ForwardIdentity, Map<string, string[]>>();
   const identityHeaders = (id: ForwardIdentity, upstream: string): string[] => {
     let byUpstream = identityLines.get(id);
-    if (!byUpstream) identityLines.set(id, (byUpstream = new Map()));
+    if (!byUpstream) {
+      byUpstream = new Map();
+      identityLines.set(id, byUpstream);
+    }
     let lines = byUpstream.get(upstream);
     if (!lines) {
       const names = namesOf(upstream);
@@ -160,7 +169,10 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
       if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') {
         for (const t of raw[i + 1].split(',')) {
           const n = t.trim().toLowerCase();
-          if (n && !CONNECTION_PROTECTED.has(n)) (listed ??= new Set()).add(n);
+          if (n && !CONNECTION_PROTECTED.has(n)) {
+            listed ??= new Set();
+            listed.add(n);
+          }
         }
       }
     }
@@ -179,7 +191,7 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
       const name = raw[i];
       const value = raw[i + 1];
       const l = name.toLowerCase();
-      if (HOP_BY_HOP.has(l) || l === 'expect' || l === 'transfer-encoding' || (listed !== undefined && listed.has(l))) continue;
+      if (HOP_BY_HOP.has(l) || l === 'expect' || l === 'transfer-encoding' || (listed?.has(l))) continue;
       const d = l.includes('_') ? l.replace(/_/g, '-') : l;
       if (URL_OVERRIDE_HEADERS.has(d)) continue;
       if (!keepOverride && (METHOD_OVERRIDE_HEADERS as readonly string[]).includes(d)) continue;
@@ -195,7 +207,8 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
       }
       if (FIRST_ONLY.has(l)) {
         if (seen?.has(l)) continue;
-        (seen ??= new Set()).add(l);
+        seen ??= new Set();
+        seen.add(l);
       }
       if (l === 'host') host ??= value;
       if (l === 'cookie') {

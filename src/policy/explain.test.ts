@@ -1,4 +1,4 @@
-import type { RouteConfig } from '../config/schema.js';
+
 import { describe, expect, it } from 'vitest';
 import { compileRoutes, explain, formatExplain, policyContext, type RouteTable } from './index.js';
 import { route } from '../../test/support/routes.js';

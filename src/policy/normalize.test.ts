@@ -223,7 +223,7 @@ describe('normalizePath: properties over generated targets', () => {
   it('either returns a valid canonical path or throws bad_path', () => {
     let ok = 0;
     for (const raw of samples) {
-      let res;
+      let res: ReturnType<typeof normalizePath>;
       try {
         res = normalizePath(raw);
       } catch (e) {

@@ -1,4 +1,4 @@
-import type { RouteConfig } from '../config/schema.js';
+
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, matchKey, normalizePath } from './index.js';
@@ -142,7 +142,10 @@ describe('path patterns', () => {
     const segChoices = ['a', 'b', '*', '**', 'a*', '*b', '*a*', 'a*b*', ''];
     const paths = ['/', '/a', '/b', '/a/', '/a/b', '/b/a', '/a/a/b', '/ab', '/ba/ab', '/a/b/a/b', '/aab/b', '/x/a/y/b/'];
     let seed = 7;
-    const next = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const next = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
     for (let n = 0; n < 400; n++) {
       const len = 1 + Math.floor(next() * 4);
       const segs = Array.from({ length: len }, () => segChoices[Math.floor(next() * segChoices.length)]).filter((s, i, a) => s !== '' || i === a.length - 1);

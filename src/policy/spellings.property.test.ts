@@ -158,7 +158,7 @@ describe('spellings of a protected path (property, seeded)', () => {
         continue;
       }
       expect(normalizePath(path).path, spelling).toBe(path);
-      let key;
+      let key: ReturnType<typeof matchKey>;
       try {
         key = matchKey(path);
       } catch (e) {

@@ -36,7 +36,8 @@ export function replaceRequestHeaders(req: http.IncomingMessage, list: readonly 
   for (let i = 0; i + 1 < list.length; i += 2) {
     const l = list[i].toLowerCase();
     const v = list[i + 1];
-    (distinct[l] ??= []).push(v);
+    distinct[l] ??= [];
+    distinct[l].push(v);
     const prev = headers[l];
     if (prev === undefined) headers[l] = l === 'set-cookie' ? [v] : v;
     else if (Array.isArray(prev)) prev.push(v);

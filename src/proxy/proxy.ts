@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { Pool, type Dispatcher } from 'undici';
-import type { Config, IdentityHeaders, UpstreamConfig } from '../config/schema.js';
+import type { Config, UpstreamConfig } from '../config/schema.js';
 import { GatewayError, PolicyErrors, ProxyErrors } from '../errors/index.js';
 import { HOP_BY_HOP_RESPONSE, getRequestHeader, replaceRequestHeaders } from './headers.js';
 import { writeProblem, writeProblemToSocket } from './problem.js';
@@ -234,7 +234,6 @@ function resolveUpstream(name: string, cfg: UpstreamConfig, freeMs: number): Ups
   const port = u.port ? Number(u.port) : isHttps ? 443 : 80;
   const basePath = u.pathname.replace(/\/+$/, '');
   const isIpLiteral = /^[\d.]+$/.test(hostname) || hostname.includes(':');
-  const o = cfg.identity_headers ?? {};
   return {
     name,
     cfg,
@@ -380,13 +379,14 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     let upstreamCookies: string[] | undefined;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const lower = raw[i].toLowerCase();
-      if (HOP_BY_HOP_RESPONSE.has(lower) || (listed !== undefined && listed.has(lower) && lower !== 'content-length')) continue;
+      if (HOP_BY_HOP_RESPONSE.has(lower) || (listed?.has(lower) && lower !== 'content-length')) continue;
       if (lower === 'set-cookie') {
         if (reserved && setsReservedCookie(raw[i + 1], reserved)) {
           dropped(t, raw[i + 1]);
           continue;
         }
-        (upstreamCookies ??= []).push(raw[i + 1]);
+        upstreamCookies ??= [];
+        upstreamCookies.push(raw[i + 1]);
       }
       const g = grouped.get(lower);
       if (g) g.values.push(raw[i + 1]);
@@ -589,7 +589,10 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     const sid = t.sessionId;
     if (sid !== undefined) {
       let set = bySession.get(sid);
-      if (!set) bySession.set(sid, (set = new Set()));
+      if (!set) {
+        set = new Set();
+        bySession.set(sid, set);
+      }
       set.add(socket);
       socket.once('close', () => {
         set.delete(socket);
@@ -719,7 +722,11 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       // Registered before http-proxy's own listeners, so this runs first (verified 101s only).
       creq.on('upgrade', (upRes: http.IncomingMessage, proxySocket: Socket) => {
         // http-proxy writes the 101 from these headers after this listener runs.
-        const theirs = (upRes.headers['set-cookie'] ?? []).filter((c) => !(reservedWs && setsReservedCookie(c, reservedWs) && (dropped(t, c), true)));
+        const theirs = (upRes.headers['set-cookie'] ?? []).filter((c) => {
+          if (!reservedWs || !setsReservedCookie(c, reservedWs)) return true;
+          dropped(t, c);
+          return false;
+        });
         upRes.headers['set-cookie'] = [...theirs, ...(t.setCookies ?? [])];
         if (upRes.headers['set-cookie'].length === 0) delete upRes.headers['set-cookie'];
         overrideHeaderMap(upRes.headers, t.responseHeaders);

@@ -211,13 +211,16 @@ describe('forward: streaming is observable end to end', () => {
       },
     });
     const result = await new Promise<{ status: number; seen: number; sentAtResponse: number }>((resolve, reject) => {
+      let responded = false;
       const req = http.request({ hostname: u.hostname, port: u.port, method: 'POST', path: '/early', agent: false }, (res) => {
+        responded = true;
         const sentAtResponse = sent;
         let s = '';
         res.on('data', (c: Buffer) => (s += c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, seen: (JSON.parse(s) as { seen: number }).seen, sentAtResponse }));
       });
-      req.on('error', () => undefined); // the body is cut short once the response is in
+      // The body is cut short once the response is in; an error before that fails the test.
+      req.on('error', (e) => (responded ? undefined : reject(e)));
       body.pipe(req);
     });
     body.unpipe();

@@ -193,7 +193,7 @@ export async function loadOrCreateKeyFile(path: string, log: (msg: string) => vo
   const jwk = await generateSigningJwk();
   try {
     // 'wx': never overwrite a key file another process created in the meantime.
-    await writeFile(path, JSON.stringify({ keys: [jwk] }, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+    await writeFile(path, `${JSON.stringify({ keys: [jwk] }, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
   } catch (e) {
     if ((e as NodeJS.ErrnoException)?.code === 'EEXIST') return parseKeyFile(path, await readFile(path, 'utf8'));
     throw e;

@@ -62,7 +62,7 @@ const PG_POOL = {
 } as const;
 
 function defaultLog(msg: string, extra?: object): void {
-  process.stderr.write(JSON.stringify({ level: 'warn', time: new Date().toISOString(), msg, ...extra }) + '\n');
+  process.stderr.write(`${JSON.stringify({ level: 'warn', time: new Date().toISOString(), msg, ...extra })}\n`);
 }
 
 /**
@@ -123,7 +123,7 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
     });
     migrationPool.on('error', (err) => log('database pool error', { dialect: 'postgres', error: err.message }));
     migrationPool.on('connect', (client) => client.on('error', (err: Error) => log('database connection error', { dialect: 'postgres', error: err.message })));
-    const migrationDb = new Kysely<any>({ dialect: new PostgresDialect({ pool: migrationPool }) });
+    const migrationDb = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: migrationPool }) });
     try {
       return await runMigrations(migrationDb, 'postgres', list, { schema, log, now });
     } finally {

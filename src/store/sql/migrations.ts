@@ -2,6 +2,13 @@ import { sql, type Kysely } from 'kysely';
 import type { SqlDialect } from './schema.js';
 
 /**
+ * The handle a migration gets. Untyped on purpose: a migration is written against the schema
+ * as it was when it shipped, not against today's `Schema` type (kysely's own advice).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: see above
+export type MigrationDb = Kysely<any>;
+
+/**
  * One forward-only migration. `up` runs inside a transaction together with the row that
  * records it, so a failing migration leaves the database exactly as it was. It must use the
  * `db` it is given (the transaction), never another handle.
@@ -9,7 +16,7 @@ import type { SqlDialect } from './schema.js';
 export interface Migration {
   /** Unique, stable name; recorded in `portcullis_migrations`. Never rename one that shipped. */
   readonly name: string;
-  up(db: Kysely<any>, dialect: SqlDialect): Promise<void>;
+  up(db: MigrationDb, dialect: SqlDialect): Promise<void>;
 }
 
 /** Log sink used by the migrator. */
@@ -37,7 +44,7 @@ function boolDefault(dialect: SqlDialect) {
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     name: '0001_initial',
-    async up(db: Kysely<any>, dialect: SqlDialect) {
+    async up(db: MigrationDb, dialect: SqlDialect) {
       await db.schema
         .createTable('users')
         .addColumn('id', 'text', (c) => c.primaryKey())
@@ -81,7 +88,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   },
   {
     name: '0002_refresh_tokens',
-    async up(db: Kysely<any>, dialect: SqlDialect) {
+    async up(db: MigrationDb, dialect: SqlDialect) {
       // Single-use refresh tokens, stored only as base64url SHA-256 hashes. A session's
       // tokens go with it (and so with its user) through the cascading foreign key.
       await db.schema
@@ -99,7 +106,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   },
   {
     name: '0003_recovery_codes',
-    async up(db: Kysely<any>, dialect: SqlDialect) {
+    async up(db: MigrationDb, dialect: SqlDialect) {
       // Hashed single-use 2FA recovery codes; a user's codes go with it (cascading foreign
       // key). The primary key (user_id, hash) also serves every lookup by user.
       await db.schema
@@ -135,7 +142,7 @@ export interface RunMigrationsOptions {
  * @throws the migration's error (after rollback) when one fails; later migrations are not run.
  */
 export async function runMigrations(
-  db: Kysely<any>,
+  db: MigrationDb,
   dialect: SqlDialect,
   migrations: readonly Migration[],
   opts: RunMigrationsOptions = {},
@@ -191,10 +198,10 @@ export async function runMigrations(
 
 /** Runs `fn` in a write transaction holding the migration lock; rolls back on any error. */
 async function inTransaction<T>(
-  db: Kysely<any>,
+  db: MigrationDb,
   dialect: SqlDialect,
   lockKey: string,
-  fn: (trx: Kysely<any>) => Promise<T>,
+  fn: (trx: MigrationDb) => Promise<T>,
 ): Promise<T> {
   if (dialect === 'postgres') {
     return db.transaction().execute(async (trx) => {
