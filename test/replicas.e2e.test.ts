@@ -29,7 +29,7 @@ import { Redis } from 'ioredis';
 import autocannon from 'autocannon';
 import { decodeJwt } from 'jose';
 import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
-import { GOOD_PASSWORD, runCli, sample, totpAt } from './support/helpers.js';
+import { GOOD_PASSWORD, runCliInProcess, sample, totpAt } from './support/helpers.js';
 import { postgresReachable, redisReachable } from './support/services.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -255,20 +255,29 @@ async function metric(r: Replica, name: string, labels: Record<string, string> =
   return sample(text, name, labels);
 }
 
-/** Creates a user with the real CLI against the shared database. */
+/**
+ * Creates a user with the CLI (`main()` in this process: the replicas are the separate
+ * processes here) against the shared database.
+ */
 async function addUser(config: string, name: string): Promise<void> {
-  const r = await runCli(['user', 'add', name, '--email', `${name}@example.com`, '--password-stdin', '--config', config], { stdin: GOOD_PASSWORD + '\n', env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
+  const r = await runCliInProcess(['user', 'add', name, '--email', `${name}@example.com`, '--password-stdin', '--config', config], { stdin: GOOD_PASSWORD + '\n', env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
   if (r.code !== 0) throw new Error(`user add ${name} failed (${r.code}): ${r.stderr}`);
 }
 
-/** Enrolls TOTP over HTTP on `r` (setup, then enable with the current code); returns the secret and the step used. */
-async function enrollTotp(r: Replica, username: string): Promise<{ secret: string; step: number }> {
+/**
+ * Enrolls TOTP over HTTP on `r` (setup, then enable with the code of the current step, or of
+ * the previous one with `previousStep`: still inside the ±1 window, and it leaves the current
+ * and the next step unused); returns the secret and the step used.
+ */
+async function enrollTotp(r: Replica, username: string, opts: { previousStep?: boolean } = {}): Promise<{ secret: string; step: number }> {
   const t = await signIn(r, username);
   const setup = await call(r.url, '/api/auth/2fa/setup', { method: 'POST', token: t.access_token });
   expect(setup.status).toBe(200);
   const secret = setup.json.secret as string;
   expect(secret).toMatch(/^[A-Z2-7]+=*$/);
-  const now = Date.now();
+  // The previous step is in the window only until the next boundary: keep 3 s clear of it.
+  while (opts.previousStep && Date.now() % STEP_MS > STEP_MS - 3000) await sleep(100);
+  const now = Date.now() - (opts.previousStep ? STEP_MS : 0);
   const enable = await call(r.url, '/api/auth/2fa/enable', { body: { code: await totpAt(secret, now) }, token: t.access_token });
   expect(enable.status, JSON.stringify(enable.json)).toBe(200);
   expect(enable.json.recovery_codes).toHaveLength(10);
@@ -290,7 +299,7 @@ describe.runIf(up)('three replicas on one PostgreSQL and one Redis', () => {
     work = mkdtempSync(join(tmpdir(), 'portcullis-replicas-'));
     echo = await startEchoServer({ host: '127.0.0.1', port: 0 });
     // One shared signing key, made by the real CLI.
-    const gen = await runCli(['keys', 'generate']);
+    const gen = await runCliInProcess(['keys', 'generate']);
     expect(gen.code).toBe(0);
     keysFile = join(work, 'signing-keys.json');
     writeFileSync(keysFile, JSON.stringify({ keys: [JSON.parse(gen.stdout)] }), { mode: 0o600 });
@@ -382,7 +391,7 @@ describe.runIf(up)('three replicas on one PostgreSQL and one Redis', () => {
     expect(locked).toEqual([1, 1, 1]);
 
     // The lock lives in Redis: one `portcullis user unlock` clears it for every replica.
-    const unlock = await runCli(['user', 'unlock', 'lou', '--config', configA], { env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
+    const unlock = await runCliInProcess(['user', 'unlock', 'lou', '--config', configA], { env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
     expect(unlock.stderr).toBe('');
     expect(unlock.stdout).toBe('lou: unlocked\n');
     for (const r of [B, C]) expect((await login(r, 'lou')).status, r.name).toBe(200);
@@ -436,7 +445,7 @@ describe.runIf(up)('three replicas on one PostgreSQL and one Redis', () => {
   it('(3b) a revocation made outside the replicas (CLI user disable) reaches all three within a second (pub/sub from the CLI, database poll as backstop)', async () => {
     const t = await signIn(C, 'otto');
     for (const r of main) expect((await appGet(r, t.access_token)).status, r.name).toBe(200);
-    const cli = await runCli(['user', 'disable', 'otto', '--config', configA], { env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
+    const cli = await runCliInProcess(['user', 'disable', 'otto', '--config', configA], { env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
     const done = performance.now();
     expect(cli.code, cli.stderr).toBe(0);
     expect(cli.stdout).toBe('otto disabled; 1 session(s) revoked\n');
@@ -447,7 +456,9 @@ describe.runIf(up)('three replicas on one PostgreSQL and one Redis', () => {
   });
 
   it('(4) a TOTP code accepted on A is refused as a replay on B', async () => {
-    const { secret, step } = await enrollTotp(A, 'tess');
+    // Enrolled with the previous step's code, so the current step and the next are both unused
+    // and inside the ±1 window: no waiting for the clock.
+    const { secret, step } = await enrollTotp(A, 'tess', { previousStep: true });
     // The enrollment used step `step`; sign in with the next step's code (within the ±1 step window).
     const code = await totpAt(secret, (step + 1) * STEP_MS);
     const first = await login(A, 'tess');
@@ -474,11 +485,10 @@ describe.runIf(up)('three replicas on one PostgreSQL and one Redis', () => {
     expect(await metric(A, 'portcullis_mfa_attempts_total', { result: 'success' })).toBe(1);
 
     // Control: the same MFA token on B completes with a code of a later step. (Accepted steps are
-    // monotonic per user: a step at or before the last one used is a replay, so wait until the
-    // clock allows step + 2, which then sits inside the ±1 window.)
-    while (Math.floor(Date.now() / STEP_MS) < step + 1 || Date.now() % STEP_MS > STEP_MS - 3000) await sleep(250);
-    const fresh = Math.floor(Date.now() / STEP_MS) + 1;
-    const good = await call(B.url, '/api/auth/2fa/verify', { body: { mfa_token: second.json.mfa_token, code: await totpAt(secret, fresh * STEP_MS) } });
+    // monotonic per user: a step at or before the last one used is a replay. Step + 2 is the
+    // step after the current one at enrollment, inside the ±1 window for the next 30 s or more.)
+    expect(Math.floor(Date.now() / STEP_MS)).toBeGreaterThanOrEqual(step + 1);
+    const good = await call(B.url, '/api/auth/2fa/verify', { body: { mfa_token: second.json.mfa_token, code: await totpAt(secret, (step + 2) * STEP_MS) } });
     expect(good.status, JSON.stringify(good.json)).toBe(200);
     expect(good.json.access_token).toBeTypeOf('string');
   }, 90_000);
