@@ -313,9 +313,9 @@ interface Storm {
   atAbort: EchoStats;
   settled: EchoStats;
   settleMs: number;
-  /** One second after settling. */
+  /** After settling and a barrier request through the gateway's upstream pool. */
   later: EchoStats;
-  /** Slow requests that reached the echo, from the first to one second after settling. */
+  /** Slow requests that reached the echo, from the first to the barrier. */
   upstreamRequests: number;
 }
 
@@ -366,9 +366,13 @@ async function abortStorm(n: number): Promise<Storm> {
     await new Promise((r) => setTimeout(r, 50));
   }
   const settleMs = Date.now() - t1;
-  await new Promise((r) => setTimeout(r, 1_000));
+  // The barrier: one more request through the gateway to the same upstream. The pool hands
+  // out connections in FIFO order, so anything the gateway still held for the echo was sent
+  // before this one completes (instead of waiting a fixed second for stragglers).
+  const barrier = await request(h.url, { path: '/__echo/slow?ms=20&barrier=1' });
+  if (barrier.status !== 200) throw new Error(`the barrier request failed: ${barrier.status}`);
   const later = await stats();
-  const upstreamRequests = later.requests - start.requests - statsSelf * statsCalls;
+  const upstreamRequests = later.requests - start.requests - statsSelf * statsCalls - 1; // not the barrier
   return { abortAfterMs, peak, peakInFlight, atAbort, settled, settleMs, later, upstreamRequests };
 }
 
@@ -377,7 +381,7 @@ function describeStorm(n: number, s: Storm): string {
     `${n} requests, aborted after ${s.abortAfterMs} ms; echo openConnections peak ${s.peak} (stats connection included; ` +
     `upstream requests in flight before the abort: ${s.peakInFlight}), at abort ${s.atAbort.openConnections}, ` +
     `settled ${s.settled.openConnections} (inFlight ${s.settled.inFlight - statsSelf}) after ${s.settleMs} ms, ` +
-    `1 s later ${s.later.openConnections} (inFlight ${s.later.inFlight - statsSelf}); ` +
+    `after a barrier request ${s.later.openConnections} (inFlight ${s.later.inFlight - statsSelf}); ` +
     `aborted slow requests that reached the upstream: ${s.upstreamRequests}`
   );
 }
