@@ -19,12 +19,13 @@ import type { Database } from './store/ports.js';
 import { MemoryRevocationList, RevocationSync } from './store/state/revocations.js';
 import { TokenService, loadKeySet, loadOrCreateKeyFile, readKeyFile, type KeySet } from './tokens/index.js';
 import { Lockout, MfaService, loadSecretBox, passwordTools, type PasswordHasher } from './auth/index.js';
-import { MemoryStateStore } from './store/state/memory.js';
-import type { RevocationList, StateStore } from './store/ports.js';
+import { MemoryAttemptCounter, MemoryLockoutStore, MemoryRateLimitStore, MemoryTotpReplayGuard } from './store/state/memory.js';
+import { RedisAttemptCounter, RedisLockoutStore, RedisRateLimitStore, RedisTotpReplayGuard } from './store/state/redis-stores.js';
+import type { AttemptCounter, LockoutStore, RateLimitStore, RevocationList, StateClock, TotpReplayGuard } from './store/ports.js';
 import { AuthService } from './auth/login-flow.js';
 import { createAuthApi } from './http/auth-api.js';
 import { createAuthenticator } from './http/authenticate.js';
-import { createLimiter, type LimiterBackend } from './http/rate-limit.js';
+import { createLimiter } from './http/rate-limit.js';
 import { cookieNames, reservedCookieNames } from './http/cookies.js';
 import { createGateway, createHeaderMutator, type GatewayState } from './pipeline/index.js';
 import { createAdminServer, type Dependency } from './http/admin.js';
@@ -62,6 +63,15 @@ export function applyListenerLimits(server: Server, limits: Config['limits']): v
   server.keepAliveTimeout = limits.keep_alive_timeout;
 }
 
+/** The short-lived state a gateway built: one adapter per purpose, all on one backend and one clock. */
+export interface AppState {
+  /** Where it lives: in this process (embedded), or in Redis, shared by every replica. */
+  readonly backend: 'memory' | 'redis';
+  readonly lockouts: LockoutStore;
+  readonly totpSteps: TotpReplayGuard;
+  readonly mfaAttempts: AttemptCounter;
+}
+
 /** A running (or ready-to-run) gateway: both listeners and everything they need. */
 export interface App {
   readonly config: Config;
@@ -74,7 +84,7 @@ export interface App {
   readonly hasher: PasswordHasher;
   readonly mfa: MfaService;
   readonly lockout: Lockout;
-  readonly state: StateStore;
+  readonly state: AppState;
   start(): Promise<{ url: string; adminUrl: string; demoUrl?: string }>;
   /** Graceful stop: stop accepting, let in-flight requests finish within `graceMs`, close pools. */
   stop(graceMs?: number): Promise<void>;
@@ -148,11 +158,18 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const redis = redisModule?.createRedisClient(config.storage.redis_url, { log: (msg, extra) => log.warn(extra ?? {}, msg) });
   const prefix = config.storage.redis_prefix;
   if (redis) {
-    // Wait briefly for Redis so the rate limiters can upload their scripts; if it is down the
+    // Wait briefly for Redis so the first requests find it connected; if it is down the
     // gateway still starts (not ready, sign-in answering 503) and recovers when Redis returns.
     await redisModule!.redisReady(redis, 3000).catch((e) => log.error({ event: 'state_store', err: (e as Error).message }, 'Redis is not reachable at start; sign-in will answer 503 until it is'));
   }
-  const stateStore: StateStore = redis ? new redisModule!.RedisStateStore(redis, prefix) : new MemoryStateStore(() => now().getTime());
+  // Every state adapter reads the app's clock, Redis ones included (tests move it).
+  const stateClock: StateClock = () => now().getTime();
+  const shortLived: AppState = redis
+    ? { backend: 'redis', lockouts: new RedisLockoutStore(redis, prefix, stateClock), totpSteps: new RedisTotpReplayGuard(redis, prefix, stateClock), mfaAttempts: new RedisAttemptCounter(redis, prefix, stateClock) }
+    : { backend: 'memory', lockouts: new MemoryLockoutStore(stateClock), totpSteps: new MemoryTotpReplayGuard(stateClock), mfaAttempts: new MemoryAttemptCounter(stateClock) };
+  const redisRateLimits = redis ? new RedisRateLimitStore(redis, prefix, stateClock) : undefined;
+  /** Redis counts are shared and namespaced by limiter; in process each limiter counts on its own (a reload's new route limiters start afresh). */
+  const rateLimitStore = (): RateLimitStore => redisRateLimits ?? new MemoryRateLimitStore(stateClock);
   const bus = redis
     ? new redisModule!.RedisRevocationBus(redis, config.storage.redis_url, prefix, {
         log: (msg, extra) => log.warn(extra ?? {}, msg),
@@ -161,9 +178,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
         onResync: () => revocationSync.resync(),
       })
     : undefined;
-  const lockout = new Lockout(stateStore, { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration }, metrics, log);
+  const lockout = new Lockout(shortLived.lockouts, { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration }, metrics, log);
   const auth = new AuthService({ db, tokens, hasher, policy, revocations, metrics, log, now, sessionMaxAgeMs: config.auth.session_max_age, refreshTtlMs: config.auth.refresh_ttl, lockout });
-  const mfa = new MfaService({ db, state: stateStore, box, tokens, lockout, hasher, metrics, log, now, issuer: config.name });
+  const mfa = new MfaService({ db, totpSteps: shortLived.totpSteps, mfaAttempts: shortLived.mfaAttempts, box, tokens, lockout, hasher, metrics, log, now, issuer: config.name });
   // The gateway's own origin: public_url, else the address actually bound (known after listen).
   let origin = new URL(config.publicUrl).origin;
   const secureCookies = Boolean(config.tls) || origin.startsWith('https:');
@@ -207,10 +224,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
     }
   };
   const authenticate = createAuthenticator({ auth, cookies, secureCookies, isGatewayToken });
-  const limiterBackend: LimiterBackend = redis ? { kind: 'redis', client: redis, prefix } : { kind: 'memory' };
-  const limiterBase = { backend: limiterBackend, clientIp, metrics, log };
+  const limiterBase = { clientIp, metrics, log };
   const loginLimiter = createLimiter({
     ...limiterBase,
+    store: rateLimitStore(),
     name: 'login',
     requests: config.auth.login_rate_limit.requests,
     perMs: config.auth.login_rate_limit.per,
@@ -224,10 +241,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
       res.end(page);
     },
   });
-  const apiLimiter = createLimiter({ ...limiterBase, name: 'auth_api', requests: config.auth.api_rate_limit.requests, perMs: config.auth.api_rate_limit.per, onStoreError: 'closed' });
+  const apiLimiter = createLimiter({ ...limiterBase, store: rateLimitStore(), name: 'auth_api', requests: config.auth.api_rate_limit.requests, perMs: config.auth.api_rate_limit.per, onStoreError: 'closed' });
   /** Per-route limiters, rebuilt with the routes on reload; a store outage lets traffic through. */
   const routeLimiters = (c: Config) =>
-    new Map(c.routes.filter((r) => r.rate_limit).map((r) => [r.name, createLimiter({ ...limiterBase, name: `route:${r.name}`, requests: r.rate_limit!.requests, perMs: r.rate_limit!.per, onStoreError: 'open' })]));
+    new Map(c.routes.filter((r) => r.rate_limit).map((r) => [r.name, createLimiter({ ...limiterBase, store: rateLimitStore(), name: `route:${r.name}`, requests: r.rate_limit!.requests, perMs: r.rate_limit!.per, onStoreError: 'open' })]));
   const authApp = createAuthApi({
     loginLimiter,
     apiLimiter,
@@ -319,12 +336,12 @@ export async function createApp(opts: AppOptions): Promise<App> {
 
   const dependencies: Dependency[] = [
     { name: 'database', ping: () => db.ping() },
-    { name: 'state_store', ping: () => stateStore.ping() },
+    { name: 'state_store', ping: async () => void (await redis?.ping()) },
   ];
   let configLoaded = true;
   // In-process lockout state lives in this process only: the CLI reaches it through the admin
   // listener with a token it reads from the data directory.
-  const adminToken = stateStore.kind === 'memory' ? randomBytes(32).toString('base64url') : undefined;
+  const adminToken = redis ? undefined : randomBytes(32).toString('base64url');
   const admin = createAdminServer({
     metrics,
     dependencies: () => dependencies,
@@ -384,7 +401,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     hasher,
     mfa,
     lockout,
-    state: stateStore,
+    state: shortLived,
     async start() {
       // Build the dummy hash now, so the first unknown-user login is not measurably slower.
       await hasher.warmUp();
@@ -431,7 +448,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       admin.closeAllConnections();
       await demo?.close();
       await bus?.close();
-      await stateStore.close();
+      if (redis) await redisModule!.closeRedisClient(redis);
       await db.close();
       log.info({ event: 'stopped' }, 'portcullis stopped');
     },

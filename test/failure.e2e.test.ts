@@ -319,7 +319,7 @@ withRedisServer('A. Redis outage (private redis-server, SIGKILL and restart)', (
     const env = { PORTCULLIS_SIGNING_KEYS: JSON.stringify({ keys: [await generateSigningJwk()] }) };
     h = await startHarness({ redisUrl: redis.url, redisPrefix: prefix, env, extraYaml: AUTH_YAML, routes: FAILURE_ROUTES });
     h2 = await startHarness({ redisUrl: redis.url, redisPrefix: prefix, env, extraYaml: AUTH_YAML, routes: FAILURE_ROUTES });
-    expect(h.app.state.kind).toBe('redis');
+    expect(h.app.state.backend).toBe('redis');
     await addUser(h, 'alice');
     mfaSecret = await enrollMfaUser(h, 'mallory');
   });

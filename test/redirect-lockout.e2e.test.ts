@@ -349,11 +349,11 @@ describe('issue 8: open redirect after sign-in and unthrottled password confirma
     it('password confirmations fail closed: with the lockout store unreachable, /password and /2fa/disable answer 503 within 2 s', async () => {
       const secret = await mfaUser('fay');
       const token = await fullLogin('fay', secret);
-      const state = h.app.state as unknown as Record<string, unknown>;
-      const saved = { flagTtl: state.flagTtl, recordEvent: state.recordEvent };
+      const state = h.app.state.lockouts as unknown as Record<string, unknown>;
+      const saved = { lockedFor: state.lockedFor, recordFailure: state.recordFailure };
       const down = () => Promise.reject(new Error('state store unreachable (test)'));
-      state.flagTtl = down;
-      state.recordEvent = down;
+      state.lockedFor = down;
+      state.recordFailure = down;
       try {
         for (const [path, body] of [
           ['/password', { current_password: WRONG_PASSWORD, new_password: NEW_PASSWORD }],

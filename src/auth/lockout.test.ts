@@ -1,6 +1,6 @@
 /**
  * Unit tests of the username lockout (SPEC §4 abuse protection, §9 metric and event) over the
- * in-process state store with a fake clock: 5 failures within 15 minutes lock the username for
+ * in-process lockout store with a fake clock: 5 failures within 15 minutes lock the username for
  * 15 minutes (423 with Retry-After), a success resets the count, unlock clears everything.
  */
 import { Writable } from 'node:stream';
@@ -8,7 +8,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/index.js';
 import { createLogger } from '../http/log.js';
 import { Metrics } from '../metrics/index.js';
-import { MemoryStateStore } from '../store/state/memory.js';
+import { MemoryLockoutStore } from '../store/state/memory.js';
 import { Lockout, lockedError } from './lockout.js';
 
 const SEC = 1000;
@@ -16,7 +16,7 @@ const MIN = 60 * SEC;
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
 
 let t: number;
-let state: MemoryStateStore;
+let state: MemoryLockoutStore;
 let metrics: Metrics;
 let logs: Record<string, unknown>[];
 let lockout: Lockout;
@@ -33,7 +33,7 @@ function make(opts = { maxFailures: 5, windowMs: 15 * MIN, durationMs: 15 * MIN 
 
 beforeEach(() => {
   t = T0;
-  state = new MemoryStateStore(() => t);
+  state = new MemoryLockoutStore(() => t);
   metrics = new Metrics({ processMetrics: false });
   logs = [];
   lockout = make();

@@ -6,9 +6,7 @@ import { loadConfig, locateInFile, ConfigError, formatProblem, type Config } fro
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, explain, formatExplain, methodFallthroughWarnings, policyContext, routePatternCheck } from '../policy/index.js';
 import { generateSigningJwk } from '../tokens/index.js';
-import { Lockout, passwordTools, validateUsername } from '../auth/index.js';
-import { Metrics } from '../metrics/index.js';
-import { pino } from 'pino';
+import { passwordTools, validateUsername } from '../auth/index.js';
 import { openDatabase } from '../store/sql/index.js';
 import type { Database, UserRecord } from '../store/ports.js';
 import { createApp } from '../app.js';
@@ -394,13 +392,13 @@ async function unlockViaAdmin(config: Config, username: string): Promise<boolean
 /** With Redis-shared state the lock lives in Redis: clear it there (every replica sees it). */
 async function unlockInRedis(config: Config, username: string): Promise<boolean> {
   // ioredis is loaded only where Redis is used (it costs ~8 MB of RSS).
-  const { createRedisClient, redisReady, RedisStateStore } = await import('../store/state/redis.js');
+  const { createRedisClient, redisReady } = await import('../store/state/redis.js');
+  const { RedisLockoutStore } = await import('../store/state/redis-stores.js');
   const client = createRedisClient(config.storage.redis_url, { lazyConnect: true });
   try {
     await redisReady(client, 3000);
-    const state = new RedisStateStore(client, config.storage.redis_prefix);
-    const silent = pino({ level: 'silent' });
-    return await new Lockout(state, { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration }, new Metrics({ processMetrics: false }), silent).unlock(username);
+    // The adapter owns the key names: the same ones every gateway on this prefix uses.
+    return await new RedisLockoutStore(client, config.storage.redis_prefix).unlock(username);
   } catch (e) {
     throw new Error(`cannot reach Redis at storage.redis_url: ${(e as Error).message}`);
   } finally {

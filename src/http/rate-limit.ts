@@ -1,21 +1,20 @@
+import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ipKeyGenerator, MemoryStore, rateLimit, type Store } from 'express-rate-limit';
-import { RedisStore } from 'rate-limit-redis';
-import type { Redis } from 'ioredis';
+import { isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
 import { AuthErrors, GatewayError } from '../errors/index.js';
 import type { Metrics } from '../metrics/index.js';
+import { parseIp } from '../proxy/ip.js';
+import type { RateLimitStore } from '../store/ports.js';
 import { sendError } from './problem.js';
-
-/** Where a limiter keeps its counts: in process, or in Redis (shared by every replica). */
-export type LimiterBackend = { kind: 'memory' } | { kind: 'redis'; client: Redis; prefix: string };
 
 export interface LimiterOptions {
   /** Label for `portcullis_rate_limited_total{limiter}` and logs (`login`, `auth_api`, `route:<name>`). */
   name: string;
   requests: number;
   perMs: number;
-  backend: LimiterBackend;
+  /** Where the counts live: in process, or in Redis (shared by every replica). */
+  store: RateLimitStore;
   clientIp: (req: IncomingMessage) => string;
   metrics: Metrics;
   log: Logger;
@@ -26,104 +25,90 @@ export interface LimiterOptions {
   onStoreError: 'closed' | 'open';
   /** Extra work when a request is refused (e.g. counting a login attempt). */
   onLimited?: () => void;
-  /** Writes the 429 (default: problem+json; the sign-in form wants an HTML page). */
+  /**
+   * Writes the 429 (the app passes its responder; the sign-in form wants an HTML page).
+   * @default problem+json, not logged again
+   */
   respond?: (req: IncomingMessage, res: ServerResponse, err: GatewayError) => void;
 }
 
 /** A limiter callable on raw requests: resolves true to continue; false when it answered (429/503). */
 export type Limiter = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 
+/** One customer's IPv6 allocation is usually a /56: grouping by it makes it one client. */
+const IPV6_CLIENT_PREFIX_BITS = 56;
+
 /**
- * rate-limit-redis caches the promise of its script upload: one failure (Redis down at start,
- * or during the upload) would poison it for good. Start the upload over after any failure.
+ * The key a client is counted under: an IPv4 address as it is; an IPv4-mapped IPv6 address
+ * (or the old IPv4-compatible `::a.b.c.d` form) as the IPv4 address it carries; any other IPv6
+ * address as its /56 network in compressed form (`2001:db8:1::/56`), so rotating through one
+ * allocation buys no fresh budget. Anything else is used as given.
  */
-class ResilientRedisStore extends RedisStore {
-  override async retryableIncrement(key: string) {
-    // A failed upload is retried now, not one request later.
-    this.incrementScriptSha = this.incrementScriptSha.catch(() => this.loadIncrementScript());
-    this.getScriptSha = this.getScriptSha.catch(() => this.loadGetScript());
-    this.getScriptSha.catch(() => undefined);
-    return super.retryableIncrement(key);
+export function rateLimitKey(ip: string): string {
+  if (!isIPv6(ip)) return ip;
+  const parsed = parseIp(ip);
+  if (!parsed) return ip;
+  const b = parsed.bytes;
+  if (parsed.family === 4) return b.join('.');
+  // `::a.b.c.d`: only the dotted notation tells it apart from `::1` and friends.
+  if (ip.includes('.') && b.subarray(0, 12).every((x) => x === 0)) return Array.from(b.subarray(12)).join('.');
+  const groups: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const bits = Math.max(0, Math.min(16, IPV6_CLIENT_PREFIX_BITS - i * 16));
+    const mask = bits === 0 ? 0 : (0xffff << (16 - bits)) & 0xffff;
+    groups.push(((b[i * 2] << 8) | b[i * 2 + 1]) & mask);
   }
+  // The zero groups past the prefix are always the longest run, so "::" stands for them.
+  let end = groups.length;
+  while (end > 0 && groups[end - 1] === 0) end--;
+  const head = groups.slice(0, end).map((g) => g.toString(16));
+  return `${head.join(':')}::/${IPV6_CLIENT_PREFIX_BITS}`;
 }
 
-function storeFor(o: LimiterOptions): Store {
-  if (o.backend.kind === 'memory') return new MemoryStore();
-  const client = o.backend.client;
-  return new ResilientRedisStore({
-    prefix: `${o.backend.prefix}rl:${o.name}:`,
-    // ioredis's call() takes the command name and its arguments.
-    sendCommand: (command: string, ...args: string[]) => client.call(command, ...args) as never,
-  });
+/** The draft-8 partition key: a short, stable, non-reversible token of the client key. */
+function partitionKey(key: string): string {
+  return Buffer.from(createHash('sha256').update(key).digest('hex').slice(0, 12)).toString('base64');
 }
 
 /**
- * express-rate-limit (fixed window) keyed by the client IP the gateway resolved through
- * `trust_proxy` — never a client-supplied header — with IPv6 clients grouped by /56 (one
- * customer's prefix is one client). Answers 429 problem+json with `Retry-After` and the
- * draft-8 `RateLimit`/`RateLimit-Policy` headers.
+ * A fixed-window limiter over a {@link RateLimitStore}, keyed by the client IP the gateway
+ * resolved through `trust_proxy` — never a client-supplied header — with IPv6 clients grouped
+ * by /56 ({@link rateLimitKey}). Every counted answer carries the draft-8 `RateLimit` and
+ * `RateLimit-Policy` headers; past the limit it answers 429 problem+json with `Retry-After`.
  */
 export function createLimiter(o: LimiterOptions): Limiter {
-  // The wrapper below learns through this map that the handler refused a request.
-  const refused = new WeakMap<IncomingMessage, () => void>();
-  const mw = rateLimit({
-    windowMs: o.perMs,
-    limit: o.requests,
-    standardHeaders: 'draft-8',
-    legacyHeaders: false,
-    identifier: o.name,
-    store: storeFor(o),
-    // Store errors always come to the wrapper below, which logs them and applies onStoreError.
-    passOnStoreError: false,
-    // The raw request has no req.ip; this is the only key and it is already trust-proxy aware.
-    keyGenerator: (req) => ipKeyGenerator(o.clientIp(req as unknown as IncomingMessage), 56),
-    validate: false,
-    handler: (req, res) => {
-      const raw = req as unknown as IncomingMessage;
+  const policy = `q=${o.requests}; w=${Math.ceil(o.perMs / 1000)}`;
+  return async (req, res) => {
+    const key = rateLimitKey(o.clientIp(req));
+    let hit: { count: number; resetMs: number };
+    try {
+      hit = await o.store.hit(o.name, key, o.perMs);
+    } catch (err) {
+      o.log.error({ event: 'rate_limit_store_error', limiter: o.name, err: (err as Error).message, fail: o.onStoreError }, 'rate limit store unavailable');
+      if (o.onStoreError === 'open') return true;
+      // Logged just above, with the limiter's name: written without a second log line.
+      sendError(req, res, new GatewayError(AuthErrors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
+      return false;
+    }
+    try {
+      const resetSeconds = Math.max(0, Math.ceil(hit.resetMs / 1000));
+      if (!res.headersSent) {
+        res.appendHeader('RateLimit', `"${o.name}"; r=${Math.max(o.requests - hit.count, 0)}; t=${resetSeconds}`);
+        res.appendHeader('RateLimit-Policy', `"${o.name}"; ${policy}; pk=:${partitionKey(key)}:`);
+      }
+      if (hit.count <= o.requests) return true;
+      if (!res.headersSent) res.setHeader('Retry-After', String(resetSeconds));
       o.metrics.rateLimited.inc({ limiter: o.name });
       o.onLimited?.();
-      o.log.info({ event: 'rate_limited', limiter: o.name, ip: o.clientIp(raw) }, 'rate limit reached');
-      const err = new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.');
-      (o.respond ?? sendError)(raw, res as unknown as ServerResponse, err);
-      refused.get(raw)?.();
-    },
-  });
-  return (req, res) =>
-    new Promise<boolean>((resolve) => {
-      let settled = false;
-      const settle = (v: boolean) => {
-        if (settled) return;
-        settled = true;
-        refused.delete(req);
-        resolve(v);
-      };
-      refused.set(req, () => settle(false));
-      // express-rate-limit writes its headers with res.append, which plain Node responses lack.
-      const r = res as ServerResponse & { append?: (name: string, value: string | string[]) => unknown };
-      if (typeof r.append !== 'function') r.append = (name, value) => r.appendHeader(name, value);
-      Promise.resolve(
-        mw(req as never, res as never, (err?: unknown) => {
-          if (settled) return;
-          if (err) {
-            o.log.error({ event: 'rate_limit_store_error', limiter: o.name, err: (err as Error).message, fail: o.onStoreError }, 'rate limit store unavailable');
-            if (o.onStoreError === 'open') {
-              settle(true);
-              return;
-            }
-            sendError(req, res, new GatewayError(AuthErrors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
-            settle(false);
-            return;
-          }
-          settle(true);
-        }),
-      ).catch((e: unknown) => {
-        o.log.error({ event: 'rate_limit_error', limiter: o.name, err: (e as Error).message }, 'rate limiter failed');
-        if (!settled) {
-          sendError(req, res, e);
-          settle(false);
-        }
-      });
-    });
+      o.log.info({ event: 'rate_limited', limiter: o.name, ip: o.clientIp(req) }, 'rate limit reached');
+      (o.respond ?? sendError)(req, res, new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.'));
+      return false;
+    } catch (e) {
+      o.log.error({ event: 'rate_limit_error', limiter: o.name, err: (e as Error).message }, 'rate limiter failed');
+      sendError(req, res, e);
+      return false;
+    }
+  };
 }
 
 /** The same limiter as express middleware (for the auth API). */

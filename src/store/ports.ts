@@ -156,32 +156,72 @@ export interface RevocationList {
 }
 
 /**
- * Short-lived shared state: counters, locks and TOTP replay marks. In-process for one
- * process (embedded mode); Redis when several processes must agree. Every operation that
- * must be atomic is atomic in each implementation.
+ * The clock every short-lived state adapter reads, in epoch milliseconds. `app.ts` passes one
+ * clock to all of them (tests pass a fake one and move it instead of sleeping).
  */
-export interface StateStore {
-  readonly kind: 'memory' | 'redis';
+export type StateClock = () => number;
+
+/** The limits one failure is judged against (`auth.lockout`). */
+export interface LockoutPolicy {
+  /** Failures within `windowMs` that lock the username. */
+  maxFailures: number;
+  /** The sliding window the failures are counted in. */
+  windowMs: number;
+  /** How long the lock lasts. */
+  durationMs: number;
+}
+
+/**
+ * Username lockout state (SPEC §4): a sliding window of failures, the lock, and the per-username
+ * "turn" that lets one guess at a time be judged. Keyed by username; implementations own
+ * their key names. All times come from the adapter's injected clock.
+ */
+export interface LockoutStore {
   /**
-   * Records `step` as the user's last used TOTP time step if it is greater than the one
-   * stored; true when it was (the code may be accepted), false for a replay.
+   * Records one failure and counts the failures of the last `windowMs` (a sliding window:
+   * "5 within 15 minutes" at any moment). When the count reaches `maxFailures` the failure log
+   * starts over and the username is locked for `durationMs`, unless a live lock exists: `locked`
+   * is true only for the one caller that set the lock. One atomic step.
    */
-  claimTotpStep(userId: string, step: number, ttlMs: number): Promise<boolean>;
-  /** Increments a counter whose window starts at its first increment; returns the count and ms left. */
-  increment(key: string, windowMs: number): Promise<{ count: number; resetMs: number }>;
+  recordFailure(username: string, policy: LockoutPolicy): Promise<{ failures: number; locked: boolean }>;
+  /** Forgets the failures (a success). Leaves a lock alone. */
+  clearFailures(username: string): Promise<void>;
+  /** Milliseconds left on the lock, 0 when not locked. */
+  lockedFor(username: string): Promise<number>;
+  /** Clears the lock and the failures; true when a live lock was cleared. One atomic step. */
+  unlock(username: string): Promise<boolean>;
   /**
-   * Records one event under `key` and returns how many happened in the last `windowMs`
-   * (a sliding window: "5 failures within 15 minutes" at any moment).
+   * Takes the username's turn for `ttlMs` unless another live turn holds it; true for the one
+   * caller that took it. The ttl frees a turn whose holder died mid-check.
    */
-  recordEvent(key: string, windowMs: number): Promise<number>;
-  /** Sets a flag that lasts `ttlMs`. */
-  setFlag(key: string, ttlMs: number): Promise<void>;
-  /** Sets a flag only when none is live; true for the one caller that set it. */
-  setFlagIfAbsent(key: string, ttlMs: number): Promise<boolean>;
-  /** Milliseconds left on a flag, 0 when unset. */
-  flagTtl(key: string): Promise<number>;
-  /** Deletes counters, event logs or flags. */
-  delete(...keys: string[]): Promise<void>;
-  ping(): Promise<void>;
-  close(): Promise<void>;
+  takeTurn(username: string, ttlMs: number): Promise<boolean>;
+  /** Gives the turn back. */
+  releaseTurn(username: string): Promise<void>;
+}
+
+/** TOTP replay prevention: each time step is accepted once per user, and never an older one. */
+export interface TotpReplayGuard {
+  /**
+   * Claims `step` for the user when it is greater than the last step claimed within `ttlMs`;
+   * true when claimed (the code may be accepted), false for a replay. One atomic step.
+   */
+  claim(userId: string, step: number, ttlMs: number): Promise<boolean>;
+}
+
+/** Per-MFA-token bookkeeping (SPEC §5: at most five codes, one completed sign-in), keyed by the token's `jti`. */
+export interface AttemptCounter {
+  /** Counts one code attempt; returns the attempts so far. Remembered for `ttlMs` from the first. */
+  attempt(jti: string, ttlMs: number): Promise<number>;
+  /** Marks the token as having completed its sign-in; true for the one caller that did. Remembered for `ttlMs`. */
+  complete(jti: string, ttlMs: number): Promise<boolean>;
+}
+
+/** Fixed-window request counts per client (the per-IP rate limits). */
+export interface RateLimitStore {
+  /**
+   * Counts one request of `client` for `limiter`. The window starts at the client's first hit
+   * and lasts `windowMs`; later hits do not extend it. Returns the count in the window and the
+   * milliseconds until it ends. One atomic step.
+   */
+  hit(limiter: string, client: string, windowMs: number): Promise<{ count: number; resetMs: number }>;
 }

@@ -1,30 +1,44 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { StateStore } from '../../src/store/ports.js';
+import type { AttemptCounter, LockoutStore, RateLimitStore, TotpReplayGuard } from '../../src/store/ports.js';
 
 /**
- * What the shared {@link StateStore} contract needs from an implementation under test.
- * One harness is made per test; every store it opens sees the same state (as replicas do).
+ * The short-lived state contracts: one suite per port (`lockout-store-contract.ts`,
+ * `totp-replay-guard-contract.ts`, `attempt-counter-contract.ts`, `rate-limit-store-contract.ts`)
+ * plus the checks that the ports of one backend never touch each other's data. Each backend's
+ * test file (`src/store/state/memory.test.ts`, `redis.test.ts`) runs all of them.
+ *
+ * Every adapter reads an injected clock, Redis ones included, so the suites move time exactly
+ * instead of sleeping, and the same assertions hold on every backend.
  */
-export interface StateStoreHarness {
-  /** Opens a store on the harness's shared state (a new connection for Redis, the same instance in memory). */
-  open(): Promise<StateStore>;
-  /** Lets `ms` milliseconds pass: moves the fake clock of an in-process store, really waits for Redis. */
-  sleep(ms: number): Promise<void>;
+
+/** One adapter per port, on one backend. */
+export interface StatePorts {
+  lockouts: LockoutStore;
+  totpSteps: TotpReplayGuard;
+  mfaAttempts: AttemptCounter;
+  rateLimits: RateLimitStore;
+}
+
+/**
+ * What the contracts need from a backend under test. One harness is made per test; everything
+ * it opens sees the same state and the same clock (as replicas do).
+ */
+export interface StateHarness {
+  /** Opens the adapters on the harness's shared state (a new connection for Redis, the same instances in memory). */
+  open(): Promise<StatePorts>;
+  /** Moves the injected clock forward. */
+  advance(ms: number): void;
   /** Closes what `open` opened and deletes what the test wrote. */
   cleanup(): Promise<void>;
 }
 
-/**
- * A TTL short enough to wait out for real against Redis, long enough that two consecutive
- * round trips on a loaded 2-core machine still land inside it.
- */
-const SHORT = 400;
-/** Waiting this long after setting a SHORT ttl is safely past it. */
-const PAST_SHORT = SHORT + 250;
-const LONG = 60_000;
+/** A long ttl or window that no test runs out by accident. */
+export const LONG = 60_000;
+/** A short one that tests run out by moving the clock. */
+export const SHORT = 400;
 
 /** Fisher–Yates with a fixed seed, so a failing race replays the same order. */
-function shuffled<T>(items: T[], seed = 42): T[] {
+export function shuffled<T>(items: T[], seed = 42): T[] {
   const out = [...items];
   let s = seed;
   for (let i = out.length - 1; i > 0; i--) {
@@ -36,265 +50,68 @@ function shuffled<T>(items: T[], seed = 42): T[] {
 }
 
 /**
- * Registers the StateStore contract suite. Run it from `<impl>.test.ts` with a harness factory;
- * every implementation must pass the same cases, including the concurrency races.
+ * Registers a per-port suite: `body` gets accessors for the harness, the port under test, and
+ * `replicas(n)` (n adapters on the same state, several connections with Redis) for the races.
  */
-export function describeStateStoreContract(name: string, makeHarness: () => Promise<StateStoreHarness>): void {
-  describe(`StateStore contract: ${name}`, () => {
-    let h: StateStoreHarness;
-    let store: StateStore;
-    /** Several stores on the same state, for the races (several connections with Redis). */
-    const replicas = async (n: number): Promise<StateStore[]> => {
-      const out = [store];
-      for (let i = 1; i < n; i++) out.push(await h.open());
-      return out;
-    };
-
+export function describePort<P>(
+  title: string,
+  makeHarness: () => Promise<StateHarness>,
+  pick: (ports: StatePorts) => P,
+  body: (t: { harness: () => StateHarness; port: () => P; replicas: (n: number) => Promise<P[]> }) => void,
+): void {
+  describe(title, () => {
+    let h: StateHarness;
+    let port: P;
     beforeEach(async () => {
       h = await makeHarness();
-      store = await h.open();
+      port = pick(await h.open());
     });
     afterEach(async () => {
       await h?.cleanup();
     });
+    body({
+      harness: () => h,
+      port: () => port,
+      replicas: async (n) => {
+        const out = [port];
+        for (let i = 1; i < n; i++) out.push(pick(await h.open()));
+        return out;
+      },
+    });
+  });
+}
 
-    it('answers ping', async () => {
-      await expect(store.ping()).resolves.toBeUndefined();
+/** The ports of one backend keep apart: the same name in two of them is two things. */
+export function describeStatePortsIsolation(name: string, makeHarness: () => Promise<StateHarness>): void {
+  describePort(`state ports on one backend keep apart: ${name}`, makeHarness, (p) => p, ({ port }) => {
+    it('unlocking a username does not forget its TOTP steps (an unlock must not re-open replays)', async () => {
+      const { lockouts, totpSteps } = port();
+      expect(await totpSteps.claim('u1', 100, LONG)).toBe(true);
+      await lockouts.recordFailure('u1', { maxFailures: 1, windowMs: LONG, durationMs: LONG });
+      expect(await lockouts.unlock('u1')).toBe(true);
+      await lockouts.clearFailures('u1');
+      expect(await totpSteps.claim('u1', 100, LONG)).toBe(false);
     });
 
-    describe('claimTotpStep', () => {
-      it('accepts a greater step, rejects an equal or lower one', async () => {
-        expect(await store.claimTotpStep('u1', 100, LONG)).toBe(true);
-        expect(await store.claimTotpStep('u1', 100, LONG)).toBe(false);
-        expect(await store.claimTotpStep('u1', 99, LONG)).toBe(false);
-        expect(await store.claimTotpStep('u1', 0, LONG)).toBe(false);
-        expect(await store.claimTotpStep('u1', 101, LONG)).toBe(true);
-        expect(await store.claimTotpStep('u1', 100, LONG)).toBe(false);
-        expect(await store.claimTotpStep('u1', 101, LONG)).toBe(false);
-        expect(await store.claimTotpStep('u1', 200, LONG)).toBe(true);
-      });
-
-      it('keeps one step per user', async () => {
-        expect(await store.claimTotpStep('alice', 100, LONG)).toBe(true);
-        expect(await store.claimTotpStep('bob', 100, LONG)).toBe(true);
-        expect(await store.claimTotpStep('bob', 50, LONG)).toBe(false);
-        expect(await store.claimTotpStep('carol', 50, LONG)).toBe(true);
-        expect(await store.claimTotpStep('alice', 100, LONG)).toBe(false);
-        expect(await store.claimTotpStep('alice', 101, LONG)).toBe(true);
-      });
-
-      it('forgets the step after its ttl', async () => {
-        expect(await store.claimTotpStep('u1', 100, SHORT)).toBe(true);
-        expect(await store.claimTotpStep('u1', 100, SHORT)).toBe(false);
-        await h.sleep(PAST_SHORT);
-        // Forgotten: even a lower step is accepted once, then remembered again.
-        expect(await store.claimTotpStep('u1', 99, LONG)).toBe(true);
-        expect(await store.claimTotpStep('u1', 99, LONG)).toBe(false);
-        expect(await store.claimTotpStep('u1', 100, LONG)).toBe(true);
-      });
-
-      it('a rejected claim does not extend the ttl', async () => {
-        expect(await store.claimTotpStep('u1', 100, SHORT)).toBe(true);
-        expect(await store.claimTotpStep('u1', 100, LONG)).toBe(false);
-        expect(await store.claimTotpStep('u1', 90, LONG)).toBe(false);
-        await h.sleep(PAST_SHORT);
-        expect(await store.claimTotpStep('u1', 100, LONG)).toBe(true);
-      });
-
-      it('race: 50 concurrent claims of the same step, from several replicas → exactly one accepted', async () => {
-        const stores = await replicas(5);
-        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => stores[i % stores.length].claimTotpStep('racer', 777, LONG)));
-        expect(results.filter(Boolean)).toHaveLength(1);
-        expect(await store.claimTotpStep('racer', 777, LONG)).toBe(false);
-        expect(await store.claimTotpStep('racer', 778, LONG)).toBe(true);
-      });
-
-      it('race: concurrent claims of steps 1..50 → the greatest wins, no step accepted twice', async () => {
-        const stores = await replicas(5);
-        const steps = shuffled(Array.from({ length: 50 }, (_, i) => i + 1));
-        const results = await Promise.all(steps.map((step, i) => stores[i % stores.length].claimTotpStep('climber', step, LONG)));
-        const accepted = steps.filter((_, i) => results[i]);
-        expect(new Set(accepted).size).toBe(accepted.length);
-        // Whatever order they ran in, the greatest step cannot have been refused.
-        expect(accepted).toContain(50);
-        expect(await store.claimTotpStep('climber', 50, LONG)).toBe(false);
-        expect(await store.claimTotpStep('climber', 51, LONG)).toBe(true);
-      });
+    it('the same name as a rate-limit client, an MFA token and a username is three things', async () => {
+      const { lockouts, mfaAttempts, rateLimits } = port();
+      expect((await rateLimits.hit('login', 'same', LONG)).count).toBe(1);
+      expect(await mfaAttempts.attempt('same', LONG)).toBe(1);
+      expect(await mfaAttempts.complete('same', LONG)).toBe(true);
+      expect(await lockouts.takeTurn('same', LONG)).toBe(true);
+      expect(await lockouts.recordFailure('same', { maxFailures: 10, windowMs: LONG, durationMs: LONG })).toEqual({ failures: 1, locked: false });
+      expect((await rateLimits.hit('login', 'same', LONG)).count).toBe(2);
+      expect(await mfaAttempts.attempt('same', LONG)).toBe(2);
+      expect(await lockouts.lockedFor('same')).toBe(0);
     });
 
-    describe('increment', () => {
-      it('counts from 1 and reports the time left in the window', async () => {
-        const a = await store.increment('k', LONG);
-        expect(a.count).toBe(1);
-        expect(a.resetMs).toBeLessThanOrEqual(LONG);
-        expect(a.resetMs).toBeGreaterThan(LONG - 2000);
-        const b = await store.increment('k', LONG);
-        const c = await store.increment('k', LONG);
-        expect([b.count, c.count]).toEqual([2, 3]);
-        expect(b.resetMs).toBeLessThanOrEqual(a.resetMs);
-        expect(c.resetMs).toBeLessThanOrEqual(b.resetMs);
-        expect(c.resetMs).toBeGreaterThan(LONG - 2000);
-      });
-
-      it('resetMs decreases as time passes (the window starts at the first increment)', async () => {
-        const a = await store.increment('k', LONG);
-        await h.sleep(300);
-        const b = await store.increment('k', LONG);
-        expect(b.count).toBe(2);
-        // Timers may fire a millisecond early and clocks tick in whole ms: allow a little slack.
-        expect(b.resetMs).toBeLessThanOrEqual(a.resetMs - 280);
-        expect(b.resetMs).toBeGreaterThan(a.resetMs - 3000);
-      });
-
-      it('a later increment does not extend the window', async () => {
-        await store.increment('k', SHORT);
-        const b = await store.increment('k', LONG);
-        expect(b.count).toBe(2);
-        expect(b.resetMs).toBeLessThanOrEqual(SHORT);
-      });
-
-      it('starts a new window after the old one ends', async () => {
-        await store.increment('k', SHORT);
-        await store.increment('k', SHORT);
-        const c = await store.increment('k', SHORT);
-        expect(c.count).toBe(3);
-        await h.sleep(PAST_SHORT);
-        const d = await store.increment('k', LONG);
-        expect(d.count).toBe(1);
-        expect(d.resetMs).toBeGreaterThan(LONG - 2000);
-        expect((await store.increment('k', LONG)).count).toBe(2);
-      });
-
-      it('keeps counters apart', async () => {
-        await store.increment('a', LONG);
-        await store.increment('a', LONG);
-        expect((await store.increment('b', LONG)).count).toBe(1);
-        expect((await store.increment('a', LONG)).count).toBe(3);
-      });
-
-      it('race: 50 concurrent increments, from several replicas → counts are exactly 1..50', async () => {
-        const stores = await replicas(5);
-        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => stores[i % stores.length].increment('hot', LONG)));
-        const counts = results.map((r) => r.count).sort((x, y) => x - y);
-        expect(counts).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
-        for (const r of results) {
-          expect(r.resetMs).toBeGreaterThan(0);
-          expect(r.resetMs).toBeLessThanOrEqual(LONG);
-        }
-        expect((await store.increment('hot', LONG)).count).toBe(51);
-      });
-    });
-
-    describe('recordEvent (sliding window)', () => {
-      it('counts the events of the last window only', async () => {
-        expect(await store.recordEvent('ev', 600)).toBe(1);
-        await h.sleep(350);
-        expect(await store.recordEvent('ev', 600)).toBe(2);
-        await h.sleep(350);
-        // The first event is now older than the window; the second is not.
-        expect(await store.recordEvent('ev', 600)).toBe(2);
-      });
-
-      it('is cleared by delete', async () => {
-        await store.recordEvent('ev2', LONG);
-        await store.recordEvent('ev2', LONG);
-        await store.delete('ev2');
-        expect(await store.recordEvent('ev2', LONG)).toBe(1);
-      });
-
-      it('race: 50 concurrent events, from several replicas → counts are exactly 1..50', async () => {
-        const stores = await replicas(5);
-        const counts = await Promise.all(Array.from({ length: 50 }, (_, i) => stores[i % stores.length].recordEvent('hot-ev', LONG)));
-        expect(counts.sort((x, y) => x - y)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
-      });
-    });
-
-    describe('setFlagIfAbsent', () => {
-      it('sets a missing flag once, and again after it expired', async () => {
-        expect(await store.setFlagIfAbsent('once', 300)).toBe(true);
-        expect(await store.setFlagIfAbsent('once', 300)).toBe(false);
-        expect(await store.flagTtl('once')).toBeGreaterThan(0);
-        await h.sleep(400);
-        expect(await store.setFlagIfAbsent('once', 300)).toBe(true);
-      });
-
-      it('race: 50 concurrent calls, from several replicas → exactly one sets it', async () => {
-        const stores = await replicas(5);
-        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => stores[i % stores.length].setFlagIfAbsent('lock-race', LONG)));
-        expect(results.filter(Boolean)).toHaveLength(1);
-      });
-    });
-
-    describe('flags', () => {
-      it('an unset flag has 0 ms left', async () => {
-        expect(await store.flagTtl('nope')).toBe(0);
-      });
-
-      it('a set flag reports the ms left', async () => {
-        await store.setFlag('f', LONG);
-        const left = await store.flagTtl('f');
-        expect(left).toBeLessThanOrEqual(LONG);
-        expect(left).toBeGreaterThan(LONG - 2000);
-        await h.sleep(300);
-        const later = await store.flagTtl('f');
-        expect(later).toBeLessThanOrEqual(left - 280);
-        expect(later).toBeGreaterThan(0);
-      });
-
-      it('expires after its ttl', async () => {
-        await store.setFlag('f', SHORT);
-        const left = await store.flagTtl('f');
-        expect(left).toBeGreaterThan(0);
-        expect(left).toBeLessThanOrEqual(SHORT);
-        await h.sleep(PAST_SHORT);
-        expect(await store.flagTtl('f')).toBe(0);
-      });
-
-      it('setting it again replaces the ttl', async () => {
-        await store.setFlag('f', LONG);
-        await store.setFlag('f', SHORT);
-        expect(await store.flagTtl('f')).toBeLessThanOrEqual(SHORT);
-        await h.sleep(PAST_SHORT);
-        expect(await store.flagTtl('f')).toBe(0);
-        await store.setFlag('f', LONG);
-        expect(await store.flagTtl('f')).toBeGreaterThan(LONG - 2000);
-      });
-
-      it('a flag and a counter of the same name are separate', async () => {
-        await store.increment('same', LONG);
-        expect(await store.flagTtl('same')).toBe(0);
-        await store.setFlag('same', LONG);
-        expect((await store.increment('same', LONG)).count).toBe(2);
-        expect(await store.flagTtl('same')).toBeGreaterThan(LONG - 2000);
-      });
-    });
-
-    describe('delete', () => {
-      it('deletes counters and flags', async () => {
-        await store.increment('c', LONG);
-        await store.increment('c', LONG);
-        await store.setFlag('f', LONG);
-        await store.setFlag('c', LONG);
-        await store.delete('c', 'f');
-        expect(await store.flagTtl('f')).toBe(0);
-        expect(await store.flagTtl('c')).toBe(0);
-        expect((await store.increment('c', LONG)).count).toBe(1);
-      });
-
-      it('leaves other keys alone and accepts missing keys or none', async () => {
-        await store.increment('keep', LONG);
-        await store.setFlag('keep-flag', LONG);
-        await store.delete('missing', 'also-missing');
-        await store.delete();
-        expect((await store.increment('keep', LONG)).count).toBe(2);
-        expect(await store.flagTtl('keep-flag')).toBeGreaterThan(0);
-      });
-
-      it('does not forget TOTP steps (unlocking an account must not re-open replays)', async () => {
-        expect(await store.claimTotpStep('u1', 100, LONG)).toBe(true);
-        await store.delete('u1');
-        expect(await store.claimTotpStep('u1', 100, LONG)).toBe(false);
-      });
+    it('one limiter\'s counts are not another\'s', async () => {
+      const { rateLimits } = port();
+      await rateLimits.hit('login', '198.51.100.1', LONG);
+      await rateLimits.hit('login', '198.51.100.1', LONG);
+      expect((await rateLimits.hit('auth_api', '198.51.100.1', LONG)).count).toBe(1);
+      expect((await rateLimits.hit('route:a', '198.51.100.1', LONG)).count).toBe(1);
+      expect((await rateLimits.hit('login', '198.51.100.1', LONG)).count).toBe(3);
     });
   });
 }

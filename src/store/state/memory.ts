@@ -1,92 +1,159 @@
-import type { StateStore } from '../ports.js';
+import type { AttemptCounter, LockoutPolicy, LockoutStore, RateLimitStore, StateClock, TotpReplayGuard } from '../ports.js';
 
 /**
- * In-process state for one process (embedded mode). Every method is synchronous inside, so
- * each is atomic with respect to the event loop.
+ * In-process adapters of the short-lived state ports, for one process (embedded mode). Every
+ * method runs synchronously up to its return (no await between a check and a write), so each
+ * is atomic with respect to the event loop. Time comes from the injected clock only.
  */
-export class MemoryStateStore implements StateStore {
-  readonly kind = 'memory' as const;
-  private readonly counters = new Map<string, { count: number; resetAt: number }>();
-  private readonly flags = new Map<string, number>();
-  private readonly steps = new Map<string, { step: number; until: number }>();
-  private readonly events = new Map<string, number[]>();
-  private ops = 0;
 
-  constructor(private readonly now: () => number = Date.now) {}
+/** How many writes pass between two sweeps of expired entries (keeps memory bounded without a timer). */
+const SWEEP_EVERY = 512;
 
-  async claimTotpStep(userId: string, step: number, ttlMs: number): Promise<boolean> {
-    const t = this.now();
-    this.sweep(t);
-    const last = this.steps.get(userId);
-    if (last && last.until > t && step <= last.step) return false;
-    this.steps.set(userId, { step, until: t + ttlMs });
-    return true;
-  }
+/** A map whose entries end at an absolute time on the injected clock; expired entries read as absent. */
+class ExpiringMap<V> {
+  private readonly entries = new Map<string, { value: V; until: number }>();
+  private writes = 0;
 
-  async increment(key: string, windowMs: number): Promise<{ count: number; resetMs: number }> {
-    const t = this.now();
-    this.sweep(t);
-    const c = this.counters.get(key);
-    if (!c || c.resetAt <= t) {
-      this.counters.set(key, { count: 1, resetAt: t + windowMs });
-      return { count: 1, resetMs: windowMs };
+  constructor(private readonly now: StateClock) {}
+
+  /** The live entry, or undefined (an expired one is dropped on the way). */
+  get(key: string, t = this.now()): { value: V; until: number } | undefined {
+    const e = this.entries.get(key);
+    if (e && e.until <= t) {
+      this.entries.delete(key);
+      return undefined;
     }
-    c.count++;
-    return { count: c.count, resetMs: c.resetAt - t };
+    return e;
   }
 
-  async recordEvent(key: string, windowMs: number): Promise<number> {
-    const t = this.now();
-    this.sweep(t);
-    const list = (this.events.get(key) ?? []).filter((at) => at > t - windowMs);
-    list.push(t);
-    this.events.set(key, list);
-    return list.length;
+  set(key: string, value: V, until: number, t = this.now()): void {
+    if (++this.writes % SWEEP_EVERY === 0) this.sweep(t);
+    this.entries.set(key, { value, until });
   }
 
-  async setFlag(key: string, ttlMs: number): Promise<void> {
-    this.flags.set(key, this.now() + ttlMs);
+  delete(key: string): boolean {
+    return this.entries.delete(key);
   }
 
-  async setFlagIfAbsent(key: string, ttlMs: number): Promise<boolean> {
-    // No await between the check and the set: that is what makes it atomic here.
-    const t = this.now();
-    const until = this.flags.get(key);
-    if (until !== undefined && until > t) return false;
-    this.flags.set(key, t + ttlMs);
-    return true;
-  }
-
-  async flagTtl(key: string): Promise<number> {
-    const until = this.flags.get(key);
-    if (until === undefined) return 0;
-    const left = until - this.now();
-    if (left <= 0) {
-      this.flags.delete(key);
-      return 0;
-    }
-    return left;
-  }
-
-  async delete(...keys: string[]): Promise<void> {
-    for (const k of keys) {
-      this.counters.delete(k);
-      this.flags.delete(k);
-      this.events.delete(k);
-    }
-  }
-
-  async ping(): Promise<void> {}
-
-  async close(): Promise<void> {}
-
-  /** Drops expired entries every few hundred operations, so memory stays bounded. */
   private sweep(t: number): void {
-    if (++this.ops % 512 !== 0) return;
-    for (const [k, c] of this.counters) if (c.resetAt <= t) this.counters.delete(k);
-    for (const [k, until] of this.flags) if (until <= t) this.flags.delete(k);
-    for (const [k, s] of this.steps) if (s.until <= t) this.steps.delete(k);
-    // Event logs are kept for at most a day here; windows are far shorter.
-    for (const [k, list] of this.events) if (list.length === 0 || list[list.length - 1] <= t - 86_400_000) this.events.delete(k);
+    for (const [k, e] of this.entries) if (e.until <= t) this.entries.delete(k);
+  }
+}
+
+/** "Take it unless someone holds it": the shared step of turns, locks and completions. */
+function claimUntil(map: ExpiringMap<true>, key: string, ttlMs: number, t: number): boolean {
+  if (map.get(key, t)) return false;
+  map.set(key, true, t + ttlMs, t);
+  return true;
+}
+
+/** {@link LockoutStore} in process. */
+export class MemoryLockoutStore implements LockoutStore {
+  /** Failure times per username (newest last); the entry ends one window after the newest. */
+  private readonly failures: ExpiringMap<number[]>;
+  private readonly locks: ExpiringMap<true>;
+  private readonly turns: ExpiringMap<true>;
+
+  constructor(private readonly now: StateClock = Date.now) {
+    this.failures = new ExpiringMap(now);
+    this.locks = new ExpiringMap(now);
+    this.turns = new ExpiringMap(now);
+  }
+
+  async recordFailure(username: string, policy: LockoutPolicy): Promise<{ failures: number; locked: boolean }> {
+    const t = this.now();
+    const log = (this.failures.get(username, t)?.value ?? []).filter((at) => at > t - policy.windowMs);
+    log.push(t);
+    if (log.length < policy.maxFailures) {
+      this.failures.set(username, log, t + policy.windowMs, t);
+      return { failures: log.length, locked: false };
+    }
+    // The log starts over once the limit is reached, whoever sets the lock.
+    this.failures.delete(username);
+    return { failures: log.length, locked: claimUntil(this.locks, username, policy.durationMs, t) };
+  }
+
+  async clearFailures(username: string): Promise<void> {
+    this.failures.delete(username);
+  }
+
+  async lockedFor(username: string): Promise<number> {
+    const t = this.now();
+    const lock = this.locks.get(username, t);
+    return lock ? lock.until - t : 0;
+  }
+
+  async unlock(username: string): Promise<boolean> {
+    const wasLocked = this.locks.get(username) !== undefined;
+    this.locks.delete(username);
+    this.failures.delete(username);
+    return wasLocked;
+  }
+
+  async takeTurn(username: string, ttlMs: number): Promise<boolean> {
+    return claimUntil(this.turns, username, ttlMs, this.now());
+  }
+
+  async releaseTurn(username: string): Promise<void> {
+    this.turns.delete(username);
+  }
+}
+
+/** {@link TotpReplayGuard} in process. */
+export class MemoryTotpReplayGuard implements TotpReplayGuard {
+  private readonly steps: ExpiringMap<number>;
+
+  constructor(private readonly now: StateClock = Date.now) {
+    this.steps = new ExpiringMap(now);
+  }
+
+  async claim(userId: string, step: number, ttlMs: number): Promise<boolean> {
+    const t = this.now();
+    const last = this.steps.get(userId, t);
+    if (last && step <= last.value) return false;
+    this.steps.set(userId, step, t + ttlMs, t);
+    return true;
+  }
+}
+
+/** A fixed-window counter: the window starts at the first hit; later hits do not extend it. */
+function hitWindow(map: ExpiringMap<number>, key: string, windowMs: number, t: number): { count: number; resetMs: number } {
+  const e = map.get(key, t);
+  const count = (e?.value ?? 0) + 1;
+  const until = e?.until ?? t + windowMs;
+  map.set(key, count, until, t);
+  return { count, resetMs: until - t };
+}
+
+/** {@link AttemptCounter} in process. */
+export class MemoryAttemptCounter implements AttemptCounter {
+  private readonly attempts: ExpiringMap<number>;
+  private readonly completed: ExpiringMap<true>;
+
+  constructor(private readonly now: StateClock = Date.now) {
+    this.attempts = new ExpiringMap(now);
+    this.completed = new ExpiringMap(now);
+  }
+
+  async attempt(jti: string, ttlMs: number): Promise<number> {
+    return hitWindow(this.attempts, jti, ttlMs, this.now()).count;
+  }
+
+  async complete(jti: string, ttlMs: number): Promise<boolean> {
+    return claimUntil(this.completed, jti, ttlMs, this.now());
+  }
+}
+
+/** {@link RateLimitStore} in process. */
+export class MemoryRateLimitStore implements RateLimitStore {
+  /** One counter map per limiter, so no client key can collide with another limiter's. */
+  private readonly limiters = new Map<string, ExpiringMap<number>>();
+
+  constructor(private readonly now: StateClock = Date.now) {}
+
+  async hit(limiter: string, client: string, windowMs: number): Promise<{ count: number; resetMs: number }> {
+    let counts = this.limiters.get(limiter);
+    if (!counts) this.limiters.set(limiter, (counts = new ExpiringMap(this.now)));
+    return hitWindow(counts, client, windowMs, this.now());
   }
 }

@@ -3,8 +3,13 @@ import { once } from 'node:events';
 import { createConnection, createServer } from 'node:net';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createRedisClient, redisReady, RedisRevocationBus, RedisStateStore } from './redis.js';
-import { describeStateStoreContract } from '../../../test/support/state-contract.js';
+import { closeRedisClient, createRedisClient, redisReady, RedisRevocationBus } from './redis.js';
+import { RedisAttemptCounter, RedisLockoutStore, RedisRateLimitStore, RedisTotpReplayGuard } from './redis-stores.js';
+import { describeStatePortsIsolation, type StateHarness, type StatePorts } from '../../../test/support/state-contract.js';
+import { describeLockoutStoreContract } from '../../../test/support/lockout-store-contract.js';
+import { describeTotpReplayGuardContract } from '../../../test/support/totp-replay-guard-contract.js';
+import { describeAttemptCounterContract } from '../../../test/support/attempt-counter-contract.js';
+import { describeRateLimitStoreContract } from '../../../test/support/rate-limit-store-contract.js';
 import { freePort, PrivateRedis, waitForPong } from '../../../test/support/services.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -63,8 +68,15 @@ async function waitFor(what: string, check: () => boolean, timeoutMs: number): P
   return Date.now() - start;
 }
 
-
-
+/** The four Redis adapters on one client, prefix and clock. */
+function redisPorts(client: Redis, prefix: string, clock: () => number = Date.now): StatePorts {
+  return {
+    lockouts: new RedisLockoutStore(client, prefix, clock),
+    totpSteps: new RedisTotpReplayGuard(client, prefix, clock),
+    mfaAttempts: new RedisAttemptCounter(client, prefix, clock),
+    rateLimits: new RedisRateLimitStore(client, prefix, clock),
+  };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Reachability: in CI a missing Redis fails the run; elsewhere the suites skip, loudly.
@@ -116,72 +128,102 @@ afterAll(async () => {
 });
 
 withRedis('Redis', () => {
-  describeStateStoreContract('redis', async () => {
-    // A prefix per test: tests never see each other's keys.
+  // A prefix per test (tests never see each other's keys) and a fake clock shared by every
+  // connection the test opens: the scripts take their time from it, so nothing sleeps.
+  const harness = async (): Promise<StateHarness> => {
     const prefix = `${RUN_PREFIX}contract:${++testNo}:`;
-    const opened: RedisStateStore[] = [];
+    let now = 1_700_000_000_000;
+    const clients: Redis[] = [];
     return {
       open: async () => {
         const client = createRedisClient(REDIS_URL);
         await redisReady(client, 3000);
-        const store = new RedisStateStore(client, prefix);
-        opened.push(store);
-        return store;
+        clients.push(client);
+        return redisPorts(client, prefix, () => now);
       },
-      sleep,
+      advance: (ms) => {
+        now += ms;
+      },
       cleanup: async () => {
         await deleteByPrefix(admin!, prefix);
-        await Promise.all(opened.map((s) => s.close()));
+        await Promise.all(clients.map((c) => closeRedisClient(c)));
       },
     };
-  });
+  };
+  describeLockoutStoreContract('redis', harness);
+  describeTotpReplayGuardContract('redis', harness);
+  describeAttemptCounterContract('redis', harness);
+  describeRateLimitStoreContract('redis', harness);
+  describeStatePortsIsolation('redis', harness);
 
-  describe('RedisStateStore specifics', () => {
-    const prefix = `${RUN_PREFIX}specifics:`;
-    let client: Redis;
-    let store: RedisStateStore;
+  describe('Redis adapter specifics', () => {
+    let client: Redis | undefined;
+    let n = 0;
+    const fresh = async () => {
+      client = createRedisClient(REDIS_URL);
+      await redisReady(client);
+      return `${RUN_PREFIX}specifics:${++n}:`;
+    };
 
     afterEach(async () => {
-      await store?.close();
+      if (client) await closeRedisClient(client);
+      client = undefined;
     });
 
-    it('keeps every key under its prefix, with an expiry', async () => {
-      client = createRedisClient(REDIS_URL);
-      await redisReady(client);
-      store = new RedisStateStore(client, prefix);
-      expect(store.kind).toBe('redis');
-      await store.increment('login:bob', 60_000);
-      await store.setFlag('lock:bob', 60_000);
-      await store.claimTotpStep('user-1', 5, 60_000);
+    it('keeps every key under its prefix, named by purpose, with an expiry', async () => {
+      const prefix = await fresh();
+      const p = redisPorts(client!, prefix);
+      await p.rateLimits.hit('login', '203.0.113.9', 60_000);
+      await p.lockouts.recordFailure('bob', { maxFailures: 5, windowMs: 60_000, durationMs: 60_000 });
+      await p.lockouts.recordFailure('carl', { maxFailures: 1, windowMs: 60_000, durationMs: 60_000 });
+      await p.lockouts.takeTurn('bob', 5000);
+      await p.totpSteps.claim('user-1', 5, 60_000);
+      await p.mfaAttempts.attempt('j1', 60_000);
+      await p.mfaAttempts.complete('j1', 60_000);
       const [, keys] = await admin!.scan('0', 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      expect(keys.sort()).toEqual([`${prefix}count:login:bob`, `${prefix}flag:lock:bob`, `${prefix}totp:user-1`]);
+      expect(keys.sort()).toEqual(
+        ['lockout:fail:bob', 'lockout:lock:carl', 'lockout:turn:bob', 'mfa:attempts:j1', 'mfa:done:j1', 'ratelimit:login:203.0.113.9', 'totp:last:user-1'].map((k) => `${prefix}${k}`),
+      );
       for (const k of keys) {
         const ttl = await admin!.pttl(k);
-        expect(ttl).toBeGreaterThan(0);
-        expect(ttl).toBeLessThanOrEqual(60_000);
+        expect(ttl, k).toBeGreaterThan(0);
+        expect(ttl, k).toBeLessThanOrEqual(60_000);
       }
-      expect(await admin!.get(`${prefix}totp:user-1`)).toBe('5');
+      expect(await admin!.hget(`${prefix}totp:last:user-1`, 'step')).toBe('5');
     });
 
-    it('gives a counter left without expiry a window instead of locking forever', async () => {
-      client = createRedisClient(REDIS_URL);
-      await redisReady(client);
-      store = new RedisStateStore(client, prefix);
-      await admin!.set(`${prefix}count:stuck`, '7');
-      const r = await store.increment('stuck', 5000);
+    it('the injected clock drives the logic; key expiry only collects garbage', async () => {
+      const prefix = await fresh();
+      let now = Date.now();
+      const p = redisPorts(client!, prefix, () => now);
+      await p.lockouts.recordFailure('lee', { maxFailures: 1, windowMs: 60_000, durationMs: 60_000 });
+      expect(await p.totpSteps.claim('lee', 7, 60_000)).toBe(true);
+      now += 60_000;
+      // The keys are still there (no real time passed), yet the lock and the step are over.
+      expect(await admin!.pttl(`${prefix}lockout:lock:lee`)).toBeGreaterThan(50_000);
+      expect(await p.lockouts.lockedFor('lee')).toBe(0);
+      expect(await p.totpSteps.claim('lee', 7, 60_000)).toBe(true);
+    });
+
+    it('gives a counter left without an end a window instead of counting forever', async () => {
+      const prefix = await fresh();
+      const p = redisPorts(client!, prefix);
+      await admin!.hset(`${prefix}ratelimit:login:stuck`, 'count', '7');
+      const r = await p.rateLimits.hit('login', 'stuck', 5000);
       expect(r.count).toBe(8);
       expect(r.resetMs).toBeGreaterThan(0);
       expect(r.resetMs).toBeLessThanOrEqual(5000);
-      expect(await admin!.pttl(`${prefix}count:stuck`)).toBeGreaterThan(0);
+      expect(await admin!.pttl(`${prefix}ratelimit:login:stuck`)).toBeGreaterThan(0);
     });
 
-    it('rejects a non-integer step and a non-finite ttl', async () => {
-      client = createRedisClient(REDIS_URL);
-      await redisReady(client);
-      store = new RedisStateStore(client, prefix);
-      await expect(store.claimTotpStep('u', 1.5, 1000)).rejects.toThrow(RangeError);
-      await expect(store.increment('k', Number.NaN)).rejects.toThrow(RangeError);
-      await expect(store.setFlag('k', Number.POSITIVE_INFINITY)).rejects.toThrow(RangeError);
+    it('rejects a non-integer step and a non-finite ttl or window', async () => {
+      const prefix = await fresh();
+      const p = redisPorts(client!, prefix);
+      await expect(p.totpSteps.claim('u', 1.5, 1000)).rejects.toThrow(RangeError);
+      await expect(p.rateLimits.hit('login', 'k', Number.NaN)).rejects.toThrow(RangeError);
+      await expect(p.lockouts.takeTurn('k', Number.POSITIVE_INFINITY)).rejects.toThrow(RangeError);
+      await expect(p.lockouts.recordFailure('k', { maxFailures: 5, windowMs: Number.NaN, durationMs: 1000 })).rejects.toThrow(RangeError);
+      await expect(p.mfaAttempts.attempt('k', Number.NaN)).rejects.toThrow(RangeError);
     });
   });
 
@@ -286,9 +328,9 @@ describe('fail-fast', () => {
     const port = await freePort();
     const logs: string[] = [];
     const client = createRedisClient(`redis://127.0.0.1:${port}`, { log: (m) => logs.push(m) });
-    const store = new RedisStateStore(client, 'pc-test-closed:');
+    const p = redisPorts(client, 'pc-test-closed:');
     try {
-      for (const op of [() => store.increment('k', 1000), () => store.claimTotpStep('u', 1, 1000), () => store.flagTtl('f'), () => store.ping()]) {
+      for (const op of [() => p.rateLimits.hit('login', 'k', 1000), () => p.totpSteps.claim('u', 1, 1000), () => p.lockouts.lockedFor('f'), () => p.mfaAttempts.attempt('j', 1000), () => client.ping()]) {
         const start = Date.now();
         await expect(op()).rejects.toThrow();
         expect(Date.now() - start).toBeLessThan(1500);
@@ -298,7 +340,7 @@ describe('fail-fast', () => {
       expect(logs.filter((m) => m === 'redis connection error')).toHaveLength(1);
     } finally {
       const start = Date.now();
-      await store.close();
+      await closeRedisClient(client);
       expect(Date.now() - start).toBeLessThan(500);
     }
   });
@@ -368,36 +410,36 @@ withRedisServer('outages (private redis-server)', () => {
     // On a private server: flushing the shared one would disturb anyone else's scripts.
     const srv = await privateServer();
     const client = createRedisClient(srv.url);
-    const store = new RedisStateStore(client, 'pc-scripts:');
-    cleanups.push(() => store.close());
+    const p = redisPorts(client, 'pc-scripts:');
+    cleanups.push(() => closeRedisClient(client));
     await redisReady(client);
-    expect((await store.increment('k', 60_000)).count).toBe(1);
-    expect(await store.claimTotpStep('u', 1, 60_000)).toBe(true);
+    expect((await p.rateLimits.hit('login', 'k', 60_000)).count).toBe(1);
+    expect(await p.totpSteps.claim('u', 1, 60_000)).toBe(true);
     const admin = createRedisClient(srv.url);
     cleanups.push(() => admin.disconnect());
     await redisReady(admin);
     await admin.script('FLUSH');
-    expect((await store.increment('k', 60_000)).count).toBe(2);
-    expect(await store.claimTotpStep('u', 1, 60_000)).toBe(false);
+    expect((await p.rateLimits.hit('login', 'k', 60_000)).count).toBe(2);
+    expect(await p.totpSteps.claim('u', 1, 60_000)).toBe(false);
     // A restart loses scripts and data alike (no persistence here).
     await srv.kill();
     await srv.start();
     await redisReady(client, 10_000);
-    expect((await store.increment('k', 60_000)).count).toBe(1);
-    expect(await store.claimTotpStep('u', 1, 60_000)).toBe(true);
+    expect((await p.rateLimits.hit('login', 'k', 60_000)).count).toBe(1);
+    expect(await p.totpSteps.claim('u', 1, 60_000)).toBe(true);
   });
 
   it('a frozen server: commands reject after the 800 ms command timeout, then recover', async () => {
     const srv = await privateServer();
     const client = createRedisClient(srv.url);
-    const store = new RedisStateStore(client, 'pc-frozen:');
-    cleanups.push(() => store.close());
+    const limits = new RedisRateLimitStore(client, 'pc-frozen:');
+    cleanups.push(() => closeRedisClient(client));
     await redisReady(client);
-    expect((await store.increment('k', 60_000)).count).toBe(1);
+    expect((await limits.hit('login', 'k', 60_000)).count).toBe(1);
 
     srv.freeze();
     const start = Date.now();
-    await expect(store.increment('k', 60_000)).rejects.toThrow(/timed out/i);
+    await expect(limits.hit('login', 'k', 60_000)).rejects.toThrow(/timed out/i);
     const took = Date.now() - start;
     expect(took).toBeGreaterThanOrEqual(700);
     expect(took).toBeLessThan(1500);
@@ -407,7 +449,7 @@ withRedisServer('outages (private redis-server)', () => {
     let next: { count: number } | undefined;
     const deadline = Date.now() + 10_000;
     while (!next && Date.now() < deadline) {
-      next = await store.increment('k', 60_000).catch(() => undefined);
+      next = await limits.hit('login', 'k', 60_000).catch(() => undefined);
       if (!next) await sleep(100);
     }
     expect(next?.count).toBe(3);

@@ -1,6 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
-import type { StateStore } from '../ports.js';
 
 /** Structured log sink (the app passes a pino child, tests a collector). */
 export type RedisLog = (msg: string, extra?: object) => void;
@@ -84,144 +82,8 @@ export function redisReady(client: Redis, timeoutMs = 3000): Promise<void> {
   });
 }
 
-/** A Lua script run by EVALSHA, falling back to EVAL (which caches it) when the server lost it. */
-class LuaScript {
-  private readonly sha: string;
-  constructor(private readonly lua: string) {
-    this.sha = createHash('sha1').update(lua).digest('hex');
-  }
-
-  async run(client: Redis, keys: string[], args: (string | number)[]): Promise<unknown> {
-    try {
-      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
-    } catch (e) {
-      // NOSCRIPT: first use on this server, or it restarted / ran SCRIPT FLUSH.
-      if (!(e instanceof Error) || !e.message.includes('NOSCRIPT')) throw e;
-      return client.eval(this.lua, keys.length, ...keys, ...args);
-    }
-  }
-}
-
-// KEYS[1] = step key; ARGV[1] = step, ARGV[2] = ttl ms. Accept only a greater step.
-const CLAIM_TOTP_STEP = new LuaScript(`
-local last = redis.call('GET', KEYS[1])
-local step = tonumber(ARGV[1])
-if last and tonumber(last) >= step then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-`);
-
-// KEYS[1] = counter key; ARGV[1] = window ms. The window starts at the first increment.
-const INCREMENT = new LuaScript(`
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  -- A counter without expiry (written by something else) would lock forever: give it a window.
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {count, ttl}
-`);
-
-// KEYS[1] = event log (sorted set); ARGV[1] = window ms, ARGV[2] = a unique member.
-// Uses the server's clock, so replicas with skewed clocks still share one window.
-const RECORD_EVENT = new LuaScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-redis.call('ZADD', KEYS[1], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return redis.call('ZCARD', KEYS[1])
-`);
-
-/** Milliseconds as Redis wants them: a positive integer. */
-function ms(value: number, what: string): number {
-  if (!Number.isFinite(value)) throw new RangeError(`${what} must be a finite number of milliseconds, got ${value}`);
-  return Math.max(1, Math.ceil(value));
-}
-
-/**
- * Shared state in Redis, for several gateway processes acting as one. Every key lives under
- * `prefix`; counters, flags and TOTP steps have separate namespaces (`count:`, `flag:`,
- * `totp:`), as they have separate maps in {@link MemoryStateStore}. Read-modify-write
- * operations are single Lua scripts, so they are atomic across processes.
- */
-export class RedisStateStore implements StateStore {
-  readonly kind = 'redis' as const;
-
-  constructor(
-    private readonly client: Redis,
-    private readonly prefix: string,
-  ) {}
-
-  /** The Redis key of a counter (exported for tests and operators). */
-  counterKey(key: string): string {
-    return `${this.prefix}count:${key}`;
-  }
-
-  /** The Redis key of a flag. */
-  flagKey(key: string): string {
-    return `${this.prefix}flag:${key}`;
-  }
-
-  /** The Redis key of a user's last TOTP step. */
-  totpKey(userId: string): string {
-    return `${this.prefix}totp:${userId}`;
-  }
-
-  async claimTotpStep(userId: string, step: number, ttlMs: number): Promise<boolean> {
-    if (!Number.isSafeInteger(step)) throw new RangeError(`TOTP step must be an integer, got ${step}`);
-    const accepted = await CLAIM_TOTP_STEP.run(this.client, [this.totpKey(userId)], [step, ms(ttlMs, 'ttlMs')]);
-    return Number(accepted) === 1;
-  }
-
-  async increment(key: string, windowMs: number): Promise<{ count: number; resetMs: number }> {
-    const reply = await INCREMENT.run(this.client, [this.counterKey(key)], [ms(windowMs, 'windowMs')]);
-    const [count, resetMs] = reply as [number, number];
-    return { count: Number(count), resetMs: Number(resetMs) };
-  }
-
-  /** The Redis key of an event log. */
-  eventsKey(key: string): string {
-    return `${this.prefix}events:${key}`;
-  }
-
-  async recordEvent(key: string, windowMs: number): Promise<number> {
-    const member = `${Date.now()}:${randomBytes(6).toString('hex')}`;
-    return Number(await RECORD_EVENT.run(this.client, [this.eventsKey(key)], [ms(windowMs, 'windowMs'), member]));
-  }
-
-  async setFlag(key: string, ttlMs: number): Promise<void> {
-    await this.client.set(this.flagKey(key), '1', 'PX', ms(ttlMs, 'ttlMs'));
-  }
-
-  async setFlagIfAbsent(key: string, ttlMs: number): Promise<boolean> {
-    return (await this.client.set(this.flagKey(key), '1', 'PX', ms(ttlMs, 'ttlMs'), 'NX')) === 'OK';
-  }
-
-  async flagTtl(key: string): Promise<number> {
-    const ttl = await this.client.pttl(this.flagKey(key));
-    // -2: no such key; -1: no expiry (never written by setFlag) — treat as unset.
-    return ttl > 0 ? ttl : 0;
-  }
-
-  async delete(...keys: string[]): Promise<void> {
-    if (keys.length === 0) return;
-    await this.client.del(...keys.flatMap((k) => [this.counterKey(k), this.flagKey(k), this.eventsKey(k)]));
-  }
-
-  async ping(): Promise<void> {
-    await this.client.ping();
-  }
-
-  /** Closes the client (QUIT when connected, else drops it); never hangs. */
-  async close(): Promise<void> {
-    await closeClient(this.client);
-  }
-}
-
-async function closeClient(client: Redis): Promise<void> {
+/** Closes a client (QUIT when connected, else drops it); never hangs. */
+export async function closeRedisClient(client: Redis): Promise<void> {
   if (client.status === 'end') return;
   try {
     if (client.status === 'ready') await client.quit();
@@ -331,7 +193,7 @@ export class RedisRevocationBus {
     return this.subscriber.status === 'ready';
   }
 
-  /** Closes the subscriber connection (not the publisher, which belongs to the state store). */
+  /** Closes the subscriber connection (not the publisher, which the app shares with the state adapters). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
