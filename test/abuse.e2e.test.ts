@@ -14,8 +14,9 @@
  *   tokens, limits and lockouts, and a clean SIGTERM.
  *
  * Every rate-limit and lockout test runs against both the in-process state and Redis state.
- * In-process lockouts run on an injected clock (a lock "ends" by moving the clock); Redis keeps
- * its own time, so the Redis variants use a short lockout duration or window and wait.
+ * Both read the gateway's injected clock, so a lock "ends" and a window slides by moving the
+ * clock, never by waiting (the Redis variants that use `portcullis user unlock` keep the real
+ * clock, which the CLI process reads too).
  *
  * Redis: `REDIS_URL` (default redis://127.0.0.1:6379). Every key of this file lives under one
  * prefix and is deleted afterwards. Without a Redis the Redis variants skip, loudly, unless
@@ -625,16 +626,17 @@ for (const kind of ['memory', 'redis'] as const) {
         expect(await metric(h, 'portcullis_lockouts_total')).toBe(1);
       });
 
-      onlyFor(kind, 'redis')('the lock ends after its duration (lockout.duration 2s, waited out in Redis)', async () => {
-        const h = await gateway(kind, { auth: `${LOOSE}  lockout: { max_failures: 3, window: 15m, duration: 2s }\n` });
+      onlyFor(kind, 'redis')('the lock ends after its duration (lockout.duration 2s in Redis, injected clock)', async () => {
+        const clock = fakeClock(T0);
+        const h = await gateway(kind, { auth: `${LOOSE}  lockout: { max_failures: 3, window: 15m, duration: 2s }\n`, now: clock.now });
         await addUser(h, 'lena');
         for (let i = 0; i < 3; i++) expect((await loginReq(h, 'lena', WRONG)).status).toBe(401);
-        const lockedAt = Date.now();
+        const lockedAt = clock.ms();
         const locked = await loginReq(h, 'lena');
         expectProblem(locked, 423, 'account_locked');
         expect(['1', '2']).toContain(locked.headers.get('retry-after'));
         expect(events(h, 'account_locked')[0]).toMatchObject({ username: 'lena', failures: 3, duration_ms: 2000 });
-        await sleep(Math.max(0, lockedAt + 2300 - Date.now()));
+        clock.advance(Math.max(0, lockedAt + 2300 - clock.ms()));
         const ok = await loginReq(h, 'lena');
         expect(ok.status, ok.text).toBe(200);
         // A fresh count: two failures do not lock again.
@@ -661,12 +663,13 @@ for (const kind of ['memory', 'redis'] as const) {
         expect(events(h, 'account_locked')).toHaveLength(1);
       });
 
-      onlyFor(kind, 'redis')('the window slides: failures older than the window drop out (lockout.window 2s in Redis)', async () => {
-        const h = await gateway(kind, { auth: `${LOOSE}  lockout: { max_failures: 3, window: 2s, duration: 15m }\n` });
+      onlyFor(kind, 'redis')('the window slides: failures older than the window drop out (lockout.window 2s in Redis, injected clock)', async () => {
+        const clock = fakeClock(T0);
+        const h = await gateway(kind, { auth: `${LOOSE}  lockout: { max_failures: 3, window: 2s, duration: 15m }\n`, now: clock.now });
         await addUser(h, 'sid');
         await addUser(h, 'sue');
         for (let i = 0; i < 2; i++) expect((await loginReq(h, 'sid', WRONG)).status).toBe(401);
-        await sleep(2300);
+        clock.advance(2300);
         for (let i = 0; i < 2; i++) expect((await loginReq(h, 'sid', WRONG)).status).toBe(401);
         // Only two within the window: not locked.
         const ok = await loginReq(h, 'sid');
