@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { AuthErrors, GatewayError, PolicyErrors, isError } from '../errors/index.js';
+import { Errors, GatewayError, is } from '../errors/index.js';
 import type { Database, RevocationList, SessionRecord, UserRecord } from '../store/ports.js';
 import type { Metrics } from '../metrics/index.js';
 import type { TokenService } from '../tokens/index.js';
@@ -89,7 +89,7 @@ export async function dependency<T>(fn: () => Promise<T>, log?: Logger): Promise
   } catch (e) {
     if (e instanceof GatewayError) throw e;
     log?.error({ err: (e as Error).message }, 'dependency failure');
-    throw new GatewayError(AuthErrors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' }, cause: e });
+    throw new GatewayError(Errors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' }, cause: e });
   } finally {
     clearTimeout(timer);
   }
@@ -104,7 +104,7 @@ const UNFINISHED_SPEND_MS = 3000;
 /** Checks a JSON body's field types; throws 422 listing every bad field. */
 export function requireStrings<K extends string>(body: unknown, fields: readonly K[]): Record<K, string> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new GatewayError(AuthErrors.invalid_input, 'The body must be a JSON object.', { extra: { errors: fields.map((f) => ({ field: f, message: 'required' })) } });
+    throw new GatewayError(Errors.invalid_input, 'The body must be a JSON object.', { extra: { errors: fields.map((f) => ({ field: f, message: 'required' })) } });
   }
   const errors: { field: string; message: string }[] = [];
   const out = {} as Record<K, string>;
@@ -114,7 +114,7 @@ export function requireStrings<K extends string>(body: unknown, fields: readonly
     else if (typeof v !== 'string') errors.push({ field: f, message: 'must be a string' });
     else out[f] = v;
   }
-  if (errors.length) throw new GatewayError(AuthErrors.invalid_input, `Invalid fields: ${errors.map((e) => e.field).join(', ')}.`, { extra: { errors } });
+  if (errors.length) throw new GatewayError(Errors.invalid_input, `Invalid fields: ${errors.map((e) => e.field).join(', ')}.`, { extra: { errors } });
   return out;
 }
 
@@ -142,10 +142,10 @@ export class AuthService {
       // One guess per username at a time (see Lockout.acquire), then the lock check.
       release = await dependency(() => d.lockout.acquire(username), d.log);
     } catch (e) {
-      if (isError(e, AuthErrors.account_locked)) {
+      if (is(e, Errors.account_locked)) {
         d.metrics.loginAttempts.inc({ result: 'locked' });
         d.log.info({ event: 'login_failure', username, reason: 'locked', ip: ctx.ip }, 'login refused: username locked');
-      } else if (isError(e, AuthErrors.rate_limited)) {
+      } else if (is(e, Errors.rate_limited)) {
         d.metrics.loginAttempts.inc({ result: 'rate_limited' });
       }
       throw e;
@@ -167,7 +167,7 @@ export class AuthService {
         d.metrics.loginAttempts.inc({ result: 'invalid_credentials' });
         d.log.info({ event: 'login_failure', username, reason: cause, ip: ctx.ip }, 'login failed');
         await dependency(() => d.lockout.fail(username, ctx.ip), d.log);
-        throw new GatewayError(AuthErrors.invalid_credentials, 'The username or password is wrong.');
+        throw new GatewayError(Errors.invalid_credentials, 'The username or password is wrong.');
       }
       // With 2FA on, the password alone is not a success: the count resets only once the code
       // is right (otherwise a password holder could guess codes forever, 4 at a time).
@@ -179,7 +179,7 @@ export class AuthService {
       // Best effort: with the argon2 queue full (503 busy), the sign-in still succeeds and the
       // upgrade waits for the next one.
       const passwordHash = await d.hasher.hash(fields.password).catch((e: unknown) => {
-        if (isError(e, AuthErrors.busy)) return undefined;
+        if (is(e, Errors.busy)) return undefined;
         throw e;
       });
       if (passwordHash) {
@@ -254,7 +254,7 @@ export class AuthService {
    */
   async refresh(token: unknown): Promise<TokenResponse> {
     const out = await this.spend(token, false);
-    if (out.kind !== 'pair') throw new GatewayError(AuthErrors.invalid_refresh_token, 'The refresh token is invalid.');
+    if (out.kind !== 'pair') throw new GatewayError(Errors.invalid_refresh_token, 'The refresh token is invalid.');
     return out.tokens;
   }
 
@@ -355,7 +355,7 @@ export class AuthService {
   /** Revokes one of the caller's own sessions; another user's session id is "not found". */
   async revokeOwnSession(userId: string, sessionId: string): Promise<void> {
     const s = await dependency(() => this.d.db.sessions.get(sessionId), this.d.log);
-    if (!s || s.userId !== userId || s.revokedAt) throw new GatewayError(AuthErrors.session_not_found, 'No such active session.');
+    if (!s || s.userId !== userId || s.revokedAt) throw new GatewayError(Errors.session_not_found, 'No such active session.');
     await this.revokeSession(sessionId, 'revoked_by_user');
   }
 
@@ -372,7 +372,7 @@ export class AuthService {
       if (!(await d.hasher.verify(user.passwordHash, f.current_password))) {
         d.log.info({ event: 'password_change_failure', user_id: user.id, username: user.username, ip }, 'wrong current password');
         await dependency(() => d.lockout.fail(user.username, ip), d.log);
-        throw new GatewayError(AuthErrors.wrong_password, 'The current password is wrong.');
+        throw new GatewayError(Errors.wrong_password, 'The current password is wrong.');
       }
       // As at sign-in: with 2FA on, a right password alone does not reset the count.
       if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(user.username), d.log);
@@ -404,14 +404,14 @@ export class AuthService {
   /** The current user record behind a verified identity; a deleted or disabled account is 401. */
   async currentUser(identity: TokenIdentity): Promise<UserRecord> {
     const user = await dependency(() => this.d.db.users.findById(identity.sub), this.d.log);
-    if (!user || user.disabled) throw new GatewayError(PolicyErrors.invalid_token, 'The account is no longer active.');
+    if (!user || user.disabled) throw new GatewayError(Errors.invalid_token, 'The account is no longer active.');
     return user;
   }
 
   /** Local verification: signature, claims and the revocation list. No I/O. */
   async verify(token: string): Promise<TokenIdentity> {
     const c = await this.d.tokens.verifyAccess(token);
-    if (this.d.revocations.isRevoked(c.sid)) throw new GatewayError(PolicyErrors.invalid_token, 'The session has been revoked.');
+    if (this.d.revocations.isRevoked(c.sid)) throw new GatewayError(Errors.invalid_token, 'The session has been revoked.');
     // Hot path: verified claims are cached per token, so is the identity made from them (one
     // object per token, which later stages may key their own caches on).
     let id = this.identities.get(c);

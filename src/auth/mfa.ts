@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
-import { AuthErrors, GatewayError, PolicyErrors } from '../errors/index.js';
+import { Errors, GatewayError, unauthenticated } from '../errors/index.js';
 import type { Metrics } from '../metrics/index.js';
-import type { AttemptCounter, Database, TotpReplayGuard, UserRecord } from '../store/ports.js';
+import type { Database, StateStore, UserRecord } from '../store/ports.js';
 import type { TokenService } from '../tokens/index.js';
 import type { Lockout } from './lockout.js';
 import { dependency, requireStrings } from './login-flow.js';
@@ -20,7 +20,7 @@ export const MFA_MAX_ATTEMPTS = 5;
 const RECOVERY_CODES = 10;
 const SECRET_PURPOSE = 'totp-secret';
 
-const mfaError = (detail: string) => new GatewayError({ code: 'invalid_mfa_code', status: 401, title: 'Invalid code' }, detail);
+const mfaError = (detail: string) => new GatewayError(Errors.invalid_mfa_code, detail);
 
 /** A recovery code: 16 base32 characters (80 bits) in four groups, e.g. `K7QX-2MPA-…`. */
 function newRecoveryCode(): string {
@@ -38,10 +38,7 @@ function hashRecoveryCode(userId: string, code: string): string {
 
 export interface MfaDeps {
   db: Database;
-  /** Accepts each TOTP time step once per user. */
-  totpSteps: TotpReplayGuard;
-  /** Codes tried and sign-ins completed per MFA token. */
-  mfaAttempts: AttemptCounter;
+  state: StateStore;
   box: SecretBox;
   tokens: TokenService;
   lockout: Lockout;
@@ -60,14 +57,14 @@ export type CheckResult = FactorKind | 'replay' | null;
 /**
  * TOTP enrollment and verification. Secrets are encrypted at rest (AES-256-GCM, key id kept
  * with each ciphertext, re-encrypted under the active key on use); a code's time step is
- * accepted once per user (claimed atomically in the replay guard); recovery codes are single
+ * accepted once per user (claimed atomically in the state store); recovery codes are single
  * use and stored hashed.
  */
 export class MfaService {
   constructor(private readonly d: MfaDeps) {}
 
   private secretOf(user: UserRecord): { secret: string; stale: boolean } {
-    if (!user.totpSecret) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'Call /2fa/setup first.');
+    if (!user.totpSecret) throw new GatewayError(Errors.mfa_not_set_up, 'Call /2fa/setup first.');
     try {
       const { plaintext, stale } = this.d.box.decrypt(user.totpSecret, SECRET_PURPOSE, user.id);
       return { secret: plaintext, stale };
@@ -75,13 +72,13 @@ export class MfaService {
       // Fails closed: most likely the key that encrypted it is not configured (rotation).
       const keyId = user.totpSecret.split('.')[1] ?? '?';
       this.d.log.error({ event: 'mfa_secret_unreadable', user_id: user.id, key_id: keyId, err: (e as Error).message }, 'cannot decrypt a TOTP secret; is its key in PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS?');
-      throw new GatewayError(AuthErrors.service_unavailable, 'Two-factor authentication is temporarily unavailable.');
+      throw new GatewayError(Errors.service_unavailable, 'Two-factor authentication is temporarily unavailable.');
     }
   }
 
   /** Starts enrollment: a fresh secret (stored encrypted, pending), its otpauth URI and a QR code. */
   async setup(user: UserRecord): Promise<{ secret: string; otpauth_uri: string; qr_svg: string }> {
-    if (user.mfaEnabled) throw new GatewayError({ code: 'mfa_already_enabled', status: 409, title: 'Two-factor authentication is already on' }, 'Disable it first to enroll a new authenticator.');
+    if (user.mfaEnabled) throw new GatewayError(Errors.mfa_already_enabled, 'Disable it first to enroll a new authenticator.');
     const secret = generateSecret();
     const totpSecret = this.d.box.encrypt(secret, SECRET_PURPOSE, user.id);
     await dependency(() => this.d.db.users.update(user.id, { totpSecret, mfaEnabled: false }), this.d.log);
@@ -95,9 +92,9 @@ export class MfaService {
   /** Confirms enrollment with a current code: 2FA on, ten recovery codes (shown once). */
   async enable(user: UserRecord, body: unknown): Promise<{ recovery_codes: string[] }> {
     const { code } = requireStrings(body, ['code'] as const);
-    if (user.mfaEnabled) throw new GatewayError({ code: 'mfa_already_enabled', status: 409, title: 'Two-factor authentication is already on' }, 'It is already enabled.');
+    if (user.mfaEnabled) throw new GatewayError(Errors.mfa_already_enabled, 'It is already enabled.');
     const kind = await this.check(user, code, { allowRecovery: false });
-    if (!kind || kind === 'replay') throw new GatewayError(AuthErrors.invalid_input, 'The code is not valid for the pending secret.', { extra: { errors: [{ field: 'code', message: 'invalid' }] } });
+    if (!kind || kind === 'replay') throw new GatewayError(Errors.invalid_input, 'The code is not valid for the pending secret.', { extra: { errors: [{ field: 'code', message: 'invalid' }] } });
     const codes = Array.from({ length: RECOVERY_CODES }, newRecoveryCode);
     const now = this.d.now();
     await dependency(() => this.d.db.recoveryCodes.replace(user.id, codes.map((c) => hashRecoveryCode(user.id, c)), now), this.d.log);
@@ -115,13 +112,13 @@ export class MfaService {
     const { password, code } = requireStrings(body, ['password', 'code'] as const);
     const release = await dependency(() => this.d.lockout.acquire(user.username), this.d.log);
     try {
-      if (!user.mfaEnabled) throw new GatewayError({ code: 'mfa_not_set_up', status: 409, title: 'Two-factor authentication is not set up' }, 'It is not enabled.');
+      if (!user.mfaEnabled) throw new GatewayError(Errors.mfa_not_set_up, 'It is not enabled.');
       const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
       const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
       if (!passwordOk || !kind || kind === 'replay') {
         this.d.log.info({ event: 'mfa_disable_failure', user_id: user.id, username: user.username, ip, reason: passwordOk ? 'wrong_code' : 'wrong_password' }, '2FA disable refused');
         await dependency(() => this.d.lockout.fail(user.username, ip), this.d.log);
-        throw new GatewayError(AuthErrors.wrong_password, 'The password or the code is wrong.');
+        throw new GatewayError(Errors.wrong_password, 'The password or the code is wrong.');
       }
       await dependency(() => this.d.lockout.succeed(user.username), this.d.log);
     } finally {
@@ -150,7 +147,7 @@ export class MfaService {
       const r = await verifyTotp({ secret, token: trimmed, epoch, epochTolerance: SKEW_SECONDS });
       if (!r.valid) return null;
       const step = (r as { timeStep: number }).timeStep;
-      const claimed = await dependency(() => d.totpSteps.claim(user.id, step, STEP_MEMORY_MS), d.log);
+      const claimed = await dependency(() => d.state.claimTotpStep(user.id, step, STEP_MEMORY_MS), d.log);
       if (!claimed) {
         d.metrics.mfaAttempts.inc({ result: 'replay' });
         d.log.warn({ event: 'mfa_replay', user_id: user.id, username: user.username, step }, 'a TOTP code was replayed');
@@ -181,15 +178,15 @@ export class MfaService {
     try {
       claims = await d.tokens.verifyMfa(mfa_token);
     } catch {
-      throw new GatewayError(PolicyErrors.invalid_token, 'The MFA token is invalid or expired; sign in again.', { headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' } });
+      throw unauthenticated(true, 'The MFA token is invalid or expired; sign in again.');
     }
     // One guess per username at a time (see Lockout.acquire), then the lock check.
     const release = await dependency(() => d.lockout.acquire(claims.username), d.log);
     try {
-      const count = await dependency(() => d.mfaAttempts.attempt(claims.jti, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
-      if (count > MFA_MAX_ATTEMPTS) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has used up its attempts; sign in again.');
+      const { count } = await dependency(() => d.state.increment(`mfa:attempts:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+      if (count > MFA_MAX_ATTEMPTS) throw new GatewayError(Errors.invalid_token, 'This MFA token has used up its attempts; sign in again.');
       const user = await dependency(() => d.db.users.findById(claims.sub), d.log);
-      if (!user || user.disabled || !user.mfaEnabled) throw new GatewayError(PolicyErrors.invalid_token, 'The account can no longer complete this sign-in.');
+      if (!user || user.disabled || !user.mfaEnabled) throw new GatewayError(Errors.invalid_token, 'The account can no longer complete this sign-in.');
       const kind = await this.check(user, code, { allowRecovery: true });
       if (!kind || kind === 'replay') {
         // A replay was counted and logged as such by check(); both count toward the lockout.
@@ -201,8 +198,8 @@ export class MfaService {
         throw mfaError('The code is not valid.');
       }
       // An MFA token completes one sign-in only.
-      const first = await dependency(() => d.mfaAttempts.complete(claims.jti, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
-      if (!first) throw new GatewayError(PolicyErrors.invalid_token, 'This MFA token has already been used; sign in again.');
+      const done = await dependency(() => d.state.increment(`mfa:done:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+      if (done.count > 1) throw new GatewayError(Errors.invalid_token, 'This MFA token has already been used; sign in again.');
       d.metrics.mfaAttempts.inc({ result: kind === 'totp' ? 'success' : 'recovery_code' });
       await dependency(() => d.lockout.succeed(user.username), d.log);
       if (kind === 'recovery_code') {

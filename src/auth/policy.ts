@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { ZxcvbnFactory, ZxcvbnResult } from '@zxcvbn-ts/core';
-import { AuthErrors, GatewayError } from '../errors/index.js';
+import { Errors, GatewayError } from '../errors/index.js';
 
 /** {@link PasswordPolicy} options (config `auth.password`). */
 export interface PasswordPolicyOptions {
@@ -111,7 +111,7 @@ export class PasswordPolicy {
   assert(password: string, ctx: PasswordContext): void {
     const reasons = this.check(password, ctx);
     if (reasons.length) {
-      throw new GatewayError(AuthErrors.weak_password, reasons.join(' '), { extra: { reasons } });
+      throw new GatewayError(Errors.weak_password, reasons.join(' '), { extra: { reasons } });
     }
   }
 }

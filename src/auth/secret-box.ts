@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { ConfigErrors, GatewayError } from '../errors/index.js';
+import { Errors, GatewayError } from '../errors/index.js';
 
 /** A 32-byte master key and its id (the first 8 bytes of its SHA-256, hex). */
 interface MasterKey {
@@ -14,7 +14,7 @@ function parseKey(text: string, source: string): MasterKey {
   let key: Buffer | undefined;
   if (/^[0-9a-fA-F]{64}$/.test(t)) key = Buffer.from(t, 'hex');
   else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(t)) key = Buffer.from(t.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
-  if (!key || key.length !== 32) throw new GatewayError(ConfigErrors.missing_keys, `${source} must be 32 random bytes, base64 or hex (make one with: openssl rand -base64 32)`);
+  if (!key || key.length !== 32) throw new GatewayError(Errors.missing_keys, `${source} must be 32 random bytes, base64 or hex (make one with: openssl rand -base64 32)`);
   return { id: createHash('sha256').update(key).digest('hex').slice(0, 16), key };
 }
 
@@ -74,7 +74,7 @@ export function loadSecretBox(env: NodeJS.ProcessEnv, dataFile: string, warn: (m
   const previous = (env.PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   if (env.PORTCULLIS_ENCRYPTION_KEY) return new SecretBox(env.PORTCULLIS_ENCRYPTION_KEY, previous);
   if (env.NODE_ENV === 'production') {
-    throw new GatewayError(ConfigErrors.missing_keys, 'NODE_ENV=production needs PORTCULLIS_ENCRYPTION_KEY (32 random bytes, base64: openssl rand -base64 32).');
+    throw new GatewayError(Errors.missing_keys, 'NODE_ENV=production needs PORTCULLIS_ENCRYPTION_KEY (32 random bytes, base64: openssl rand -base64 32).');
   }
   if (!existsSync(dataFile)) {
     mkdirSync(dirname(dataFile), { recursive: true, mode: 0o700 });

@@ -1,10 +1,10 @@
-import { AuthErrors, GatewayError } from '../errors/index.js';
+import { Errors, GatewayError } from '../errors/index.js';
 
 /** Usernames after lower-casing (SPEC §4). */
 export const USERNAME_PATTERN = /^[a-z0-9][a-z0-9._@-]{0,63}$/;
 
 function reject(message: string): never {
-  throw new GatewayError(AuthErrors.invalid_input, `Invalid username: ${message}`, {
+  throw new GatewayError(Errors.invalid_input, `Invalid username: ${message}`, {
     extra: { errors: [{ field: 'username', message }] },
   });
 }

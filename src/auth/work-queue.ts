@@ -1,4 +1,4 @@
-import { AuthErrors, GatewayError } from '../errors/index.js';
+import { Errors, GatewayError } from '../errors/index.js';
 
 /** {@link WorkQueue} options. */
 export interface WorkQueueOptions {
@@ -16,7 +16,7 @@ export interface WorkQueueOptions {
 
 /** 503 `busy` with `Retry-After`: the password-hashing queue is full (SPEC §12). */
 export function busyError(retryAfterSeconds: number): GatewayError {
-  return new GatewayError(AuthErrors.busy, 'The gateway is busy checking other sign-ins; try again in a moment.', { headers: { 'retry-after': String(retryAfterSeconds) } });
+  return new GatewayError(Errors.busy, 'The gateway is busy checking other sign-ins; try again in a moment.', { headers: { 'retry-after': String(retryAfterSeconds) } });
 }
 
 /**

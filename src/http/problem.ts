@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { GatewayError, PolicyErrors } from '../errors/index.js';
+import { Errors, GatewayError, PolicyErrors } from '../errors/index.js';
 import { writeProblem } from '../proxy/problem.js';
 import { wantsHtml } from '../pipeline/handler.js';
 
@@ -15,7 +15,7 @@ export function escapeHtml(s: string): string {
 /** Converts anything thrown into a GatewayError; unknown errors become an opaque 500. */
 export function toGatewayError(e: unknown): GatewayError {
   if (e instanceof GatewayError) return e;
-  return new GatewayError({ code: 'internal_error', status: 500, title: 'Internal error' }, 'The gateway could not complete the request.');
+  return new GatewayError(Errors.internal_error, 'The gateway could not complete the request.', { cause: e });
 }
 
 /**

@@ -260,7 +260,7 @@ export function createGateway(d: GatewayDeps) {
     // that stays half-open must not keep a descriptor.
     const extra = d.responseHeaders();
     const fail = (err: GatewayError, setCookies?: readonly string[]) =>
-      writeProblemToSocket(socket, extra ? new GatewayError({ code: err.code, status: err.status, title: err.title }, err.message, { extra: err.extra, headers: { ...extra, ...err.headers } }) : err, setCookies);
+      writeProblemToSocket(socket, extra ? err.withHeaders(extra) : err, setCookies);
     socket.on('error', () => socket.destroy());
     const st = d.state();
     const framing = checkFraming(req, st.config.limits.max_header_lines);
