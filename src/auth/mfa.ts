@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
 import { Errors, GatewayError, unauthenticated } from '../errors/index.js';
 import type { Metrics } from '../metrics/index.js';
-import type { Database, StateStore, UserRecord } from '../store/ports.js';
+import type { AttemptCounter, Database, TotpReplayGuard, UserRecord } from '../store/ports.js';
 import type { TokenService } from '../tokens/index.js';
 import type { Lockout } from './lockout.js';
 import { dependency, requireStrings } from './login-flow.js';
@@ -38,7 +38,10 @@ function hashRecoveryCode(userId: string, code: string): string {
 
 export interface MfaDeps {
   db: Database;
-  state: StateStore;
+  /** Accepts each TOTP time step once per user. */
+  totpSteps: TotpReplayGuard;
+  /** Codes tried and sign-ins completed per MFA token. */
+  mfaAttempts: AttemptCounter;
   box: SecretBox;
   tokens: TokenService;
   lockout: Lockout;
@@ -57,7 +60,7 @@ export type CheckResult = FactorKind | 'replay' | null;
 /**
  * TOTP enrollment and verification. Secrets are encrypted at rest (AES-256-GCM, key id kept
  * with each ciphertext, re-encrypted under the active key on use); a code's time step is
- * accepted once per user (claimed atomically in the state store); recovery codes are single
+ * accepted once per user (claimed atomically in the replay guard); recovery codes are single
  * use and stored hashed.
  */
 export class MfaService {
@@ -147,7 +150,7 @@ export class MfaService {
       const r = await verifyTotp({ secret, token: trimmed, epoch, epochTolerance: SKEW_SECONDS });
       if (!r.valid) return null;
       const step = (r as { timeStep: number }).timeStep;
-      const claimed = await dependency(() => d.state.claimTotpStep(user.id, step, STEP_MEMORY_MS), d.log);
+      const claimed = await dependency(() => d.totpSteps.claim(user.id, step, STEP_MEMORY_MS), d.log);
       if (!claimed) {
         d.metrics.mfaAttempts.inc({ result: 'replay' });
         d.log.warn({ event: 'mfa_replay', user_id: user.id, username: user.username, step }, 'a TOTP code was replayed');
@@ -183,7 +186,7 @@ export class MfaService {
     // One guess per username at a time (see Lockout.acquire), then the lock check.
     const release = await dependency(() => d.lockout.acquire(claims.username), d.log);
     try {
-      const { count } = await dependency(() => d.state.increment(`mfa:attempts:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+      const count = await dependency(() => d.mfaAttempts.attempt(claims.jti, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
       if (count > MFA_MAX_ATTEMPTS) throw new GatewayError(Errors.invalid_token, 'This MFA token has used up its attempts; sign in again.');
       const user = await dependency(() => d.db.users.findById(claims.sub), d.log);
       if (!user || user.disabled || !user.mfaEnabled) throw new GatewayError(Errors.invalid_token, 'The account can no longer complete this sign-in.');
@@ -198,8 +201,8 @@ export class MfaService {
         throw mfaError('The code is not valid.');
       }
       // An MFA token completes one sign-in only.
-      const done = await dependency(() => d.state.increment(`mfa:done:${claims.jti}`, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
-      if (done.count > 1) throw new GatewayError(Errors.invalid_token, 'This MFA token has already been used; sign in again.');
+      const first = await dependency(() => d.mfaAttempts.complete(claims.jti, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+      if (!first) throw new GatewayError(Errors.invalid_token, 'This MFA token has already been used; sign in again.');
       d.metrics.mfaAttempts.inc({ result: kind === 'totp' ? 'success' : 'recovery_code' });
       await dependency(() => d.lockout.succeed(user.username), d.log);
       if (kind === 'recovery_code') {
