@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -242,46 +243,69 @@ describe('portcullis serve (the real binary: signals and exit codes of its own p
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
 
-  it('drains in-flight requests on SIGTERM, then exits 0', async () => {
-    const s = await serve();
-    expect((await fetch(`${s.adminUrl}/healthz`)).status).toBe(200);
-    const slow = fetch(`${s.url}/__echo/slow?ms=1500`).then(async (r) => ({ status: r.status, body: await r.text() }));
-    // The slow request has reached the upstream…
-    await waitFor(async () => ((await (await fetch(`${echo.url}/__echo/stats`)).json()) as { inFlight: number }).inFlight >= 1, 10_000, 20);
-    s.child.kill('SIGTERM');
-    // …and the gateway has begun its shutdown (it logs this, then stops accepting, in one turn).
-    await waitFor(async () => s.out().includes('"event":"shutdown"'), 10_000, 20);
-    // Stopped accepting: a new connection is refused while the slow one is still running.
-    await expect(fetch(`${s.url}/public`)).rejects.toThrow();
-    const done = await slow;
-    expect(done.status).toBe(200);
-    expect(await s.exited).toBe(0);
-    expect(s.out()).toContain('"event":"stopped"');
-  });
-
-  it('reloads the config on SIGHUP and keeps the old one when the new one is invalid', async () => {
-    const s = await serve();
-    try {
-      expect((await fetch(`${s.url}/internal/x`)).status).toBe(200);
-      writeConfig(`  - name: never\n    match: { path: /never }\n    access: deny\n`);
-      // Put a deny route first by rewriting the file with it at the top of the list.
-      const { readFileSync } = await import('node:fs');
-      const text = readFileSync(cfg, 'utf8').replace('routes:\n', 'routes:\n  - name: internal\n    match: { path: /internal/** }\n    access: deny\n');
-      writeFileSync(cfg, text);
-      s.child.kill('SIGHUP');
-      await waitFor(async () => (await fetch(`${s.url}/internal/x`)).status === 403);
-      writeFileSync(cfg, text.replace('access: deny', 'access: sometimes'));
-      s.child.kill('SIGHUP');
-      await waitFor(async () => (await (await fetch(`${s.adminUrl}/metrics`)).text()).includes('portcullis_config_reloads_total{result="failure"} 1'));
-      expect((await fetch(`${s.url}/internal/x`)).status).toBe(403);
-      expect(s.out()).toContain('"event":"config_reloaded","result":"failure"');
-    } finally {
+  describe('one running gateway: SIGHUP reloads, then SIGTERM drains and ends it', () => {
+    // One process for both (a start costs seconds): the reload test runs first and leaves it
+    // serving; the drain test ends it.
+    let s: Awaited<ReturnType<typeof serve>>;
+    beforeAll(async () => {
+      s = await serve();
+    });
+    afterAll(async () => {
       writeConfig();
+      if (s.child.exitCode === null && s.child.signalCode === null) {
+        s.child.kill('SIGKILL');
+        await s.exited;
+      }
+    });
+
+    it('reloads the config on SIGHUP and keeps the old one when the new one is invalid', async () => {
+      try {
+        expect((await fetch(`${s.url}/internal/x`)).status).toBe(200);
+        writeConfig(`  - name: never\n    match: { path: /never }\n    access: deny\n`);
+        // Put a deny route first by rewriting the file with it at the top of the list.
+        const text = readFileSync(cfg, 'utf8').replace('routes:\n', 'routes:\n  - name: internal\n    match: { path: /internal/** }\n    access: deny\n');
+        writeFileSync(cfg, text);
+        s.child.kill('SIGHUP');
+        await waitFor(async () => (await fetch(`${s.url}/internal/x`)).status === 403);
+        writeFileSync(cfg, text.replace('access: deny', 'access: sometimes'));
+        s.child.kill('SIGHUP');
+        await waitFor(async () => (await (await fetch(`${s.adminUrl}/metrics`)).text()).includes('portcullis_config_reloads_total{result="failure"} 1'));
+        expect((await fetch(`${s.url}/internal/x`)).status).toBe(403);
+        expect(s.out()).toContain('"event":"config_reloaded","result":"failure"');
+      } finally {
+        writeConfig();
+      }
+    });
+
+    it('drains in-flight requests on SIGTERM, then exits 0', async () => {
+      expect((await fetch(`${s.adminUrl}/healthz`)).status).toBe(200);
+      const slow = fetch(`${s.url}/__echo/slow?ms=1500`).then(async (r) => ({ status: r.status, body: await r.text() }));
+      // The slow request has reached the upstream…
+      await waitFor(async () => ((await (await fetch(`${echo.url}/__echo/stats`)).json()) as { inFlight: number }).inFlight >= 1, 10_000, 20);
       s.child.kill('SIGTERM');
-      await s.exited;
-    }
+      // …and the gateway has begun its shutdown (it logs this, then stops accepting, in one turn).
+      await waitFor(async () => s.out().includes('"event":"shutdown"'), 10_000, 20);
+      // Stopped accepting: a new connection is refused while the slow one is still running
+      // (a request of its own connection: fetch could reuse a kept-alive one from the test above).
+      await expect(getOnNewConnection(`${s.url}/public`)).rejects.toThrow();
+      const done = await slow;
+      expect(done.status).toBe(200);
+      expect(await s.exited).toBe(0);
+      expect(s.out()).toContain('"event":"stopped"');
+    });
   });
 });
+
+/** GET on a connection of its own (no keep-alive pool); resolves with the status. */
+function getOnNewConnection(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(url, { agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+  });
+}
 
 async function waitFor(check: () => Promise<boolean>, ms = 10_000, everyMs = 100): Promise<void> {
   const start = Date.now();
