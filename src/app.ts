@@ -9,10 +9,10 @@ import helmet from 'helmet';
 import { decodeProtectedHeader } from 'jose';
 import type { Logger } from 'pino';
 import { loadConfig, type Config } from './config/index.js';
-import { AuthErrors, ConfigErrors, GatewayError } from './errors/index.js';
+import { Errors, GatewayError, is } from './errors/index.js';
 import { Metrics } from './metrics/index.js';
 import { compileRoutes, policyContext, routePatternCheck } from './policy/index.js';
-import { createProxy, writeProblemToSocket, type Proxy } from './proxy/index.js';
+import { createProxy, type Proxy } from './proxy/index.js';
 import { clientIpFrom } from './proxy/ip.js';
 import { openDatabase } from './store/sql/index.js';
 import type { Database } from './store/ports.js';
@@ -23,15 +23,14 @@ import { MemoryAttemptCounter, MemoryLockoutStore, MemoryRateLimitStore, MemoryT
 import { RedisAttemptCounter, RedisLockoutStore, RedisRateLimitStore, RedisTotpReplayGuard } from './store/state/redis-stores.js';
 import type { AttemptCounter, LockoutStore, RateLimitStore, RevocationList, StateClock, TotpReplayGuard } from './store/ports.js';
 import { AuthService } from './auth/login-flow.js';
-import { createAuthApi } from './http/auth-api.js';
+import { createAuthApi, createAuthContext, formErrorResponder } from './http/auth-api/index.js';
 import { createAuthenticator } from './http/authenticate.js';
 import { createLimiter } from './http/rate-limit.js';
-import { cookieNames, reservedCookieNames } from './http/cookies.js';
+import { reservedCookieNames } from './http/cookies.js';
 import { createGateway, createHeaderMutator, type GatewayState } from './pipeline/index.js';
 import { createAdminServer, type Dependency } from './http/admin.js';
 import { createLogger } from './http/log.js';
-import { sendError } from './http/problem.js';
-import { messagePage } from './http/pages.js';
+import { createResponder } from './http/respond.js';
 import { startEchoServer } from './demo/echo.js';
 
 export interface AppOptions {
@@ -100,12 +99,12 @@ async function loadKeys(config: Config, env: NodeJS.ProcessEnv, log: Logger): Pr
     try {
       jwks = JSON.parse(env.PORTCULLIS_SIGNING_KEYS);
     } catch {
-      throw new GatewayError(ConfigErrors.missing_keys, 'PORTCULLIS_SIGNING_KEYS is not valid JSON (expected a JWKS with private keys).');
+      throw new GatewayError(Errors.missing_keys, 'PORTCULLIS_SIGNING_KEYS is not valid JSON (expected a JWKS with private keys).');
     }
     return loadKeySet(jwks as Parameters<typeof loadKeySet>[0]);
   }
   if (env.NODE_ENV === 'production') {
-    throw new GatewayError(ConfigErrors.missing_keys, 'NODE_ENV=production needs signing keys: set keys.signing_keys_file or PORTCULLIS_SIGNING_KEYS (make one with `portcullis keys generate`).');
+    throw new GatewayError(Errors.missing_keys, 'NODE_ENV=production needs signing keys: set keys.signing_keys_file or PORTCULLIS_SIGNING_KEYS (make one with `portcullis keys generate`).');
   }
   return loadOrCreateKeyFile(join(config.data_dir, 'signing-keys.json'), (msg: string) => log.warn({ event: 'keys_generated' }, msg));
 }
@@ -183,14 +182,24 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const mfa = new MfaService({ db, totpSteps: shortLived.totpSteps, mfaAttempts: shortLived.mfaAttempts, box, tokens, lockout, hasher, metrics, log, now, issuer: config.name });
   // The gateway's own origin: public_url, else the address actually bound (known after listen).
   let origin = new URL(config.publicUrl).origin;
-  const secureCookies = Boolean(config.tls) || origin.startsWith('https:');
-  const cookies = cookieNames(secureCookies);
+  // Where the gateway's own app is served and what it trusts (prefix, name, origins, cookies,
+  // the rd check), made once for the auth app, the authenticator and the responder.
+  const site = createAuthContext({
+    prefix: config.auth.prefix,
+    name: config.name,
+    origin: () => origin,
+    allowedOrigins: config.auth.allowed_origins,
+    secure: Boolean(config.tls) || origin.startsWith('https:'),
+  });
+  // The one responder: every error answer (auth app, pipeline, proxy, limiters, raw sockets) is
+  // written and logged by it. clientIp is read lazily (it needs the state built below).
+  const responder = createResponder({ log, pages: site.pages, clientIp: (req) => clientIp(req) });
 
   const makeProxy = (c: Config): Proxy =>
     createProxy({
       upstreams: c.upstreams,
       log,
-      sendError,
+      sendError: responder.send,
       onUpstreamResult: (r) => {
         metrics.upstreamDuration.observe({ upstream: r.upstream, status: r.status === null ? 'error' : String(r.status) }, r.durationSeconds);
         if (r.reason) metrics.upstreamErrors.inc({ upstream: r.upstream, reason: r.reason });
@@ -223,8 +232,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
       return false;
     }
   };
-  const authenticate = createAuthenticator({ auth, cookies, secureCookies, isGatewayToken });
-  const limiterBase = { clientIp, metrics, log };
+  const authenticate = createAuthenticator({ auth, cookies: site.cookies, isGatewayToken });
+  const limiterBase = { clientIp, metrics, log, respond: responder.send };
   const loginLimiter = createLimiter({
     ...limiterBase,
     store: rateLimitStore(),
@@ -234,12 +243,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     onStoreError: 'closed',
     onLimited: () => metrics.loginAttempts.inc({ result: 'rate_limited' }),
     // The sign-in form gets a page, like its other errors; API clients get problem+json.
-    respond: (req, res, err) => {
-      if (!/^application\/x-www-form-urlencoded\b/i.test(req.headers['content-type'] ?? '')) return sendError(req, res, err);
-      const page = messagePage({ name: config.name, prefix: config.auth.prefix }, err.title, err.message, { href: `${config.auth.prefix}/login`, text: 'Back to sign in' });
-      res.writeHead(429, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-      res.end(page);
-    },
+    respond: formErrorResponder(site, responder),
   });
   const apiLimiter = createLimiter({ ...limiterBase, store: rateLimitStore(), name: 'auth_api', requests: config.auth.api_rate_limit.requests, perMs: config.auth.api_rate_limit.per, onStoreError: 'closed' });
   /** Per-route limiters, rebuilt with the routes on reload; a store outage lets traffic through. */
@@ -251,15 +255,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
     auth,
     mfa,
     authenticate,
-    prefix: config.auth.prefix,
-    name: config.name,
+    ctx: site,
+    respond: responder,
     publicJwks: () => keySet.publicJwks(),
     helmet: helmetMw,
     clientIp,
-    cookies,
-    secureCookies,
-    origin: () => origin,
-    allowedOrigins: config.auth.allowed_origins,
   });
   const gateway = createGateway({
     state: () => state,
@@ -276,11 +276,12 @@ export async function createApp(opts: AppOptions): Promise<App> {
     securityHeaders: (req, res) => helmetMw(req as never, res as never, () => undefined),
     // HSTS on every response under TLS, proxied ones included (helmet covers our own pages).
     responseHeaders: () => (state.config.tls ? HSTS_HEADERS : undefined),
-    sendError,
+    sendError: responder.send,
+    sendSocketError: responder.sendToSocket,
     clientIp,
     signAssertion: (input) => tokens.signAssertion(input),
     authenticate,
-    cookieNames: [cookies.access, cookies.refresh],
+    cookieNames: [site.cookies.names.access, site.cookies.names.refresh],
     reservedCookies: reservedCookieNames(),
   });
 
@@ -316,17 +317,21 @@ export async function createApp(opts: AppOptions): Promise<App> {
   applyListenerLimits(server, config.limits);
   // CONNECT is a forward proxy's business, never a gateway's: 405 (without a listener Node
   // would drop the connection without a word).
-  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
-    writeProblemToSocket(socket, new GatewayError(AuthErrors.method_not_allowed, 'The CONNECT method is not accepted.', { headers: config.tls ? { ...HSTS_HEADERS } : {} }));
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    responder.sendToSocket(req, socket, new GatewayError(Errors.method_not_allowed, 'The CONNECT method is not accepted.', { headers: config.tls ? { ...HSTS_HEADERS } : {} }));
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     // Requests Node's parser refuses (bad request line, conflicting framing, oversized head) get
     // a bare 400 (431 for an oversized head) and the connection is closed: nothing after the
-    // unparseable part can be trusted to be a request of its own.
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-    const hsts = config.tls ? `Strict-Transport-Security: ${HSTS_HEADERS['strict-transport-security']}\r\n` : '';
-    if (socket.writable && !socket.destroyed) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n${hsts}Content-Length: 0\r\n\r\n`);
-    else socket.destroy();
+    // unparseable part can be trusted to be a request of its own. Bare: the method is unknown,
+    // and after a HEAD a body would be read as the next response. A connection that is already
+    // gone (a reset) gets nothing and is not an error of the client's request.
+    if (!socket.writable || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const refused = err.code === 'HPE_HEADER_OVERFLOW' ? new GatewayError(Errors.too_many_headers, 'The request head is too large.') : new GatewayError(Errors.bad_request, 'The request could not be parsed.');
+    responder.sendToSocket(undefined, socket, config.tls ? refused.withHeaders(HSTS_HEADERS) : refused, { body: false });
   });
   let inFlight = 0;
   server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
@@ -373,7 +378,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       await db.users.create({ username: 'admin', email: null, roles: ['admin'], passwordHash: await hasher.hash(password) });
     } catch (e) {
       // Another replica or worker starting at the same moment created it first.
-      if (e instanceof GatewayError && e.code === 'user_exists') return;
+      if (is(e, Errors.user_exists)) return;
       throw e;
     }
     log.warn({ event: 'bootstrap_admin', username: 'admin' }, 'created the first admin account');

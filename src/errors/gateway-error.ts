@@ -60,6 +60,8 @@ export function is(e: unknown, def: ErrorDef): boolean {
  */
 export function unauthenticated(tokenSent: boolean, detail?: string): GatewayError {
   return tokenSent
-    ? new GatewayError(Errors.invalid_token, detail ?? 'The access token is invalid or expired.', { headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' } })
+    ? new GatewayError(Errors.invalid_token, detail ?? 'The access token is invalid or expired.', {
+        headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' },
+      })
     : new GatewayError(Errors.unauthenticated, detail ?? 'Sign in or send a bearer token.', { headers: { 'www-authenticate': 'Bearer realm="portcullis"' } });
 }

@@ -1,12 +1,13 @@
 /**
  * Errors: one registry of codes ({@link Errors}), the {@link GatewayError} that carries one,
- * and {@link is} to branch on identity.
+ * {@link is} to branch on identity, and the problem+json wire forms.
  */
-import { GatewayError, is } from './gateway-error.js';
+import { type GatewayError, is } from './gateway-error.js';
 import { Errors, type ErrorCode, type ErrorDef } from './registry.js';
 
 export { Errors, errorDef, errorAnchor, ERROR_DOCS_PAGE, type ErrorCode, type ErrorDef } from './registry.js';
 export { GatewayError, is, unauthenticated, type GatewayErrorOptions } from './gateway-error.js';
+export { problemBody, problemType, writeProblem, writeProblemToSocket, type ProblemBody, type SocketProblemOptions } from './problem.js';
 
 function view<C extends ErrorCode>(codes: readonly C[]): { readonly [K in C]: (typeof Errors)[K] } {
   return Object.freeze(Object.fromEntries(codes.map((c) => [c, Errors[c]]))) as { readonly [K in C]: (typeof Errors)[K] };

@@ -1,6 +1,18 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { AuthErrors, ConfigErrors, ERROR_DOCS_PAGE, Errors, GatewayError, PolicyErrors, ProxyErrors, errorAnchor, errorDef, is, unauthenticated } from './index.js';
+import {
+  AuthErrors,
+  ConfigErrors,
+  ERROR_DOCS_PAGE,
+  Errors,
+  GatewayError,
+  PolicyErrors,
+  ProxyErrors,
+  errorAnchor,
+  errorDef,
+  is,
+  unauthenticated,
+} from './index.js';
 
 /**
  * The whole registry, pinned: codes are public contract strings, and statuses and titles are
@@ -109,7 +121,13 @@ describe('the error registry', () => {
 describe('GatewayError and is()', () => {
   it('carries its definition, and is() branches on identity', () => {
     const e = new GatewayError(Errors.account_locked, 'Try again in 60 s.', { headers: { 'retry-after': '60' } });
-    expect(e).toMatchObject({ code: 'account_locked', status: 423, title: 'Account temporarily locked', message: 'Try again in 60 s.', def: Errors.account_locked });
+    expect(e).toMatchObject({
+      code: 'account_locked',
+      status: 423,
+      title: 'Account temporarily locked',
+      message: 'Try again in 60 s.',
+      def: Errors.account_locked,
+    });
     expect(is(e, Errors.account_locked)).toBe(true);
     // Same status, another error: identity, not the number, decides.
     expect(is(new GatewayError(Errors.busy), Errors.service_unavailable)).toBe(false);
@@ -117,13 +135,20 @@ describe('GatewayError and is()', () => {
     expect(is(undefined, Errors.account_locked)).toBe(false);
   });
 
-  it('withHeaders adds headers under the error\'s own', () => {
-    const e = new GatewayError(Errors.rate_limited, 'slow down', { headers: { 'retry-after': '5' }, extra: { a: 1 } }).withHeaders({ 'retry-after': '1', hsts: 'x' });
+  it("withHeaders adds headers under the error's own", () => {
+    const e = new GatewayError(Errors.rate_limited, 'slow down', { headers: { 'retry-after': '5' }, extra: { a: 1 } }).withHeaders({
+      'retry-after': '1',
+      hsts: 'x',
+    });
     expect(e).toMatchObject({ code: 'rate_limited', message: 'slow down', headers: { 'retry-after': '5', hsts: 'x' }, extra: { a: 1 } });
   });
 
   it('unauthenticated() carries the RFC 6750 challenge', () => {
     expect(unauthenticated(false)).toMatchObject({ code: 'unauthenticated', headers: { 'www-authenticate': 'Bearer realm="portcullis"' } });
-    expect(unauthenticated(true, 'expired')).toMatchObject({ code: 'invalid_token', message: 'expired', headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' } });
+    expect(unauthenticated(true, 'expired')).toMatchObject({
+      code: 'invalid_token',
+      message: 'expired',
+      headers: { 'www-authenticate': 'Bearer realm="portcullis", error="invalid_token"' },
+    });
   });
 });

@@ -1,18 +1,18 @@
 import type { IncomingMessage } from 'node:http';
-import { GatewayError, PolicyErrors } from '../errors/index.js';
+import { Errors, is, unauthenticated } from '../errors/index.js';
 import type { AuthService } from '../auth/index.js';
 import type { RequestAuth } from '../pipeline/handler.js';
 import { bearerToken } from './bearer.js';
-import { clearCookies, parseCookies, serializeCookie, type CookieNames } from './cookies.js';
-import { unauthenticated } from './problem.js';
+import { parseCookies, type GatewayCookies } from './cookies.js';
 
 /** Who sent a request, and how: the pipeline's authenticate stage result. */
 export type { RequestAuth } from '../pipeline/handler.js';
 
 export interface AuthenticatorDeps {
   auth: AuthService;
-  cookies: CookieNames;
-  secureCookies: boolean;
+  /** The gateway's cookies (names and `Set-Cookie` values). */
+  cookies: GatewayCookies;
+  /** True when a bearer token carries one of the gateway's own key ids (it is never forwarded). */
   isGatewayToken: (token: string) => boolean;
 }
 
@@ -37,46 +37,42 @@ export function createAuthenticator(d: AuthenticatorDeps) {
         out.via = 'bearer';
         out.stripBearer = true;
       } catch (e) {
-        if (!(e instanceof GatewayError) || e.status !== 401) throw e;
+        if (!is(e, Errors.invalid_token)) throw e;
         out.bearerError = unauthenticated(true, e.message);
         out.stripBearer = d.isGatewayToken(bearer);
       }
       return out;
     }
     const header = req.headers.cookie;
-    if (!header || (!header.includes(d.cookies.access) && !header.includes(d.cookies.refresh))) return out;
+    const names = d.cookies.names;
+    if (!header || (!header.includes(names.access) && !header.includes(names.refresh))) return out;
     const jar = parseCookies(header);
-    const access = jar.get(d.cookies.access);
+    const access = jar.get(names.access);
     if (access) {
       try {
         out.identity = await d.auth.verify(access);
         out.via = 'cookie';
         return out;
       } catch (e) {
-        if (!(e instanceof GatewayError) || e.code !== PolicyErrors.invalid_token.code) throw e;
+        if (!is(e, Errors.invalid_token)) throw e;
       }
     }
-    const refresh = jar.get(d.cookies.refresh);
+    const refresh = jar.get(names.refresh);
     if (!refresh) {
-      if (access) out.setCookies = clearCookies(d.cookies, d.secureCookies).slice(0, 1);
+      if (access) out.setCookies = [d.cookies.clearAccess()];
       return out;
     }
     const r = await d.auth.silentRefresh(refresh);
     if (r.kind === 'invalid') {
-      out.setCookies = clearCookies(d.cookies, d.secureCookies);
+      out.setCookies = d.cookies.clear();
       return out;
     }
     out.identity = r.identity;
     out.via = 'cookie';
-    if (r.kind === 'pair') out.setCookies = sessionCookies(d.cookies, d.secureCookies, r.tokens);
-    else out.setCookies = [serializeCookie(d.cookies.access, r.access, r.expiresIn, d.secureCookies)];
+    if (r.kind === 'pair') out.setCookies = d.cookies.session(r.tokens);
+    else out.setCookies = [d.cookies.access(r.access, r.expiresIn)];
     return out;
   };
-}
-
-/** The two cookies of a signed-in browser. */
-export function sessionCookies(names: CookieNames, secure: boolean, t: { access_token: string; expires_in: number; refresh_token: string; refresh_expires_in: number }): string[] {
-  return [serializeCookie(names.access, t.access_token, t.expires_in, secure), serializeCookie(names.refresh, t.refresh_token, t.refresh_expires_in, secure)];
 }
 
 export type Authenticate = ReturnType<typeof createAuthenticator>;

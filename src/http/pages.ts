@@ -1,9 +1,22 @@
-import { escapeHtml } from './problem.js';
+import type { GatewayError } from '../errors/index.js';
+
+/**
+ * Every HTML page the gateway serves — sign-in, 2FA, sign-out, recovery codes and every error
+ * page — rendered here, in one layout with one stylesheet and no script.
+ */
 
 /** Everything a page needs to know about the gateway. */
 export interface PageContext {
-  name: string;
-  prefix: string;
+  /** The gateway's display name (`name` in the config). */
+  readonly name: string;
+  /** `auth.prefix`: where the forms post and the stylesheet is served. */
+  readonly prefix: string;
+}
+
+const ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+/** HTML-escapes text for element content and attribute values. */
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ESC[c]);
 }
 
 /** The one stylesheet (served from `{prefix}/static/portcullis.css`; CSP allows 'self' styles only). */
@@ -72,9 +85,24 @@ ${who}
   );
 }
 
-/** A plain message page (errors on form posts). */
-export function messagePage(ctx: PageContext, title: string, message: string, link?: { href: string; text: string }): string {
-  return layout(ctx, title, `<h1>${escapeHtml(title)}</h1>\n<p>${escapeHtml(message)}</p>${link ? `\n<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.text)}</a></p>` : ''}`);
+/** A link on an error page (e.g. back to the sign-in form). */
+export interface PageLink {
+  readonly href: string;
+  readonly text: string;
+}
+
+/**
+ * The error page: title, detail, status and code (the same facts as the problem+json body,
+ * never a stack), and optionally a way back.
+ */
+export function errorPage(ctx: PageContext, err: Pick<GatewayError, 'status' | 'title' | 'message' | 'code'>, link?: PageLink): string {
+  return layout(
+    ctx,
+    err.title,
+    `<h1>${escapeHtml(err.title)}</h1>
+<p>${escapeHtml(err.message)}</p>
+<p class="muted"><small>${err.status} · ${escapeHtml(err.code)}</small></p>${link ? `\n<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.text)}</a></p>` : ''}`,
+  );
 }
 
 /** The code prompt of a two-step sign-in. */

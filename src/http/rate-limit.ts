@@ -6,7 +6,7 @@ import { AuthErrors, GatewayError } from '../errors/index.js';
 import type { Metrics } from '../metrics/index.js';
 import { parseIp } from '../proxy/ip.js';
 import type { RateLimitStore } from '../store/ports.js';
-import { sendError } from './problem.js';
+import { writeError as sendError } from './respond.js';
 
 export interface LimiterOptions {
   /** Label for `portcullis_rate_limited_total{limiter}` and logs (`login`, `auth_api`, `route:<name>`). */

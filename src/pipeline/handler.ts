@@ -2,7 +2,7 @@ import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { AuthErrors, GatewayError, PolicyErrors, type ErrorDef } from '../errors/index.js';
+import { Errors, GatewayError, errorDef, unauthenticated, writeProblemToSocket } from '../errors/index.js';
 import type { Metrics, AuthDecision } from '../metrics/index.js';
 import {
   decideRequest,
@@ -15,7 +15,7 @@ import {
   type RouteTable,
   type Verdict,
 } from '../policy/index.js';
-import { writeProblemToSocket, type Proxy } from '../proxy/index.js';
+import type { Proxy } from '../proxy/index.js';
 import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
 import { checkFraming } from './framing.js';
 import { methodOverrideValues, type HeaderMutator, type HeaderPlan } from './mutate.js';
@@ -60,8 +60,10 @@ export interface GatewayDeps {
   securityHeaders: (req: IncomingMessage, res: ServerResponse) => void;
   /** Headers on every response, proxied ones included (HSTS under TLS). */
   responseHeaders: () => Readonly<Record<string, string>> | undefined;
-  /** The one responder: problem+json, or an HTML page for browsers. */
+  /** The one responder (src/http/respond.ts): problem+json, or an HTML page for browsers; logs the error once. */
   sendError: (req: IncomingMessage, res: ServerResponse, err: unknown) => void;
+  /** The same responder's raw-socket form (refused or failed upgrades): answers, logs once, closes the socket. */
+  sendSocketError: (req: IncomingMessage, socket: Duplex, err: unknown, opts?: { setCookies?: readonly string[] }) => void;
   clientIp: (req: IncomingMessage) => string;
   /** The authenticate stage: bearer token, else session cookie (with silent refresh). */
   authenticate: (req: IncomingMessage) => Promise<RequestAuth>;
@@ -76,7 +78,6 @@ export interface GatewayDeps {
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 const methodLabel = (m: string | undefined) => (m && KNOWN_METHODS.has(m) ? m : 'OTHER');
 const DECISION_LABELS = new Set<string>(['allow', 'unauthenticated', 'forbidden', 'mfa_required', 'csrf', 'deny']);
-const ERROR_DEFS: Record<string, ErrorDef> = { ...PolicyErrors, method_not_allowed: AuthErrors.method_not_allowed };
 
 /** True for a browser navigation: GET/HEAD that prefers HTML. */
 export function wantsHtml(req: IncomingMessage): boolean {
@@ -101,12 +102,9 @@ function factsOf(req: IncomingMessage, upgrade: boolean): RequestFacts {
 
 /** The error a refusing verdict is answered with (401s carry the RFC 6750 challenge). */
 function verdictError(v: Verdict, a: RequestAuth | null): GatewayError {
-  if (v.code === PolicyErrors.invalid_token.code && a?.bearerError) return a.bearerError;
-  const def = ERROR_DEFS[v.code ?? 'bad_request'] ?? PolicyErrors.bad_request;
-  if (def === PolicyErrors.unauthenticated || def === PolicyErrors.invalid_token) {
-    const challenge = def === PolicyErrors.invalid_token ? 'Bearer realm="portcullis", error="invalid_token"' : 'Bearer realm="portcullis"';
-    return new GatewayError(def, v.detail, { headers: { 'www-authenticate': challenge } });
-  }
+  const def = errorDef(v.code ?? '') ?? Errors.bad_request;
+  if (def === Errors.invalid_token && a?.bearerError) return a.bearerError;
+  if (def === Errors.unauthenticated || def === Errors.invalid_token) return unauthenticated(def === Errors.invalid_token, v.detail);
   return new GatewayError(def, v.detail);
 }
 
@@ -154,7 +152,7 @@ export function createGateway(d: GatewayDeps) {
     onRoute(route.name);
     const limiter = st.limiters.get(route.name);
     if (limiter && !(await limiter(req, res))) {
-      return { ok: false, error: new GatewayError(AuthErrors.rate_limited), routeLabel: route.name, answered: true };
+      return { ok: false, error: new GatewayError(Errors.rate_limited), routeLabel: route.name, answered: true };
     }
     // Authenticated even on deny routes, so the audit log says who knocked.
     const a = await d.authenticate(req);
@@ -256,11 +254,11 @@ export function createGateway(d: GatewayDeps) {
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    // writeProblemToSocket ends the socket and destroys it once flushed: a refused client
-    // that stays half-open must not keep a descriptor.
+    // The socket answer ends the socket and destroys it once flushed: a refused client that
+    // stays half-open must not keep a descriptor.
     const extra = d.responseHeaders();
-    const fail = (err: GatewayError, setCookies?: readonly string[]) =>
-      writeProblemToSocket(socket, extra ? err.withHeaders(extra) : err, setCookies);
+    const withExtra = (err: GatewayError) => (extra ? err.withHeaders(extra) : err);
+    const fail = (err: GatewayError, setCookies?: readonly string[]) => d.sendSocketError(req, socket, withExtra(err), { setCookies });
     socket.on('error', () => socket.destroy());
     const st = d.state();
     const framing = checkFraming(req, st.config.limits.max_header_lines);
@@ -270,23 +268,24 @@ export function createGateway(d: GatewayDeps) {
     }
     // Only WebSocket upgrades are tunnelled (h2c and others would be rewritten into one below).
     if (req.method !== 'GET' || (req.headers.upgrade ?? '').trim().toLowerCase() !== 'websocket') {
-      fail(new GatewayError(PolicyErrors.bad_request, 'Only WebSocket upgrades (GET with Upgrade: websocket) are accepted.'));
+      fail(new GatewayError(Errors.bad_request, 'Only WebSocket upgrades (GET with Upgrade: websocket) are accepted.'));
       return;
     }
     st.mutator.strip(req);
     const facts = factsOf(req, true);
     const parsed = parseRequest(st.policy, facts);
     if (isVerdict(parsed) && parsed.authApi) {
-      fail(new GatewayError(PolicyErrors.no_route, 'WebSockets are not served on the auth endpoints.'));
+      fail(new GatewayError(Errors.no_route, 'WebSockets are not served on the auth endpoints.'));
       return;
     }
-    // The limiter writes its 429 into a detached response; the socket gets the same answer.
+    // The limiter answers its 429 (through the responder, which logs it) into a detached
+    // response; the socket gets a copy of that answer, not a second log line.
     const scratch = new ServerResponse(req);
     const o = await authorize(req, facts, parsed, scratch, () => undefined);
     if (!o.ok) {
       if (o.answered) {
         const retry = scratch.getHeader('retry-after');
-        fail(new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.', { headers: retry === undefined ? {} : { 'retry-after': String(retry) } }));
+        writeProblemToSocket(socket, withExtra(new GatewayError(Errors.rate_limited, 'Too many requests; slow down.', { headers: retry === undefined ? {} : { 'retry-after': String(retry) } })));
         return;
       }
       fail(o.error, o.setCookies);
@@ -308,16 +307,12 @@ export function createGateway(d: GatewayDeps) {
 
   return {
     handle: (req: IncomingMessage, res: ServerResponse) => {
-      handle(req, res).catch((e) => {
-        d.log.error({ err: (e as Error).message, stack: (e as Error).stack }, 'request failed');
-        d.sendError(req, res, e);
-      });
+      // The responder logs it (error, with the stack) and answers an opaque 500.
+      handle(req, res).catch((e) => d.sendError(req, res, e));
     },
     upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      upgrade(req, socket, head).catch((e) => {
-        d.log.error({ err: (e as Error).message }, 'upgrade failed');
-        socket.destroy();
-      });
+      // As for requests: logged once with the stack, an opaque 500 if the socket still takes it.
+      upgrade(req, socket, head).catch((e) => d.sendSocketError(req, socket, e));
     },
   };
 }
