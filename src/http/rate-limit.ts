@@ -6,7 +6,7 @@ import { AuthErrors, GatewayError } from '../errors/index.js';
 import type { Metrics } from '../metrics/index.js';
 import { parseIp } from '../proxy/ip.js';
 import type { RateLimitStore } from '../store/ports.js';
-import { writeError as sendError } from './respond.js';
+import { writeError } from './respond.js';
 
 export interface LimiterOptions {
   /** Label for `portcullis_rate_limited_total{limiter}` and logs (`login`, `auth_api`, `route:<name>`). */
@@ -87,7 +87,7 @@ export function createLimiter(o: LimiterOptions): Limiter {
       o.log.error({ event: 'rate_limit_store_error', limiter: o.name, err: (err as Error).message, fail: o.onStoreError }, 'rate limit store unavailable');
       if (o.onStoreError === 'open') return true;
       // Logged just above, with the limiter's name: written without a second log line.
-      sendError(req, res, new GatewayError(AuthErrors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
+      writeError(req, res, new GatewayError(AuthErrors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
       return false;
     }
     try {
@@ -101,11 +101,11 @@ export function createLimiter(o: LimiterOptions): Limiter {
       o.metrics.rateLimited.inc({ limiter: o.name });
       o.onLimited?.();
       o.log.info({ event: 'rate_limited', limiter: o.name, ip: o.clientIp(req) }, 'rate limit reached');
-      (o.respond ?? sendError)(req, res, new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.'));
+      (o.respond ?? writeError)(req, res, new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.'));
       return false;
     } catch (e) {
       o.log.error({ event: 'rate_limit_error', limiter: o.name, err: (e as Error).message }, 'rate limiter failed');
-      sendError(req, res, e);
+      writeError(req, res, e);
       return false;
     }
   };
