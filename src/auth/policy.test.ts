@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AuthErrors, GatewayError, isError } from '../errors/index.js';
+import { Errors, GatewayError, is } from '../errors/index.js';
 import { PasswordPolicy } from './policy.js';
 
 describe('PasswordPolicy', () => {
@@ -60,7 +60,7 @@ describe('PasswordPolicy', () => {
     } catch (e) {
       err = e;
     }
-    expect(isError(err, AuthErrors.weak_password)).toBe(true);
+    expect(is(err, Errors.weak_password)).toBe(true);
     const ge = err as GatewayError;
     expect(ge.status).toBe(422);
     expect(ge.extra).toEqual({ reasons: policy.check('password1234', ctx) });

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { AuthErrors, GatewayError, isError } from '../errors/index.js';
+import { Errors, GatewayError, is } from '../errors/index.js';
 import { validateUsername } from './username.js';
 
 function rejection(input: unknown): GatewayError {
   try {
     validateUsername(input);
   } catch (e) {
-    expect(isError(e, AuthErrors.invalid_input)).toBe(true);
+    expect(is(e, Errors.invalid_input)).toBe(true);
     return e as GatewayError;
   }
   throw new Error(`accepted ${JSON.stringify(input)}`);

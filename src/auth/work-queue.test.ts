@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AuthErrors, GatewayError, isError } from '../errors/index.js';
+import { Errors, GatewayError, is } from '../errors/index.js';
 import { WorkQueue, busyError } from './work-queue.js';
 
 /** A task the test finishes by hand, recording when it started. */
@@ -79,7 +79,7 @@ describe('WorkQueue', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect(isError(err, AuthErrors.busy)).toBe(true);
+    expect(is(err, Errors.busy)).toBe(true);
     const g = err as GatewayError;
     expect(g.status).toBe(503);
     expect(Number(g.headers?.['retry-after'])).toBeGreaterThanOrEqual(1);

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, locateInFile, ConfigError, formatProblem, type Config } from '../config/index.js';
-import { GatewayError } from '../errors/index.js';
+import { Errors, GatewayError, is } from '../errors/index.js';
 import { compileRoutes, explain, formatExplain, methodFallthroughWarnings, policyContext, routePatternCheck } from '../policy/index.js';
 import { generateSigningJwk } from '../tokens/index.js';
 import { passwordTools, validateUsername } from '../auth/index.js';
@@ -73,8 +73,9 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
       const reasons = (e.extra?.reasons as string[] | undefined) ?? (e.extra?.errors as { field: string; message: string }[] | undefined)?.map((x) => `${x.field}: ${x.message}`);
       io.err(`portcullis: ${e.message}${reasons?.length ? ` (${reasons.join('; ')})` : ''}\n`);
       if (debug) io.err(`${e.stack}\n`);
-      // Client errors and unusable configuration (missing keys) are bad input: exit 2.
-      return (e.status >= 400 && e.status < 500) || e.code === 'invalid_config' || e.code === 'missing_keys' ? 2 : 1;
+      // Bad input exits 2: any client-class error (a 4xx status, e.g. a weak password), and an
+      // unusable configuration (invalid, or missing keys).
+      return (e.status >= 400 && e.status < 500) || is(e, Errors.invalid_config) || is(e, Errors.missing_keys) ? 2 : 1;
     }
     io.err(`portcullis: ${(e as Error).message ?? String(e)}\n`);
     if (debug) io.err(`${(e as Error).stack}\n`);

@@ -1,13 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
-  AuthErrors,
-  ConfigErrors,
   ERROR_DOCS_PAGE,
   Errors,
   GatewayError,
-  PolicyErrors,
-  ProxyErrors,
   errorAnchor,
   errorDef,
   is,
@@ -111,11 +107,6 @@ describe('the error registry', () => {
     expect(errorDef('payload_too_large')).toBeUndefined();
   });
 
-  it('the old area names are views of the same definitions, nothing defined twice', () => {
-    for (const view of [PolicyErrors, ProxyErrors, AuthErrors, ConfigErrors]) {
-      for (const [code, def] of Object.entries(view)) expect(def, code).toBe(Errors[code as keyof typeof Errors]);
-    }
-  });
 });
 
 describe('GatewayError and is()', () => {

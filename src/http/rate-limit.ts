@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIPv6 } from 'node:net';
 import type { Logger } from 'pino';
-import { AuthErrors, GatewayError } from '../errors/index.js';
+import { Errors, GatewayError } from '../errors/index.js';
 import type { Metrics } from '../metrics/index.js';
 import { parseIp } from '../proxy/ip.js';
 import type { RateLimitStore } from '../store/ports.js';
@@ -87,7 +87,7 @@ export function createLimiter(o: LimiterOptions): Limiter {
       o.log.error({ event: 'rate_limit_store_error', limiter: o.name, err: (err as Error).message, fail: o.onStoreError }, 'rate limit store unavailable');
       if (o.onStoreError === 'open') return true;
       // Logged just above, with the limiter's name: written without a second log line.
-      writeError(req, res, new GatewayError(AuthErrors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
+      writeError(req, res, new GatewayError(Errors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
       return false;
     }
     try {
@@ -101,7 +101,7 @@ export function createLimiter(o: LimiterOptions): Limiter {
       o.metrics.rateLimited.inc({ limiter: o.name });
       o.onLimited?.();
       o.log.info({ event: 'rate_limited', limiter: o.name, ip: o.clientIp(req) }, 'rate limit reached');
-      (o.respond ?? writeError)(req, res, new GatewayError(AuthErrors.rate_limited, 'Too many requests; slow down.'));
+      (o.respond ?? writeError)(req, res, new GatewayError(Errors.rate_limited, 'Too many requests; slow down.'));
       return false;
     } catch (e) {
       o.log.error({ event: 'rate_limit_error', limiter: o.name, err: (e as Error).message }, 'rate limiter failed');

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { GatewayError, PolicyErrors } from '../errors/index.js';
+import { GatewayError, Errors } from '../errors/index.js';
 
 /**
  * Stage "framing" (SPEC §3.1): refuse every request whose head the gateway could not forward
@@ -20,7 +20,7 @@ import { GatewayError, PolicyErrors } from '../errors/index.js';
 export function checkFraming(req: IncomingMessage, maxHeaderLines: number): GatewayError | null {
   const raw = req.rawHeaders;
   if (raw.length > maxHeaderLines * 2) {
-    return new GatewayError(PolicyErrors.too_many_headers, `The request has ${raw.length / 2} header lines; at most ${maxHeaderLines} are accepted.`);
+    return new GatewayError(Errors.too_many_headers, `The request has ${raw.length / 2} header lines; at most ${maxHeaderLines} are accepted.`);
   }
   let host = 0;
   let auth = 0;
@@ -42,22 +42,22 @@ export function checkFraming(req: IncomingMessage, maxHeaderLines: number): Gate
       teValue = raw[i + 1];
     }
   }
-  if (host > 1) return new GatewayError(PolicyErrors.bad_host, 'The request has more than one Host header.');
+  if (host > 1) return new GatewayError(Errors.bad_host, 'The request has more than one Host header.');
   // Two sets of credentials: which one counts would depend on who reads them.
-  if (auth > 1) return new GatewayError(PolicyErrors.bad_request, 'The request has more than one Authorization header.');
+  if (auth > 1) return new GatewayError(Errors.bad_request, 'The request has more than one Authorization header.');
   // HTTP/1.1 without Host is refused by Node already; an HTTP/1.0 request without one would skip
   // every host rule and reach the upstream's default virtual host.
-  if (host === 0) return new GatewayError(PolicyErrors.bad_host, 'A Host header is required.');
+  if (host === 0) return new GatewayError(Errors.bad_host, 'A Host header is required.');
   if (te > 0) {
     if (te > 1 || cl > 0 || teValue.trim().toLowerCase() !== 'chunked') {
-      return new GatewayError(PolicyErrors.bad_framing, 'Transfer-Encoding must be exactly "chunked", once, without Content-Length.');
+      return new GatewayError(Errors.bad_framing, 'Transfer-Encoding must be exactly "chunked", once, without Content-Length.');
     }
     if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
-      return new GatewayError(PolicyErrors.bad_framing, 'An HTTP/1.0 request cannot use Transfer-Encoding.');
+      return new GatewayError(Errors.bad_framing, 'An HTTP/1.0 request cannot use Transfer-Encoding.');
     }
   }
   if (cl > 1 || (cl === 1 && !/^\d{1,15}$/.test(clValue.trim()))) {
-    return new GatewayError(PolicyErrors.bad_framing, 'Content-Length must appear once, as a plain decimal number.');
+    return new GatewayError(Errors.bad_framing, 'Content-Length must appear once, as a plain decimal number.');
   }
   return null;
 }

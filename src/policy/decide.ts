@@ -1,4 +1,4 @@
-import { AuthErrors, GatewayError, PolicyErrors, type ErrorDef } from '../errors/index.js';
+import { Errors, GatewayError, type ErrorDef } from '../errors/index.js';
 import { validHost } from './host.js';
 import { matchKey, normalizePath, type MatchKey, type NormalizedTarget } from './normalize.js';
 import { originAllowed } from './origin.js';
@@ -167,8 +167,8 @@ export interface Parsed {
  */
 export function parseRequest(ctx: Pick<PolicyContext, 'authPrefix'>, req: RequestFacts): Parsed | Verdict {
   const method = req.method.toUpperCase();
-  if (REFUSED_METHODS.has(method)) return refuse(AuthErrors.method_not_allowed, `the ${method} method is not accepted`);
-  if (req.host !== undefined && !validHost(req.host)) return refuse(PolicyErrors.bad_host, 'the Host header is not a valid host[:port]');
+  if (REFUSED_METHODS.has(method)) return refuse(Errors.method_not_allowed, `the ${method} method is not accepted`);
+  if (req.host !== undefined && !validHost(req.host)) return refuse(Errors.bad_host, 'the Host header is not a valid host[:port]');
   try {
     const normalized = normalizePath(req.target);
     // The auth API is matched on the normalized path exactly as spelled (`/API/AUTH/x` is an
@@ -180,7 +180,7 @@ export function parseRequest(ctx: Pick<PolicyContext, 'authPrefix'>, req: Reques
     return { ok: true, method, normalized, key: matchKey(p) };
   } catch (e) {
     if (!(e instanceof GatewayError)) throw e;
-    return refuse(PolicyErrors.bad_path, e.message);
+    return refuse(Errors.bad_path, e.message);
   }
 }
 
@@ -206,26 +206,26 @@ export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFac
   const values = new Set<string>();
   for (const v of req.methodOverrides ?? []) for (const part of v.split(',')) values.add(part.trim().toUpperCase());
   for (const v of values) {
-    if (!METHOD_TOKEN.test(v)) return refuse(PolicyErrors.bad_request, 'a method-override header does not name a method');
+    if (!METHOD_TOKEN.test(v)) return refuse(Errors.bad_request, 'a method-override header does not name a method');
   }
   const mayOverride = values.size > 0 || (normalized.query !== '' && ctx.methodOverrideUpstreams.size > 0);
   const asSentFirst = mayOverride ? ctx.table.match({ host: req.host, method: sent, path: normalized.path, key }) : undefined;
   // Symfony and Laravel also read `_method` from the query string: it counts for honouring upstreams.
   if (honours(asSentFirst)) for (const v of queryMethods(normalized.query)) values.add(v);
-  if (values.size > 1) return refuse(PolicyErrors.bad_request, 'method overrides name different methods');
+  if (values.size > 1) return refuse(Errors.bad_request, 'method overrides name different methods');
   if (values.size === 1) {
     const [over] = values;
-    if (!METHOD_TOKEN.test(over)) return refuse(PolicyErrors.bad_request, 'a method override does not name a method');
+    if (!METHOD_TOKEN.test(over)) return refuse(Errors.bad_request, 'a method override does not name a method');
     const asSent = asSentFirst;
     const asOverridden = ctx.table.match({ host: req.host, method: over, path: normalized.path, key });
     if (honours(asSent) || honours(asOverridden)) {
-      if (REFUSED_METHODS.has(over)) return refuse(AuthErrors.method_not_allowed, `the ${over} method is not accepted`);
+      if (REFUSED_METHODS.has(over)) return refuse(Errors.method_not_allowed, `the ${over} method is not accepted`);
       if (asOverridden === undefined || asSent === undefined) {
-        return { ...refuse(PolicyErrors.no_route, `no route matches ${asOverridden ? sent : over} ${normalized.path}`, null, 'no_route'), detail: 'No route matches this request.' };
+        return { ...refuse(Errors.no_route, `no route matches ${asOverridden ? sent : over} ${normalized.path}`, null, 'no_route'), detail: 'No route matches this request.' };
       }
       // Both readings must send the request to the same upstream, one that honours overrides.
       if (asOverridden.config.upstream !== undefined && (!honours(asOverridden) || asOverridden.config.upstream !== asSent.config.upstream)) {
-        return refuse(PolicyErrors.bad_request, `the ${over} override and the ${sent} request lead to different upstreams`);
+        return refuse(Errors.bad_request, `the ${over} override and the ${sent} request lead to different upstreams`);
       }
       method = over;
       overrideHonoured = true;
@@ -238,9 +238,9 @@ export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFac
   // still a bad path (400), not a mere miss (404).
   if (normalized.hasSemicolon && !route?.config.allow_semicolons) {
     const why = route ? `";" in the path is not allowed on route "${route.name}" (set allow_semicolons: true to permit it)` : '";" is not allowed in paths';
-    return { ...refuse(PolicyErrors.bad_path, why, route ?? null), detail: '";" is not allowed in paths on this route.' };
+    return { ...refuse(Errors.bad_path, why, route ?? null), detail: '";" is not allowed in paths on this route.' };
   }
-  if (!route) return { ...refuse(PolicyErrors.no_route, 'no route matches this request', null, 'no_route'), detail: 'No route matches this request.' };
+  if (!route) return { ...refuse(Errors.no_route, 'no route matches this request', null, 'no_route'), detail: 'No route matches this request.' };
   return { ok: true, route, normalized, key, method, overrideHonoured, ...(alsoAs ? { alsoAs } : {}) };
 }
 
@@ -313,15 +313,15 @@ function decideOne(ctx: PolicyContext, resolved: Resolved, auth: AuthFacts, req:
     ...(redirect === undefined ? {} : { redirect }),
   });
 
-  if (access === 'deny') return out('deny', PolicyErrors.access_denied, `route "${route.name}" denies all access`, 'This path is closed.');
+  if (access === 'deny') return out('deny', Errors.access_denied, `route "${route.name}" denies all access`, 'This path is closed.');
   if (auth.invalidToken && access !== 'public') {
-    return out('unauthenticated', PolicyErrors.invalid_token, 'the bearer token was refused', 'The access token is invalid or expired.');
+    return out('unauthenticated', Errors.invalid_token, 'the bearer token was refused', 'The access token is invalid or expired.');
   }
   if (auth.via === 'cookie' && auth.identity !== null) {
     const unsafe = req.upgrade === true || !SAFE_METHODS.has(req.method.toUpperCase()) || !SAFE_METHODS.has(method);
     if (unsafe && !originAllowed({ origin: req.origin, referer: req.referer }, ctx.ownOrigin, ctx.allowedOrigins)) {
       const what = req.upgrade ? 'upgrade' : `${req.method.toUpperCase()} request`;
-      return out('csrf', PolicyErrors.csrf, `cookie-authenticated ${what} from a foreign origin`, 'This request did not come from a page of this site.');
+      return out('csrf', Errors.csrf, `cookie-authenticated ${what} from a foreign origin`, 'This request did not come from a page of this site.');
     }
   }
   const d = decide(route, auth.identity);
@@ -329,16 +329,16 @@ function decideOne(ctx: PolicyContext, resolved: Resolved, auth: AuthFacts, req:
     case 'allow':
       return out('allow', null, d.reason, '');
     case 'deny':
-      return out('deny', PolicyErrors.access_denied, d.reason, 'This path is closed.');
+      return out('deny', Errors.access_denied, d.reason, 'This path is closed.');
     case 'unauthenticated': {
       const redirect = req.browser ? `${ctx.authPrefix}/login?rd=${encodeURIComponent(returnTo)}` : undefined;
-      return out('unauthenticated', PolicyErrors.unauthenticated, d.reason, 'Sign in or send a bearer token.', redirect);
+      return out('unauthenticated', Errors.unauthenticated, d.reason, 'Sign in or send a bearer token.', redirect);
     }
     case 'forbidden':
-      return out('forbidden', PolicyErrors.forbidden, d.reason, 'Your roles do not grant access to this route.');
+      return out('forbidden', Errors.forbidden, d.reason, 'Your roles do not grant access to this route.');
     case 'mfa_required': {
       const redirect = req.browser ? `${ctx.authPrefix}/login?rd=${encodeURIComponent(returnTo)}` : undefined;
-      return out('mfa_required', PolicyErrors.mfa_required, d.reason, 'This route needs a sign-in with a second factor.', redirect);
+      return out('mfa_required', Errors.mfa_required, d.reason, 'This route needs a sign-in with a second factor.', redirect);
     }
   }
 }
@@ -357,13 +357,13 @@ export function decisionError(d: Decision): ErrorDef | undefined {
     case 'allow':
       return undefined;
     case 'deny':
-      return PolicyErrors.access_denied;
+      return Errors.access_denied;
     case 'unauthenticated':
-      return PolicyErrors.unauthenticated;
+      return Errors.unauthenticated;
     case 'forbidden':
-      return PolicyErrors.forbidden;
+      return Errors.forbidden;
     case 'mfa_required':
-      return PolicyErrors.mfa_required;
+      return Errors.mfa_required;
   }
 }
 

@@ -1,4 +1,4 @@
-import { GatewayError, PolicyErrors } from '../errors/index.js';
+import { GatewayError, Errors } from '../errors/index.js';
 
 /** The result of {@link normalizePath}. */
 export interface NormalizedTarget {
@@ -14,7 +14,7 @@ export interface NormalizedTarget {
 }
 
 function reject(reason: string): never {
-  throw new GatewayError(PolicyErrors.bad_path, reason);
+  throw new GatewayError(Errors.bad_path, reason);
 }
 
 function hex2(n: number): string {

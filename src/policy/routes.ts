@@ -1,5 +1,5 @@
 import type { RouteConfig } from '../config/schema.js';
-import { ConfigErrors, GatewayError } from '../errors/index.js';
+import { Errors, GatewayError } from '../errors/index.js';
 import { canonicalSegment, keySegment, matchKey, type MatchKey } from './normalize.js';
 
 /** What route matching looks at. `path` must come from `normalizePath`. */
@@ -105,7 +105,7 @@ function compileMethods(methods: readonly string[] | undefined): Set<string> | u
 
 /** Thrown for an unusable path pattern; `extra.path` is the config key path. */
 function patternError(route: RouteConfig, index: number, pattern: string, why: string): GatewayError {
-  return new GatewayError(ConfigErrors.invalid_config, `routes[${index}] "${route.name}": path pattern "${pattern}": ${why}`, {
+  return new GatewayError(Errors.invalid_config, `routes[${index}] "${route.name}": path pattern "${pattern}": ${why}`, {
     extra: { path: ['routes', index, 'match', 'path'] },
   });
 }

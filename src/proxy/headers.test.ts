@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { deleteRequestHeaders, filterCookieHeader, headerSafe, setRequestHeader } from './headers.js';
 import { problemBody, writeProblem } from './problem.js';
-import { GatewayError, ProxyErrors } from '../errors/index.js';
+import { GatewayError, Errors } from '../errors/index.js';
 
 describe('filterCookieHeader', () => {
   const drop = new Set(['sid', '__Host-pc']);
@@ -57,14 +57,14 @@ describe('request header edits on a real IncomingMessage', () => {
 
 describe('writeProblem', () => {
   it('builds RFC 9457 bodies whose fixed members cannot be overridden by extra', () => {
-    const e = new GatewayError(ProxyErrors.upstream_timeout, 'slow', { extra: { code: 'spoof', hint: 1 } });
+    const e = new GatewayError(Errors.upstream_timeout, 'slow', { extra: { code: 'spoof', hint: 1 } });
     expect(problemBody(e)).toEqual({ hint: 1, type: 'https://portcullis.dev/problems/upstream-timeout', title: 'Upstream timed out', status: 504, detail: 'slow', code: 'upstream_timeout' });
   });
 
   it('destroys a response whose headers were already sent', () => {
     let destroyed = false;
     const res = { destroyed: false, writableEnded: false, headersSent: true, destroy: () => (destroyed = true) } as unknown as http.ServerResponse;
-    writeProblem(res, new GatewayError(ProxyErrors.upstream_unavailable));
+    writeProblem(res, new GatewayError(Errors.upstream_unavailable));
     expect(destroyed).toBe(true);
   });
 });

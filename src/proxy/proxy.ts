@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { Pool, type Dispatcher } from 'undici';
 import type { Config, UpstreamConfig } from '../config/schema.js';
-import { GatewayError, PolicyErrors, ProxyErrors } from '../errors/index.js';
+import { GatewayError, Errors } from '../errors/index.js';
 import { HOP_BY_HOP_RESPONSE, getRequestHeader, replaceRequestHeaders } from './headers.js';
 import { writeProblem, writeProblemToSocket } from './problem.js';
 import { acceptMatches, websocketKey } from './ws-handshake.js';
@@ -181,8 +181,8 @@ export function classifyUpstreamError(err: unknown): UpstreamFailure {
 function problemFor(reason: UpstreamFailure, headers?: Readonly<Record<string, string>>): GatewayError {
   const opts = headers ? { headers: { ...headers } } : {};
   return reason === 'timeout'
-    ? new GatewayError(ProxyErrors.upstream_timeout, 'The upstream service did not answer in time.', opts)
-    : new GatewayError(ProxyErrors.upstream_unavailable, 'The upstream service could not be reached.', opts);
+    ? new GatewayError(Errors.upstream_timeout, 'The upstream service did not answer in time.', opts)
+    : new GatewayError(Errors.upstream_unavailable, 'The upstream service could not be reached.', opts);
 }
 
 /** Sets `headers` on `res` (replacing same-named ones) unless the response has started. */
@@ -423,7 +423,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     const path = pathFor(up, t);
     if (path === null) {
       applyResponseHeaders(res, t.responseHeaders);
-      writeProblem(res, new GatewayError(PolicyErrors.bad_path));
+      writeProblem(res, new GatewayError(Errors.bad_path));
       return;
     }
     // Framing as the client sent it: `Transfer-Encoding: chunked` → a streamed body without a
@@ -605,20 +605,20 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       return;
     }
     if (req.method !== 'GET' || (getRequestHeader(req, 'upgrade') ?? '').toLowerCase() !== 'websocket') {
-      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_request, 'Only WebSocket upgrades are supported.', { headers: { ...t.responseHeaders } }));
+      writeProblemToSocket(socket, new GatewayError(Errors.bad_request, 'Only WebSocket upgrades are supported.', { headers: { ...t.responseHeaders } }));
       return;
     }
     // The upstream's 101 is verified against this key: without a valid one (one header, 16
     // bytes of base64) there is nothing to verify, so the upstream is never asked.
     const wsKey = websocketKey(req);
     if (wsKey === null) {
-      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_request, 'A WebSocket upgrade needs exactly one Sec-WebSocket-Key of 16 base64-encoded bytes.', { headers: { ...t.responseHeaders } }));
+      writeProblemToSocket(socket, new GatewayError(Errors.bad_request, 'A WebSocket upgrade needs exactly one Sec-WebSocket-Key of 16 base64-encoded bytes.', { headers: { ...t.responseHeaders } }));
       return;
     }
     if (socket.destroyed) return;
     const path = pathFor(up, t);
     if (path === null) {
-      writeProblemToSocket(socket, new GatewayError(PolicyErrors.bad_path, undefined, { headers: { ...t.responseHeaders } }));
+      writeProblemToSocket(socket, new GatewayError(Errors.bad_path, undefined, { headers: { ...t.responseHeaders } }));
       return;
     }
     // http-proxy reads the request object: give it the decided headers.
@@ -641,7 +641,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       if (x.clientGone || socket.destroyed) return;
       socket.resume(); // whatever the client sends now goes nowhere
       const detail = 'The upstream answered the WebSocket handshake without a valid Sec-WebSocket-Accept.';
-      writeProblemToSocket(socket, new GatewayError(ProxyErrors.upstream_unavailable, detail, { headers: { ...t.responseHeaders } }), t.setCookies);
+      writeProblemToSocket(socket, new GatewayError(Errors.upstream_unavailable, detail, { headers: { ...t.responseHeaders } }), t.setCookies);
     };
     /**
      * The upstream answered the upgrade with something other than 101: relay that answer

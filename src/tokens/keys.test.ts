@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { calculateJwkThumbprint, type JWK } from 'jose';
-import { isError, ConfigErrors } from '../errors/index.js';
+import { is, Errors } from '../errors/index.js';
 import { generateSigningJwk, loadKeySet, loadOrCreateKeyFile, readKeyFile } from './keys.js';
 
 describe('generateSigningJwk', () => {
@@ -51,7 +51,7 @@ describe('loadKeySet', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect(isError(err, ConfigErrors.invalid_config)).toBe(true);
+    expect(is(err, Errors.invalid_config)).toBe(true);
     expect((err as Error).message).toMatch(pattern);
   }
 
@@ -122,20 +122,20 @@ describe('key files', () => {
 
   it('readKeyFile fails clearly on a missing file, bad JSON and a bad key set', async () => {
     const missing = await readKeyFile(join(dir, 'nope.json')).catch((e: unknown) => e);
-    expect(isError(missing, ConfigErrors.missing_keys)).toBe(true);
+    expect(is(missing, Errors.missing_keys)).toBe(true);
     expect((missing as Error).message).toMatch(/nope\.json not found/);
 
     const bad = join(dir, 'bad.json');
     await writeFile(bad, '{ not json');
     const badJson = await readKeyFile(bad).catch((e: unknown) => e);
-    expect(isError(badJson, ConfigErrors.invalid_config)).toBe(true);
+    expect(is(badJson, Errors.invalid_config)).toBe(true);
     expect((badJson as Error).message).toMatch(/bad\.json is not valid JSON/);
 
     const pub = join(dir, 'public.json');
     const set = await loadKeySet({ keys: [await generateSigningJwk()] });
     await writeFile(pub, JSON.stringify(set.publicJwks()));
     const publicOnly = await readKeyFile(pub).catch((e: unknown) => e);
-    expect(isError(publicOnly, ConfigErrors.invalid_config)).toBe(true);
+    expect(is(publicOnly, Errors.invalid_config)).toBe(true);
     expect((publicOnly as Error).message).toMatch(/public\.json, key #1 .*missing "d"/);
   });
 

@@ -13,7 +13,7 @@ import {
   type JWSHeaderParameters,
   type FlattenedJWSInput,
 } from 'jose';
-import { ConfigErrors, GatewayError, PolicyErrors } from '../errors/index.js';
+import { Errors, GatewayError } from '../errors/index.js';
 
 /** The only JWS algorithm the gateway signs or accepts. */
 export const SIGNING_ALG = 'EdDSA';
@@ -49,7 +49,7 @@ export class KeySet {
       // createLocalJWKSet would accept a header without `kid` when only one key is usable;
       // we insist on an explicit kid so every token names the key it claims.
       if (typeof header.kid !== 'string' || header.kid === '') {
-        return Promise.reject(new GatewayError(PolicyErrors.invalid_token, 'missing kid'));
+        return Promise.reject(new GatewayError(Errors.invalid_token, 'missing kid'));
       }
       return local(header, token);
     };
@@ -77,7 +77,7 @@ export class KeySet {
 }
 
 function keyError(where: string, msg: string): GatewayError {
-  return new GatewayError(ConfigErrors.invalid_config, `${where}: ${msg}`);
+  return new GatewayError(Errors.invalid_config, `${where}: ${msg}`);
 }
 
 /**
@@ -123,7 +123,7 @@ export async function loadKeySet(jwks: { keys: JWK[] }, source = 'signing keys')
         .sign(privateKey);
       await compactVerify(probe, await importJWK(publicJwk, SIGNING_ALG));
     } catch (cause) {
-      throw new GatewayError(ConfigErrors.invalid_config, `${at}: not a valid Ed25519 key pair (x does not match d, or bad encoding)`, {
+      throw new GatewayError(Errors.invalid_config, `${at}: not a valid Ed25519 key pair (x does not match d, or bad encoding)`, {
         cause,
       });
     }
@@ -152,7 +152,7 @@ async function parseKeyFile(path: string, text: string): Promise<KeySet> {
   try {
     parsed = JSON.parse(text);
   } catch (cause) {
-    throw new GatewayError(ConfigErrors.invalid_config, `signing key file ${path} is not valid JSON`, { cause });
+    throw new GatewayError(Errors.invalid_config, `signing key file ${path} is not valid JSON`, { cause });
   }
   return loadKeySet(parsed as { keys: JWK[] }, `signing key file ${path}`);
 }
@@ -169,7 +169,7 @@ export async function readKeyFile(path: string): Promise<KeySet> {
     text = await readFile(path, 'utf8');
   } catch (cause) {
     const why = isNotFound(cause) ? 'not found' : `cannot be read (${(cause as Error).message})`;
-    throw new GatewayError(ConfigErrors.missing_keys, `signing key file ${path} ${why}`, { cause });
+    throw new GatewayError(Errors.missing_keys, `signing key file ${path} ${why}`, { cause });
   }
   return parseKeyFile(path, text);
 }

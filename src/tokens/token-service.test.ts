@@ -1,6 +1,6 @@
 import { beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SignJWT, base64url, decodeJwt, decodeProtectedHeader, importJWK, type CryptoKey, type JWK, type JWTPayload } from 'jose';
-import { GatewayError, PolicyErrors, isError } from '../errors/index.js';
+import { type GatewayError, Errors, is } from '../errors/index.js';
 import { generateSigningJwk, loadKeySet, type KeySet } from './keys.js';
 import { TokenService, TokenTypes } from './token-service.js';
 
@@ -59,7 +59,7 @@ async function expectInvalid(p: Promise<unknown>, reason: string | RegExp): Prom
     },
     (e: unknown) => e,
   );
-  expect(isError(err, PolicyErrors.invalid_token)).toBe(true);
+  expect(is(err, Errors.invalid_token)).toBe(true);
   const ge = err as GatewayError;
   expect(ge.status).toBe(401);
   expect(ge.code).toBe('invalid_token');

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { SignJWT, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
-import { GatewayError, PolicyErrors } from '../errors/index.js';
+import { GatewayError, Errors } from '../errors/index.js';
 import { SIGNING_ALG, type KeySet } from './keys.js';
 import { VerifiedTokenCache } from './verified-cache.js';
 
@@ -118,7 +118,7 @@ const isStringArray = (v: unknown): v is string[] => Array.isArray(v) && v.every
 const isNonEmptyString = (v: unknown): v is string => typeof v === 'string' && v !== '';
 
 function invalid(reason: string, cause?: unknown): GatewayError {
-  return new GatewayError(PolicyErrors.invalid_token, reason, cause === undefined ? {} : { cause });
+  return new GatewayError(Errors.invalid_token, reason, cause === undefined ? {} : { cause });
 }
 
 /** Maps a jose failure to a short reason (the `detail` of the invalid_token error). */

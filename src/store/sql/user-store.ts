@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Selectable, Updateable } from 'kysely';
-import { AuthErrors, GatewayError } from '../../errors/index.js';
+import { Errors, GatewayError } from '../../errors/index.js';
 import type { NewUser, UserPatch, UserRecord, UserStore } from '../ports.js';
 import { fromBool, toBool, toDate, toStringList, type SqlDialect, type Tables, type UsersTable } from './schema.js';
 
@@ -59,7 +59,7 @@ export class SqlUserStore implements UserStore {
     } catch (err) {
       // The id is a fresh UUID, so the only unique key that can collide is the username.
       if (isUniqueViolation(err)) {
-        throw new GatewayError(AuthErrors.user_exists, `User "${username}" already exists`, { cause: err });
+        throw new GatewayError(Errors.user_exists, `User "${username}" already exists`, { cause: err });
       }
       throw err;
     }
