@@ -138,7 +138,7 @@ interface MemGrowth<T> {
 }
 
 /**
- * Samples this process's memory every 50 ms while `work` runs, forcing a GC before each sample.
+ * Samples this process's memory about every 50 ms while `work` runs, forcing a GC before each sample.
  * The gateway runs in this process, with the client and the echo: without the forced GC the
  * peak would mostly measure read buffers nobody holds any more (a first 50 MB transfer grows
  * RSS by ~30 MB even straight to the echo); with it, a gateway that held the body shows as
@@ -159,13 +159,20 @@ async function memoryGrowth<T>(work: () => Promise<T>): Promise<MemGrowth<T>> {
     peakLive = Math.max(peakLive, m.live);
     peakRss = Math.max(peakRss, m.rss);
   };
-  const t = setInterval(take, 50);
+  // Each sample 50 ms after the previous one ended (not on a fixed interval): on a busy box a
+  // forced GC can take tens of ms, and back-to-back GCs would starve the transfer itself.
+  let t: NodeJS.Timeout | undefined;
+  const tick = () => {
+    take();
+    t = setTimeout(tick, 50);
+  };
+  t = setTimeout(tick, 50);
   try {
     const value = await work();
     take();
     return { value, live: peakLive - base.live, rss: peakRss - base.rss };
   } finally {
-    clearInterval(t);
+    clearTimeout(t);
   }
 }
 
