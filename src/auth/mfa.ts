@@ -177,7 +177,7 @@ export class MfaService {
   async verifyLogin(body: unknown, ip: string | null): Promise<UserRecord> {
     const { d } = this;
     const { mfa_token, code } = requireStrings(body, ['mfa_token', 'code'] as const);
-    let claims;
+    let claims: Awaited<ReturnType<typeof d.tokens.verifyMfa>>;
     try {
       claims = await d.tokens.verifyMfa(mfa_token);
     } catch {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Errors, GatewayError, is } from '../errors/index.js';
+import { Errors, type GatewayError, is } from '../errors/index.js';
 import { PasswordPolicy } from './policy.js';
 
 describe('PasswordPolicy', () => {
@@ -44,7 +44,7 @@ describe('PasswordPolicy', () => {
     const emoji11 = '🦊🐙🦉🐝🦋🐢🦀🐳🦔🐧🦩'; // 11 code points, 22 UTF-16 units
     expect(emoji11.length).toBe(22);
     expect(p.check(emoji11, { username: 'bob' })).toEqual(['Password must be at least 12 characters long.']);
-    expect(p.check(emoji11 + '🐌', { username: 'bob' })).toEqual([]);
+    expect(p.check(`${emoji11}🐌`, { username: 'bob' })).toEqual([]);
     expect(p.check('x'.repeat(17), { username: 'bob' })).toEqual(['Password must be at most 16 characters long.']);
   });
 

@@ -92,7 +92,7 @@ export class PasswordPolicy {
         const hints = [result.feedback.warning, ...result.feedback.suggestions].filter((s): s is string => !!s);
         reasons.push(
           `Password is too easy to guess (strength ${result.score} of 4, at least ${minScore} required).` +
-            (hints.length ? ' ' + hints.join(' ') : ''),
+            (hints.length ? ` ${hints.join(' ')}` : ''),
         );
       }
     }

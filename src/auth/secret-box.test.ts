@@ -216,7 +216,7 @@ describe('loadSecretBox', () => {
     const d = tmp();
     const file = join(d, 'encryption.key');
     const k = rawKey();
-    writeFileSync(file, b64(k) + '\n', { mode: 0o644 });
+    writeFileSync(file, `${b64(k)}\n`, { mode: 0o644 });
     expect(loadSecretBox({}, file, () => undefined).keyId).toBe(kidOf(k));
     expect(statSync(file).mode & 0o777).toBe(0o600);
     writeFileSync(file, 'not a key\n');

@@ -14,7 +14,7 @@ function parseKey(text: string, source: string): MasterKey {
   let key: Buffer | undefined;
   if (/^[0-9a-fA-F]{64}$/.test(t)) key = Buffer.from(t, 'hex');
   else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(t)) key = Buffer.from(t.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
-  if (!key || key.length !== 32) throw new GatewayError(Errors.missing_keys, `${source} must be 32 random bytes, base64 or hex (make one with: openssl rand -base64 32)`);
+  if (key?.length !== 32) throw new GatewayError(Errors.missing_keys, `${source} must be 32 random bytes, base64 or hex (make one with: openssl rand -base64 32)`);
   return { id: createHash('sha256').update(key).digest('hex').slice(0, 16), key };
 }
 
@@ -78,7 +78,7 @@ export function loadSecretBox(env: NodeJS.ProcessEnv, dataFile: string, warn: (m
   }
   if (!existsSync(dataFile)) {
     mkdirSync(dirname(dataFile), { recursive: true, mode: 0o700 });
-    writeFileSync(dataFile, randomBytes(32).toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
+    writeFileSync(dataFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
     warn(`no PORTCULLIS_ENCRYPTION_KEY: generated an encryption key in ${dataFile}; set PORTCULLIS_ENCRYPTION_KEY for production`);
   }
   chmodSync(dataFile, 0o600);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Errors, GatewayError, is } from '../errors/index.js';
+import { Errors, type GatewayError, is } from '../errors/index.js';
 import { validateUsername } from './username.js';
 
 function rejection(input: unknown): GatewayError {

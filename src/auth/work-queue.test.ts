@@ -86,7 +86,7 @@ describe('WorkQueue', () => {
     expect(ran).toBe(false);
     expect(rejected).toBe(1);
     // The queued ones are unaffected.
-    tasks.forEach((t, i) => t.resolve('abc'[i]));
+    for (const [i, t] of tasks.entries()) t.resolve('abc'[i]);
     expect(await Promise.all(accepted)).toEqual(['a', 'b', 'c']);
     // Room again: accepted.
     expect(await q.run(async () => 'e')).toBe('e');
@@ -137,7 +137,7 @@ describe('WorkQueue', () => {
     // 4 tasks ahead at ~30 ms each: well under a second, so the floor of 1 s.
     expect((err as GatewayError).headers?.['retry-after']).toBe('1');
     expect(Math.max(...depths)).toBe(3);
-    blockers.forEach((b) => b.resolve());
+    for (const b of blockers) b.resolve();
     await Promise.all(runs);
     expect(depths.at(-1)).toBe(0);
   });

@@ -61,7 +61,7 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
     return await dispatch(argv, io);
   } catch (e) {
     if (e instanceof ConfigError) {
-      for (const p of e.problems) io.err(formatProblem(p) + '\n');
+      for (const p of e.problems) io.err(`${formatProblem(p)}\n`);
       io.err(`portcullis: the config is invalid (${e.problems.length} problem${e.problems.length === 1 ? '' : 's'})\n`);
       return 2;
     }
@@ -90,7 +90,7 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
     case 'help':
     case '--help':
     case '-h':
-      io.out(USAGE + '\n');
+      io.out(`${USAGE}\n`);
       return cmd === undefined ? 2 : 0;
     case 'serve':
       return serve(parseArgs(argv.slice(1), { valued: ['config'] }), io);
@@ -130,16 +130,16 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
       const result = explain(ctx, { method: (opt(p, 'method') ?? 'GET').toUpperCase(), url, host: opt(p, 'host'), roles, mfa: flag(p, 'mfa') });
       if (flag(p, 'json')) {
         const view = (v: typeof result.anonymous) => ({ route: result.route?.name ?? null, decision: v.outcome, status: v.status, code: v.code, reason: v.reason });
-        io.out(JSON.stringify({ ...view(result.identity.verdict), anonymous: view(result.anonymous) }) + '\n');
+        io.out(`${JSON.stringify({ ...view(result.identity.verdict), anonymous: view(result.anonymous) })}\n`);
       } else {
-        io.out(formatExplain(result) + '\n');
+        io.out(`${formatExplain(result)}\n`);
       }
       return 0;
     }
     case 'keys': {
       if (sub !== 'generate') throw new UsageError('usage: portcullis keys generate');
       parseArgs(rest, {});
-      io.out(JSON.stringify(await generateSigningJwk()) + '\n');
+      io.out(`${JSON.stringify(await generateSigningJwk())}\n`);
       return 0;
     }
     default:
@@ -158,7 +158,7 @@ async function serve(p: Parsed, io: Io): Promise<number> {
     }
     return supervise(workers, io);
   }
-  const app = await createApp({ config, env: io.env, announce: (l) => io.err(l + '\n') });
+  const app = await createApp({ config, env: io.env, announce: (l) => io.err(`${l}\n`) });
   await app.start();
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -265,12 +265,12 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
       const p = parseArgs(rest, { valued: ['config'], boolean: ['json'] });
       return withDb(p, io, async (db) => {
         const users = await db.users.list();
-        if (flag(p, 'json')) io.out(JSON.stringify(users.map(describe), null, 2) + '\n');
+        if (flag(p, 'json')) io.out(`${JSON.stringify(users.map(describe), null, 2)}\n`);
         else {
           const rows = users.map((u) => [u.username, u.roles.join(',') || '-', u.disabled ? 'disabled' : 'active', u.mfaEnabled ? '2fa' : '-', u.email ?? '-']);
           const head = ['USERNAME', 'ROLES', 'STATUS', 'MFA', 'EMAIL'];
           const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-          for (const r of [head, ...rows]) io.out(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n');
+          for (const r of [head, ...rows]) io.out(`${r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()}\n`);
         }
         return 0;
       });
@@ -281,7 +281,7 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
       return withDb(p, io, async (db) => {
         const u = await findUser(db, name);
         const sessions = await db.sessions.listActive(u.id, new Date());
-        io.out(JSON.stringify({ ...describe(u), active_sessions: sessions.length }, null, 2) + '\n');
+        io.out(`${JSON.stringify({ ...describe(u), active_sessions: sessions.length }, null, 2)}\n`);
         return 0;
       });
     }

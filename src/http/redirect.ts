@@ -7,6 +7,7 @@ const MAX_DECODES = 8;
  * C1 controls, space, DEL, the Unicode line separators and backslash. Browsers strip tabs and
  * newlines and read `\` as `/`, which turns `/\t/evil` or `/\\evil` into `//evil`.
  */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what must be refused
 const UNSAFE_CHAR = /[\u0000-\u0020\u007f-\u009f\u2028\u2029\\]/;
 /** Printable ASCII the URL serializer may leave raw but that express's `encodeurl` would rewrite. */
 const LOOSE_CHAR = /["<>`{}]/g;

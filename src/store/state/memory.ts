@@ -153,7 +153,10 @@ export class MemoryRateLimitStore implements RateLimitStore {
 
   async hit(limiter: string, client: string, windowMs: number): Promise<{ count: number; resetMs: number }> {
     let counts = this.limiters.get(limiter);
-    if (!counts) this.limiters.set(limiter, (counts = new ExpiringMap(this.now)));
+    if (!counts) {
+      counts = new ExpiringMap(this.now);
+      this.limiters.set(limiter, counts);
+    }
     return hitWindow(counts, client, windowMs, this.now());
   }
 }

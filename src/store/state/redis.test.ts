@@ -1,6 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createConnection, createServer } from 'node:net';
+import { spawnSync, } from 'node:child_process';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { closeRedisClient, createRedisClient, redisReady, RedisRevocationBus } from './redis.js';
@@ -10,7 +8,7 @@ import { describeLockoutStoreContract } from '../../../test/support/lockout-stor
 import { describeTotpReplayGuardContract } from '../../../test/support/totp-replay-guard-contract.js';
 import { describeAttemptCounterContract } from '../../../test/support/attempt-counter-contract.js';
 import { describeRateLimitStoreContract } from '../../../test/support/rate-limit-store-contract.js';
-import { freePort, PrivateRedis, waitForPong } from '../../../test/support/services.js';
+import { freePort, PrivateRedis, } from '../../../test/support/services.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const IN_CI = process.env.CI === 'true';
