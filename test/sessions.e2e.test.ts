@@ -482,14 +482,6 @@ describe('with the real clock', () => {
       expect((await refresh(h, pair.refresh_token)).status).toBe(200);
     });
 
-    it('an upstream assertion as a bearer token: 401 (even one whose aud is the access-token audience)', async () => {
-      for (const upstream of ['echo', h.app.config.auth.audience]) {
-        const assertion = await h.app.tokens.signAssertion({ sub: ids.kim, username: 'kim', email: 'kim@example.com', roles: [], upstream });
-        await expectAccessRefused(h, assertion);
-        await expectRefreshRefused(h, assertion);
-      }
-    });
-
     it('garbage, empty and unknown refresh tokens: 401 invalid_refresh_token', async () => {
       for (const t of ['garbage', '', 'prt_', `prt_${'A'.repeat(43)}`, `prt_${'x'.repeat(300)}`]) {
         await expectRefreshRefused(h, t);

@@ -68,6 +68,24 @@ async function upstreamCounter(): Promise<() => Promise<number>> {
   return async () => (await echoRequests()) - b - self;
 }
 
+/** A problem+json answer with this status and code. */
+async function expectProblem(res: Response, status: number, code: string): Promise<void> {
+  const text = await res.text();
+  expect(res.status, text).toBe(status);
+  expect(res.headers.get('content-type')).toBe('application/problem+json');
+  const body = JSON.parse(text) as Record<string, unknown>;
+  expect(body.status).toBe(status);
+  expect(body.code).toBe(code);
+}
+
+/** The auth API refuses the token too: as a bearer on /me (401 invalid_token), as a refresh token (401 invalid_refresh_token). */
+async function expectAuthApiRefuses(token: string): Promise<void> {
+  const me = await fetch(`${h.url}/api/auth/me`, { headers: { authorization: `Bearer ${token}` } });
+  await expectProblem(me, 401, 'invalid_token');
+  const refresh = await fetch(`${h.url}/api/auth/refresh`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refresh_token: token }) });
+  await expectProblem(refresh, 401, 'invalid_refresh_token');
+}
+
 /** Sends the token; expects the gateway's own 401 invalid_token and no upstream request. */
 async function expectRejected(token: string, path = '/app/x'): Promise<void> {
   const forwarded = await upstreamCounter();
@@ -218,12 +236,15 @@ describe('token kind confusion (typ)', () => {
     await expectRejected(await signEd({ alg: 'EdDSA', kid: ourKid }, claimsOf(mallory)));
   });
 
-  it('a genuine upstream assertion (portcullis-assertion+jwt) is not accepted as an access token', async () => {
+  it('a genuine upstream assertion (portcullis-assertion+jwt) is not accepted as an access token (nor by the auth API, nor as a refresh token)', async () => {
     const sub = split(mallory).payload.sub!;
-    // Addressed to the access-token audience, so typ is what has to stop it…
-    await expectRejected(await h.app.tokens.signAssertion({ sub, username: 'mallory', roles: ['admin'], upstream: 'portcullis' }));
-    // …and as an upstream would actually receive it.
-    await expectRejected(await h.app.tokens.signAssertion({ sub, username: 'mallory', roles: ['admin'], upstream: 'echo' }));
+    // Addressed to the access-token audience, so typ is what has to stop it, and as an upstream
+    // would actually receive it.
+    for (const upstream of [h.app.config.auth.audience, 'echo']) {
+      const assertion = await h.app.tokens.signAssertion({ sub, username: 'mallory', email: 'mallory@example.com', roles: ['admin'], upstream });
+      await expectRejected(assertion);
+      await expectAuthApiRefuses(assertion);
+    }
     // The full access-token claims under the assertion typ (only typ differs).
     await expectRejected(await signEd({ alg: 'EdDSA', typ: 'portcullis-assertion+jwt', kid: ourKid }, claimsOf(mallory)));
   });
