@@ -29,7 +29,10 @@ class LongestFirst extends BaseSequencer {
       const i = LONGEST_FIRST.indexOf(relative(this.ctx.config.root, f.moduleId).split('\\').join('/'));
       return i === -1 ? LONGEST_FIRST.length : i;
     };
-    return usual.map((f, i) => ({ f, i })).sort((a, b) => rank(a.f) - rank(b.f) || a.i - b.i).map(({ f }) => f);
+    return usual
+      .map((f, i) => ({ f, i }))
+      .sort((a, b) => rank(a.f) - rank(b.f) || a.i - b.i)
+      .map(({ f }) => f);
   }
 }
 

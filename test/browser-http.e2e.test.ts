@@ -4,11 +4,8 @@
  * the 302 to the sign-in page, cookie stripping before the upstream, silent refresh with
  * rotation and reuse detection, CSRF origin checks and the CORS allowlist of the auth API.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
 import { GOOD_PASSWORD, ROUTES, addUser, login, metricsText, sample, startHarness, type Harness } from './support/helpers.js';

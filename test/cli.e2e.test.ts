@@ -68,7 +68,7 @@ describe('the real binary (smoke tests: a new process each)', () => {
   });
 
   it('user add reads the password from a pipe (--password-stdin), writes the database and exits 0', async () => {
-    const r = await runCli(['user', 'add', 'smoke', '--password-stdin', ...c()], { stdin: GOOD_PASSWORD + '\n' });
+    const r = await runCli(['user', 'add', 'smoke', '--password-stdin', ...c()], { stdin: `${GOOD_PASSWORD}\n` });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^created user smoke \([0-9a-f-]{36}\)\n$/);
@@ -114,7 +114,7 @@ describe('portcullis config check', () => {
 
 describe('portcullis user …', () => {
   it('adds a user with email and roles, enforcing the password policy', async () => {
-    const ok = await run(['user', 'add', 'Alice', '--email', 'alice@example.com', '--role', 'admin', '--role', 'ops', '--password-stdin', ...c()], { stdin: GOOD_PASSWORD + '\n' });
+    const ok = await run(['user', 'add', 'Alice', '--email', 'alice@example.com', '--role', 'admin', '--role', 'ops', '--password-stdin', ...c()], { stdin: `${GOOD_PASSWORD}\n` });
     expect(ok.stderr).toBe('');
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/^created user alice \([0-9a-f-]{36}\) with roles admin, ops\n$/);

@@ -541,7 +541,7 @@ describe('property: no random header layout makes the upstream see a second requ
     for (let k = 0; k < cases.length; k += CONCURRENCY) {
       const batch = cases.slice(k, k + CONCURRENCY);
       const res = await Promise.all(batch.map((c) => exchange(h.url, c.raw, { methods: [c.method], waitMs: 5000 })));
-      res.forEach((ex, j) => statuses.push({ c: batch[j], status: ex.responses[0]?.status }));
+      for (const [j, ex] of res.entries()) statuses.push({ c: batch[j], status: ex.responses[0]?.status });
     }
     await sleep(300);
     const elapsed = Date.now() - started;

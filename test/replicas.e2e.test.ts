@@ -260,7 +260,7 @@ async function metric(r: Replica, name: string, labels: Record<string, string> =
  * processes here) against the shared database.
  */
 async function addUser(config: string, name: string): Promise<void> {
-  const r = await runCliInProcess(['user', 'add', name, '--email', `${name}@example.com`, '--password-stdin', '--config', config], { stdin: GOOD_PASSWORD + '\n', env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
+  const r = await runCliInProcess(['user', 'add', name, '--email', `${name}@example.com`, '--password-stdin', '--config', config], { stdin: `${GOOD_PASSWORD}\n`, env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
   if (r.code !== 0) throw new Error(`user add ${name} failed (${r.code}): ${r.stderr}`);
 }
 

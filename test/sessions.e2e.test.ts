@@ -575,7 +575,7 @@ describe('with the real clock', () => {
     it('user passwd: existing sessions are refused within ~1 s; only the new password logs in', async () => {
       const old = await loginPair(h, 'pia');
       await expectAccessWorks(h, old.access_token, 'pia');
-      const run = await cli(['user', 'passwd', 'pia', '--password-stdin', '--config', cfg()], NEW_PASSWORD + '\n');
+      const run = await cli(['user', 'passwd', 'pia', '--password-stdin', '--config', cfg()], `${NEW_PASSWORD}\n`);
       expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
       expect(run.stdout).toBe('password of pia changed; 1 session(s) revoked\n');
 

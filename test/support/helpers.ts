@@ -284,8 +284,12 @@ export async function runCliInProcess(args: string[], opts: { stdin?: string; en
   let stdout = '';
   let stderr = '';
   const code = await cliMain(args, {
-    out: (s) => void (stdout += s),
-    err: (s) => void (stderr += s),
+    out: (s) => {
+      stdout += s;
+    },
+    err: (s) => {
+      stderr += s;
+    },
     stdin: async () => opts.stdin ?? '',
     env: { PATH: process.env.PATH, ...opts.env },
   });
