@@ -199,7 +199,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     createProxy({
       upstreams: c.upstreams,
       log,
-      sendError: responder.send,
+      respond: responder,
       onUpstreamResult: (r) => {
         metrics.upstreamDuration.observe({ upstream: r.upstream, status: r.status === null ? 'error' : String(r.status) }, r.durationSeconds);
         if (r.reason) metrics.upstreamErrors.inc({ upstream: r.upstream, reason: r.reason });

@@ -5,7 +5,8 @@
  * reaches a log line, and no stack ever reaches a client.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, login, rawRequest, sendRaw, startHarness, type Harness } from './support/helpers.js';
+import { GOOD_PASSWORD, ROUTES, addUser, login, rawRequest, sendRaw, startHarness, type Harness } from './support/helpers.js';
+import { closedPort } from './support/proxy.js';
 
 const PREFIX = '/api/auth';
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
@@ -14,7 +15,12 @@ let h: Harness;
 let token: string;
 
 beforeAll(async () => {
-  h = await startHarness();
+  // `dead`: an upstream nothing listens on (every request to it is refused: 502).
+  const dead = await closedPort();
+  h = await startHarness({
+    upstreamExtra: `  dead:\n    url: http://127.0.0.1:${dead}\n    timeout: 5s\n`,
+    routes: `${ROUTES}  - name: dead\n    match: { path: /dead/** }\n    upstream: dead\n    access: public\n`,
+  });
   await addUser(h, 'erin', ['admin']);
   token = await login(h, 'erin');
 });
@@ -127,6 +133,33 @@ describe('5xx: logged once, at error, with the stack', () => {
     expect(logged, JSON.stringify(lines)).toHaveLength(1);
     expect(logged[0]).toMatchObject({ level: 'error', status: 500, error_code: 'internal_error', method: 'POST', path: `${PREFIX}/login` });
     expect(JSON.stringify(lines)).not.toContain(GOOD_PASSWORD);
+  });
+});
+
+describe('a named failure is the same one line, with its event', () => {
+  it('a refused upstream (502) is one error line for the request, carrying event upstream_error', async () => {
+    const lines = await logsOf(async () => {
+      const r = await fetch(`${h.url}/dead/refused-marker?secret=abc`);
+      expect(r.status).toBe(502);
+      expect(await r.json()).toMatchObject({ status: 502, code: 'upstream_unavailable' });
+    });
+    // Anything written about this request: by its path, its upstream or the event.
+    const about = lines.filter((l) => JSON.stringify(l).includes('refused-marker') || l.upstream === 'dead' || l.event === 'upstream_error');
+    expect(about, JSON.stringify(lines)).toHaveLength(1);
+    expect(about[0]).toMatchObject({
+      level: 'error',
+      status: 502,
+      error_code: 'upstream_unavailable',
+      method: 'GET',
+      path: '/dead/refused-marker',
+      event: 'upstream_error',
+      upstream: 'dead',
+      reason: 'refused',
+      cause_code: 'ECONNREFUSED',
+    });
+    // The socket error's own stack, not the gateway error's.
+    expect(String(about[0].stack)).toMatch(/ECONNREFUSED[^]*\n\s+at /);
+    expect(JSON.stringify(lines)).not.toContain('secret=abc');
   });
 });
 

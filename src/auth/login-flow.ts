@@ -75,9 +75,11 @@ export interface TokenIdentity {
 
 /**
  * Runs a dependency call; anything that is not already a GatewayError means the database or
- * state store failed, and auth endpoints then fail closed with 503.
+ * state store failed, and auth endpoints then fail closed with 503. Not logged here: the
+ * responder's one line for the 503 carries `event: dependency_failure` and the failure's
+ * message and stack (its cause).
  */
-export async function dependency<T>(fn: () => Promise<T>, log?: Logger): Promise<T> {
+export async function dependency<T>(fn: () => Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   // A hung dependency (accepting connections, answering nothing) must not hold a sign-in past
   // the 2 s promise: give up at 1.5 s and answer 503.
@@ -88,8 +90,11 @@ export async function dependency<T>(fn: () => Promise<T>, log?: Logger): Promise
     return await Promise.race([fn(), deadline]);
   } catch (e) {
     if (e instanceof GatewayError) throw e;
-    log?.error({ err: (e as Error).message }, 'dependency failure');
-    throw new GatewayError(Errors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' }, cause: e });
+    throw new GatewayError(Errors.service_unavailable, 'A backing service is unavailable; try again shortly.', {
+      headers: { 'retry-after': '2' },
+      cause: e,
+      log: { event: 'dependency_failure' },
+    });
   } finally {
     clearTimeout(timer);
   }
@@ -140,7 +145,7 @@ export class AuthService {
     let release: () => Promise<void>;
     try {
       // One guess per username at a time (see Lockout.acquire), then the lock check.
-      release = await dependency(() => d.lockout.acquire(username), d.log);
+      release = await dependency(() => d.lockout.acquire(username));
     } catch (e) {
       if (is(e, Errors.account_locked)) {
         d.metrics.loginAttempts.inc({ result: 'locked' });
@@ -152,7 +157,7 @@ export class AuthService {
     }
     let user: Awaited<ReturnType<typeof d.db.users.findByUsername>>;
     try {
-      user = await dependency(() => d.db.users.findByUsername(username), d.log);
+      user = await dependency(() => d.db.users.findByUsername(username));
       // A full argon2 queue throws 503 `busy` from either call below: no verdict, so nothing
       // is counted toward the lockout, and the turn is released (finally) all the same.
       let ok: boolean;
@@ -166,12 +171,12 @@ export class AuthService {
         const cause = !user ? 'unknown_user' : user.disabled ? 'user_disabled' : 'wrong_password';
         d.metrics.loginAttempts.inc({ result: 'invalid_credentials' });
         d.log.info({ event: 'login_failure', username, reason: cause, ip: ctx.ip }, 'login failed');
-        await dependency(() => d.lockout.fail(username, ctx.ip), d.log);
+        await dependency(() => d.lockout.fail(username, ctx.ip));
         throw new GatewayError(Errors.invalid_credentials, 'The username or password is wrong.');
       }
       // With 2FA on, the password alone is not a success: the count resets only once the code
       // is right (otherwise a password holder could guess codes forever, 4 at a time).
-      if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(username), d.log);
+      if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(username));
     } finally {
       await release();
     }
@@ -183,7 +188,7 @@ export class AuthService {
         throw e;
       });
       if (passwordHash) {
-        await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);
+        await dependency(() => d.db.users.update(user.id, { passwordHash }));
         d.log.info({ event: 'password_rehashed', user_id: user.id }, 'password hash upgraded');
       }
     }
@@ -219,7 +224,6 @@ export class AuthService {
           userAgent: ctx.userAgent?.slice(0, 256) ?? null,
           ip: ctx.ip,
         }),
-      d.log,
     );
     return this.issue(user, session);
   }
@@ -230,7 +234,7 @@ export class AuthService {
     const refresh = REFRESH_PREFIX + randomBytes(32).toString('base64url');
     // A refresh token never outlives its session's absolute lifetime.
     const expiresAt = new Date(Math.min(now.getTime() + d.refreshTtlMs, session.expiresAt.getTime()));
-    await dependency(() => d.db.refreshTokens.create({ hash: hashRefreshToken(refresh), sessionId: session.id, createdAt: now, expiresAt }), d.log);
+    await dependency(() => d.db.refreshTokens.create({ hash: hashRefreshToken(refresh), sessionId: session.id, createdAt: now, expiresAt }));
     const access = await this.signFor(user, session);
     return {
       access_token: access.token,
@@ -284,9 +288,9 @@ export class AuthService {
     // Only our opaque refresh tokens: an access or MFA token (a JWT) is not one.
     if (typeof token !== 'string' || !token.startsWith(REFRESH_PREFIX) || token.length > 200) return invalid('not a refresh token');
     const now = d.now();
-    const used = await dependency(() => d.db.refreshTokens.use(hashRefreshToken(token), now), d.log);
+    const used = await dependency(() => d.db.refreshTokens.use(hashRefreshToken(token), now));
     if (used.status === 'unknown') return invalid('unknown refresh token');
-    const session = await dependency(() => d.db.sessions.get(used.record.sessionId), d.log);
+    const session = await dependency(() => d.db.sessions.get(used.record.sessionId));
     if (used.status === 'reused') {
       // A token that was already dead at its first use (expired, or its session over) bought
       // nothing: retrying it is a confused client, not theft.
@@ -296,7 +300,7 @@ export class AuthService {
       }
       const withinGrace = silent && used.record.usedAt !== null && now.getTime() - used.record.usedAt.getTime() <= SILENT_REFRESH_GRACE_MS;
       if (withinGrace && session && !session.revokedAt && session.expiresAt > now) {
-        const user = await dependency(() => d.db.users.findById(session.userId), d.log);
+        const user = await dependency(() => d.db.users.findById(session.userId));
         if (user && !user.disabled) {
           const access = await this.signFor(user, session);
           d.metrics.tokenRefresh.inc({ result: 'success' });
@@ -308,12 +312,12 @@ export class AuthService {
       // once the first spend must be over (past the dependency deadline): concurrent
       // presentations stay strict, since the winner's successor may not be written yet.
       const settled = now.getTime() - firstUse.getTime() >= UNFINISHED_SPEND_MS;
-      const completed = !settled || (await dependency(() => d.db.refreshTokens.hasSuccessor(used.record.sessionId, firstUse), d.log));
+      const completed = !settled || (await dependency(() => d.db.refreshTokens.hasSuccessor(used.record.sessionId, firstUse)));
       if (!completed && session && !session.revokedAt && session.expiresAt > now) {
-        const user = await dependency(() => d.db.users.findById(session.userId), d.log);
+        const user = await dependency(() => d.db.users.findById(session.userId));
         if (user && !user.disabled) {
           d.log.info({ event: 'refresh_retry', session_id: session.id }, 'refresh retried after an unfinished spend');
-          await dependency(() => d.db.sessions.touch(session.id, now), d.log);
+          await dependency(() => d.db.sessions.touch(session.id, now));
           const tokens = await this.issue(user, session);
           d.metrics.tokenRefresh.inc({ result: 'success' });
           return { kind: 'pair', tokens, identity: identityOf(user, session) };
@@ -326,12 +330,12 @@ export class AuthService {
     }
     if (used.record.expiresAt <= now) return invalid('refresh token expired');
     if (!session || session.revokedAt || session.expiresAt <= now) return invalid('session ended');
-    const user = await dependency(() => d.db.users.findById(session.userId), d.log);
+    const user = await dependency(() => d.db.users.findById(session.userId));
     if (!user || user.disabled) {
       await this.revokeSession(session.id, 'user_disabled');
       return invalid('account disabled');
     }
-    await dependency(() => d.db.sessions.touch(session.id, now), d.log);
+    await dependency(() => d.db.sessions.touch(session.id, now));
     const tokens = await this.issue(user, session);
     d.metrics.tokenRefresh.inc({ result: 'success' });
     return { kind: 'pair', tokens, identity: identityOf(user, session) };
@@ -339,7 +343,7 @@ export class AuthService {
 
   /** The caller's active sessions, newest first. */
   async listSessions(userId: string, currentSid: string): Promise<SessionView[]> {
-    const list = await dependency(() => this.d.db.sessions.listActive(userId, this.d.now()), this.d.log);
+    const list = await dependency(() => this.d.db.sessions.listActive(userId, this.d.now()));
     return list.map((s) => ({
       id: s.id,
       current: s.id === currentSid,
@@ -354,7 +358,7 @@ export class AuthService {
 
   /** Revokes one of the caller's own sessions; another user's session id is "not found". */
   async revokeOwnSession(userId: string, sessionId: string): Promise<void> {
-    const s = await dependency(() => this.d.db.sessions.get(sessionId), this.d.log);
+    const s = await dependency(() => this.d.db.sessions.get(sessionId));
     if (!s || s.userId !== userId || s.revokedAt) throw new GatewayError(Errors.session_not_found, 'No such active session.');
     await this.revokeSession(sessionId, 'revoked_by_user');
   }
@@ -367,21 +371,21 @@ export class AuthService {
   async changePassword(user: UserRecord, currentSid: string, body: unknown, ip: string | null = null): Promise<void> {
     const { d } = this;
     const f = requireStrings(body, ['current_password', 'new_password'] as const);
-    const release = await dependency(() => d.lockout.acquire(user.username), d.log);
+    const release = await dependency(() => d.lockout.acquire(user.username));
     try {
       if (!(await d.hasher.verify(user.passwordHash, f.current_password))) {
         d.log.info({ event: 'password_change_failure', user_id: user.id, username: user.username, ip }, 'wrong current password');
-        await dependency(() => d.lockout.fail(user.username, ip), d.log);
+        await dependency(() => d.lockout.fail(user.username, ip));
         throw new GatewayError(Errors.wrong_password, 'The current password is wrong.');
       }
       // As at sign-in: with 2FA on, a right password alone does not reset the count.
-      if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(user.username), d.log);
+      if (!user.mfaEnabled) await dependency(() => d.lockout.succeed(user.username));
     } finally {
       await release();
     }
     d.policy.assert(f.new_password, { username: user.username, email: user.email });
     const passwordHash = await d.hasher.hash(f.new_password);
-    await dependency(() => d.db.users.update(user.id, { passwordHash }), d.log);
+    await dependency(() => d.db.users.update(user.id, { passwordHash }));
     await this.revokeUserSessions(user.id, 'password_changed', currentSid);
     d.log.info({ event: 'password_changed', user_id: user.id }, 'password changed');
   }
@@ -390,12 +394,12 @@ export class AuthService {
   async revokeUserSessions(userId: string, reason: string, exceptSid?: string): Promise<string[]> {
     const { d } = this;
     const now = d.now();
-    const ids = await dependency(() => d.db.sessions.revokeAllForUser(userId, reason, now, exceptSid), d.log);
+    const ids = await dependency(() => d.db.sessions.revokeAllForUser(userId, reason, now, exceptSid));
     // The absolute max age bounds every session's expiry, so it is a safe retention time.
     const until = new Date(now.getTime() + d.sessionMaxAgeMs);
     for (const id of ids) {
       d.revocations.add(id, until);
-      await dependency(() => d.db.refreshTokens.deleteForSession(id), d.log);
+      await dependency(() => d.db.refreshTokens.deleteForSession(id));
       d.log.info({ event: 'session_revoked', session_id: id, user_id: userId, reason }, 'session revoked');
     }
     return ids;
@@ -403,7 +407,7 @@ export class AuthService {
 
   /** The current user record behind a verified identity; a deleted or disabled account is 401. */
   async currentUser(identity: TokenIdentity): Promise<UserRecord> {
-    const user = await dependency(() => this.d.db.users.findById(identity.sub), this.d.log);
+    const user = await dependency(() => this.d.db.users.findById(identity.sub));
     if (!user || user.disabled) throw new GatewayError(Errors.invalid_token, 'The account is no longer active.');
     return user;
   }
@@ -428,11 +432,11 @@ export class AuthService {
   /** Revokes one session everywhere (durably, then in the local list). */
   async revokeSession(sessionId: string, reason: string): Promise<boolean> {
     const { d } = this;
-    const session = await dependency(() => d.db.sessions.get(sessionId), d.log);
+    const session = await dependency(() => d.db.sessions.get(sessionId));
     if (!session) return false;
-    const changed = await dependency(() => d.db.sessions.revoke(sessionId, reason, d.now()), d.log);
+    const changed = await dependency(() => d.db.sessions.revoke(sessionId, reason, d.now()));
     d.revocations.add(sessionId, session.expiresAt);
-    await dependency(() => d.db.refreshTokens.deleteForSession(sessionId), d.log);
+    await dependency(() => d.db.refreshTokens.deleteForSession(sessionId));
     if (changed) d.log.info({ event: 'session_revoked', session_id: sessionId, user_id: session.userId, reason }, 'session revoked');
     return changed;
   }

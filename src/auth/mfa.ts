@@ -84,7 +84,7 @@ export class MfaService {
     if (user.mfaEnabled) throw new GatewayError(Errors.mfa_already_enabled, 'Disable it first to enroll a new authenticator.');
     const secret = generateSecret();
     const totpSecret = this.d.box.encrypt(secret, SECRET_PURPOSE, user.id);
-    await dependency(() => this.d.db.users.update(user.id, { totpSecret, mfaEnabled: false }), this.d.log);
+    await dependency(() => this.d.db.users.update(user.id, { totpSecret, mfaEnabled: false }));
     const otpauth_uri = generateURI({ issuer: this.d.issuer, label: user.username, secret });
     // Loaded here, on 2FA setup only: nothing else needs a QR encoder in memory.
     const { default: QRCode } = await import('qrcode');
@@ -100,8 +100,8 @@ export class MfaService {
     if (!kind || kind === 'replay') throw new GatewayError(Errors.invalid_input, 'The code is not valid for the pending secret.', { extra: { errors: [{ field: 'code', message: 'invalid' }] } });
     const codes = Array.from({ length: RECOVERY_CODES }, newRecoveryCode);
     const now = this.d.now();
-    await dependency(() => this.d.db.recoveryCodes.replace(user.id, codes.map((c) => hashRecoveryCode(user.id, c)), now), this.d.log);
-    await dependency(() => this.d.db.users.update(user.id, { mfaEnabled: true }), this.d.log);
+    await dependency(() => this.d.db.recoveryCodes.replace(user.id, codes.map((c) => hashRecoveryCode(user.id, c)), now));
+    await dependency(() => this.d.db.users.update(user.id, { mfaEnabled: true }));
     this.d.log.info({ event: 'mfa_enabled', user_id: user.id }, 'two-factor authentication enabled');
     return { recovery_codes: codes };
   }
@@ -113,17 +113,17 @@ export class MfaService {
    */
   async disable(user: UserRecord, body: unknown, ip: string | null = null): Promise<void> {
     const { password, code } = requireStrings(body, ['password', 'code'] as const);
-    const release = await dependency(() => this.d.lockout.acquire(user.username), this.d.log);
+    const release = await dependency(() => this.d.lockout.acquire(user.username));
     try {
       if (!user.mfaEnabled) throw new GatewayError(Errors.mfa_not_set_up, 'It is not enabled.');
       const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
       const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
       if (!passwordOk || !kind || kind === 'replay') {
         this.d.log.info({ event: 'mfa_disable_failure', user_id: user.id, username: user.username, ip, reason: passwordOk ? 'wrong_code' : 'wrong_password' }, '2FA disable refused');
-        await dependency(() => this.d.lockout.fail(user.username, ip), this.d.log);
+        await dependency(() => this.d.lockout.fail(user.username, ip));
         throw new GatewayError(Errors.wrong_password, 'The password or the code is wrong.');
       }
-      await dependency(() => this.d.lockout.succeed(user.username), this.d.log);
+      await dependency(() => this.d.lockout.succeed(user.username));
     } finally {
       await release();
     }
@@ -133,8 +133,8 @@ export class MfaService {
 
   /** Clears the secret and the recovery codes (also `portcullis user reset-2fa`). */
   async reset(userId: string): Promise<void> {
-    await dependency(() => this.d.db.users.update(userId, { mfaEnabled: false, totpSecret: null }), this.d.log);
-    await dependency(() => this.d.db.recoveryCodes.deleteForUser(userId), this.d.log);
+    await dependency(() => this.d.db.users.update(userId, { mfaEnabled: false, totpSecret: null }));
+    await dependency(() => this.d.db.recoveryCodes.deleteForUser(userId));
   }
 
   /**
@@ -150,7 +150,7 @@ export class MfaService {
       const r = await verifyTotp({ secret, token: trimmed, epoch, epochTolerance: SKEW_SECONDS });
       if (!r.valid) return null;
       const step = (r as { timeStep: number }).timeStep;
-      const claimed = await dependency(() => d.totpSteps.claim(user.id, step, STEP_MEMORY_MS), d.log);
+      const claimed = await dependency(() => d.totpSteps.claim(user.id, step, STEP_MEMORY_MS));
       if (!claimed) {
         d.metrics.mfaAttempts.inc({ result: 'replay' });
         d.log.warn({ event: 'mfa_replay', user_id: user.id, username: user.username, step }, 'a TOTP code was replayed');
@@ -159,12 +159,12 @@ export class MfaService {
       if (stale) {
         // Rotate the secret's encryption onto the active key while we hold the plaintext.
         const totpSecret = d.box.encrypt(secret, SECRET_PURPOSE, user.id);
-        await dependency(() => d.db.users.update(user.id, { totpSecret }), d.log);
+        await dependency(() => d.db.users.update(user.id, { totpSecret }));
       }
       return 'totp';
     }
     if (opts.allowRecovery && /^[A-Za-z0-9]{4}(-?[A-Za-z0-9]{4}){3}$/.test(trimmed)) {
-      const used = await dependency(() => d.db.recoveryCodes.use(user.id, hashRecoveryCode(user.id, trimmed), d.now()), d.log);
+      const used = await dependency(() => d.db.recoveryCodes.use(user.id, hashRecoveryCode(user.id, trimmed), d.now()));
       return used ? 'recovery_code' : null;
     }
     return null;
@@ -184,11 +184,11 @@ export class MfaService {
       throw unauthenticated(true, 'The MFA token is invalid or expired; sign in again.');
     }
     // One guess per username at a time (see Lockout.acquire), then the lock check.
-    const release = await dependency(() => d.lockout.acquire(claims.username), d.log);
+    const release = await dependency(() => d.lockout.acquire(claims.username));
     try {
-      const count = await dependency(() => d.mfaAttempts.attempt(claims.jti, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+      const count = await dependency(() => d.mfaAttempts.attempt(claims.jti, Math.max(1000, claims.exp * 1000 - d.now().getTime())));
       if (count > MFA_MAX_ATTEMPTS) throw new GatewayError(Errors.invalid_token, 'This MFA token has used up its attempts; sign in again.');
-      const user = await dependency(() => d.db.users.findById(claims.sub), d.log);
+      const user = await dependency(() => d.db.users.findById(claims.sub));
       if (!user || user.disabled || !user.mfaEnabled) throw new GatewayError(Errors.invalid_token, 'The account can no longer complete this sign-in.');
       const kind = await this.check(user, code, { allowRecovery: true });
       if (!kind || kind === 'replay') {
@@ -197,16 +197,16 @@ export class MfaService {
           d.metrics.mfaAttempts.inc({ result: 'invalid' });
           d.log.info({ event: 'mfa_failure', user_id: user.id, username: user.username, ip, attempt: count }, 'second factor refused');
         }
-        await dependency(() => d.lockout.fail(user.username, ip), d.log);
+        await dependency(() => d.lockout.fail(user.username, ip));
         throw mfaError('The code is not valid.');
       }
       // An MFA token completes one sign-in only.
-      const first = await dependency(() => d.mfaAttempts.complete(claims.jti, Math.max(1000, claims.exp * 1000 - d.now().getTime())), d.log);
+      const first = await dependency(() => d.mfaAttempts.complete(claims.jti, Math.max(1000, claims.exp * 1000 - d.now().getTime())));
       if (!first) throw new GatewayError(Errors.invalid_token, 'This MFA token has already been used; sign in again.');
       d.metrics.mfaAttempts.inc({ result: kind === 'totp' ? 'success' : 'recovery_code' });
-      await dependency(() => d.lockout.succeed(user.username), d.log);
+      await dependency(() => d.lockout.succeed(user.username));
       if (kind === 'recovery_code') {
-        const left = await dependency(() => d.db.recoveryCodes.remaining(user.id), d.log);
+        const left = await dependency(() => d.db.recoveryCodes.remaining(user.id));
         d.log.info({ event: 'recovery_code_used', user_id: user.id, remaining: left }, 'recovery code used');
       }
       return user;

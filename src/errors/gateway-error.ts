@@ -8,6 +8,12 @@ export interface GatewayErrorOptions {
   headers?: Record<string, string>;
   /** What went wrong underneath (logged with a 5xx, never sent). */
   cause?: unknown;
+  /**
+   * Fields the responder adds to its one log line for this error (e.g. `event`, `upstream`,
+   * `limiter`), so a failure is described by one line; never sent to the client. The
+   * responder's own fields (status, code, method, path, address) win over same-named ones.
+   */
+  log?: Record<string, unknown>;
 }
 
 /**
@@ -28,6 +34,8 @@ export class GatewayError extends Error {
   readonly extra: Record<string, unknown> | undefined;
   /** Extra response headers (e.g. `Retry-After`). */
   readonly headers: Record<string, string> | undefined;
+  /** Extra fields for the responder's log line (never sent). */
+  readonly log: Record<string, unknown> | undefined;
 
   /** `detail` is the problem+json `detail` (what the client is told); it defaults to the title. */
   constructor(def: ErrorDef, detail?: string, opts: GatewayErrorOptions = {}) {
@@ -39,11 +47,12 @@ export class GatewayError extends Error {
     this.title = def.title;
     this.extra = opts.extra;
     this.headers = opts.headers;
+    this.log = opts.log;
   }
 
   /** The same error with `headers` added under its own (the error's own headers win). */
   withHeaders(headers: Readonly<Record<string, string>>): GatewayError {
-    return new GatewayError(this.def, this.message, { extra: this.extra, headers: { ...headers, ...this.headers }, cause: this.cause });
+    return new GatewayError(this.def, this.message, { extra: this.extra, headers: { ...headers, ...this.headers }, cause: this.cause, log: this.log });
   }
 }
 

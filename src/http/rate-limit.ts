@@ -26,10 +26,11 @@ export interface LimiterOptions {
   /** Extra work when a request is refused (e.g. counting a login attempt). */
   onLimited?: () => void;
   /**
-   * Writes the 429 (the app passes its responder; the sign-in form wants an HTML page).
-   * @default problem+json, not logged again
+   * Writes the 429 and logs it, once: the app passes its responder (the sign-in form's, which
+   * answers a form with an HTML page). That one line carries `event: rate_limited` and the
+   * limiter's name (the error's `log` fields) with the client address.
    */
-  respond?: (req: IncomingMessage, res: ServerResponse, err: GatewayError) => void;
+  respond: (req: IncomingMessage, res: ServerResponse, err: GatewayError) => void;
 }
 
 /** A limiter callable on raw requests: resolves true to continue; false when it answered (429/503). */
@@ -86,7 +87,8 @@ export function createLimiter(o: LimiterOptions): Limiter {
     } catch (err) {
       o.log.error({ event: 'rate_limit_store_error', limiter: o.name, err: (err as Error).message, fail: o.onStoreError }, 'rate limit store unavailable');
       if (o.onStoreError === 'open') return true;
-      // Logged just above, with the limiter's name: written without a second log line.
+      // Logged just above, with the limiter's name: written without a second log line, and as
+      // problem+json whatever the Accept (the responder would give a browser's GET a page).
       writeError(req, res, new GatewayError(Errors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
       return false;
     }
@@ -100,8 +102,7 @@ export function createLimiter(o: LimiterOptions): Limiter {
       if (!res.headersSent) res.setHeader('Retry-After', String(resetSeconds));
       o.metrics.rateLimited.inc({ limiter: o.name });
       o.onLimited?.();
-      o.log.info({ event: 'rate_limited', limiter: o.name, ip: o.clientIp(req) }, 'rate limit reached');
-      (o.respond ?? writeError)(req, res, new GatewayError(Errors.rate_limited, 'Too many requests; slow down.'));
+      o.respond(req, res, new GatewayError(Errors.rate_limited, 'Too many requests; slow down.', { log: { event: 'rate_limited', limiter: o.name } }));
       return false;
     } catch (e) {
       o.log.error({ event: 'rate_limit_error', limiter: o.name, err: (e as Error).message }, 'rate limiter failed');

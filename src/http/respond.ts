@@ -36,7 +36,8 @@ export interface SocketSendOptions {
  * (problem+json, the HTML error page, or a raw-socket HTTP response), and it logs each one
  * exactly once — 4xx at info, 5xx at error with the stack. A log line carries the status, the
  * code, the method, the path without its query string and the client address: never a header,
- * a body or a query, so never a secret.
+ * a body or a query, so never a secret. The error's `log` fields (an `event`, the upstream or
+ * limiter…) join that line, so one failure is one line.
  */
 export interface Responder {
   /** Writes `e` (anything thrown: non-gateway errors become an opaque 500) to `res`. */
@@ -90,6 +91,8 @@ function pathOf(req: IncomingMessage | undefined): string | undefined {
 export function createResponder(d: ResponderDeps): Responder {
   function log(req: IncomingMessage | undefined, err: GatewayError): void {
     const fields = {
+      // The error's own log fields first: the responder's below win over same-named ones.
+      ...err.log,
       status: err.status,
       // Not `code`: the logger redacts that key (it is also the name of a TOTP field).
       error_code: err.code,

@@ -2,7 +2,7 @@ import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
-import { Errors, GatewayError, errorDef, unauthenticated, writeProblemToSocket } from '../errors/index.js';
+import { Errors, GatewayError, errorDef, is, unauthenticated, writeProblemToSocket } from '../errors/index.js';
 import type { Metrics, AuthDecision } from '../metrics/index.js';
 import {
   decideRequest,
@@ -163,7 +163,13 @@ export function createGateway(d: GatewayDeps) {
     if (v.decision === 'mfa_required' && redirect !== undefined && a.identity) {
       // A browser is sent where it can get the factor: enrollment when the user has none yet,
       // otherwise a fresh sign-in (which will ask for the code).
-      const user = await d.auth.currentUser(a.identity).catch(() => null);
+      const user = await d.auth.currentUser(a.identity).catch((e: unknown) => {
+        // A failure here has no answer of its own (the redirect falls back to sign-in): its line.
+        if (is(e, Errors.service_unavailable)) {
+          d.log.warn({ event: 'dependency_failure', err: (e.cause as Error | undefined)?.message }, 'could not read the user for the 2FA redirect; sending to sign-in');
+        }
+        return null;
+      });
       if (user && !user.mfaEnabled) redirect = `${st.config.auth.prefix}/2fa/setup?rd=${encodeURIComponent(v.returnTo ?? '/')}`;
     } else if (v.decision === 'mfa_required') {
       redirect = undefined;
@@ -278,8 +284,9 @@ export function createGateway(d: GatewayDeps) {
       fail(new GatewayError(Errors.no_route, 'WebSockets are not served on the auth endpoints.'));
       return;
     }
-    // The limiter answers its 429 (through the responder, which logs it) into a detached
-    // response; the socket gets a copy of that answer, not a second log line.
+    // The limiter answers its 429 (through the responder, which logs it once with `event:
+    // rate_limited` and the limiter's name) into a detached response; the socket gets a copy of
+    // that answer, not a second log line.
     const scratch = new ServerResponse(req);
     const o = await authorize(req, facts, parsed, scratch, () => undefined);
     if (!o.ok) {

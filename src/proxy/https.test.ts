@@ -54,7 +54,7 @@ describe.skipIf(!hasOpenssl())('forward: https upstreams', () => {
     expect(res.json<{ code: string }>().code).toBe('upstream_unavailable');
     expect(h.results).toEqual([{ upstream: 'secure', status: null, reason: 'refused', durationSeconds: expect.any(Number) }]);
     const log = h.logs.find((l) => l.obj.event === 'upstream_error');
-    expect(String(log?.obj.code)).toMatch(/SELF_SIGNED|CERT/);
+    expect(String(log?.obj.cause_code)).toMatch(/SELF_SIGNED|CERT/);
     // SNI names the upstream host, not the Host header the client sent.
     expect(sni).toEqual(['localhost']);
   });

@@ -11,6 +11,7 @@ export {
   type GatewayProxy,
   type Proxy,
   type ProxyLog,
+  type ProxyResponder,
   type UpstreamFailure,
   type UpstreamResult,
 } from './proxy.js';

@@ -1,7 +1,6 @@
 /**
- * The transport's error writers: the problem+json wire forms of src/errors, used where the
- * proxy has no responder to hand an error to (a response already started, an unknown upstream,
- * a failed upgrade on a raw socket). Every other error answer goes through the http layer's
- * one responder, which the proxy receives as `sendError`.
+ * The problem+json wire forms of src/errors, re-exported for the transport. Every error answer
+ * of the proxy goes through the responder it receives as `respond` (which writes these forms
+ * and logs once); the proxy writes one directly only if that responder throws.
  */
 export { problemBody, problemType, writeProblem, writeProblemToSocket, type ProblemBody } from '../errors/problem.js';

@@ -276,7 +276,7 @@ describe('forward: upstream failures', () => {
       code: 'upstream_unavailable',
     });
     expect(h.results).toEqual([{ upstream: 'dead', status: null, reason: 'refused', durationSeconds: expect.any(Number) }]);
-    expect(h.logs.some((l) => l.obj.event === 'upstream_error' && l.obj.reason === 'refused' && l.obj.code === 'ECONNREFUSED')).toBe(true);
+    expect(h.logs.some((l) => l.obj.event === 'upstream_error' && l.obj.reason === 'refused' && l.obj.cause_code === 'ECONNREFUSED')).toBe(true);
   });
 
   it('upstream resets the connection → 502, reason reset', async () => {

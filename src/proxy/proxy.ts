@@ -5,9 +5,9 @@ import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { Pool, type Dispatcher } from 'undici';
 import type { Config, UpstreamConfig } from '../config/schema.js';
-import { GatewayError, Errors } from '../errors/index.js';
+import { GatewayError, Errors, type GatewayErrorOptions } from '../errors/index.js';
 import { HOP_BY_HOP_RESPONSE, getRequestHeader, replaceRequestHeaders } from './headers.js';
-import { writeProblem, writeProblemToSocket } from './problem.js';
+import { writeProblem } from './problem.js';
 import { acceptMatches, websocketKey } from './ws-handshake.js';
 
 /** Where and how one request is forwarded. */
@@ -63,13 +63,33 @@ export interface ProxyLog {
   error(obj: Record<string, unknown>, msg?: string): void;
 }
 
+/**
+ * Writes the proxy's error answers and logs each exactly once: the http layer's one responder
+ * (src/http/respond.ts) is one. The proxy never logs an error answer itself; what the line
+ * should say (`event`, `upstream`, `reason`…) travels in the error's `log` fields.
+ */
+export interface ProxyResponder {
+  /**
+   * Answers `res` with `err` (problem+json, or the HTML page for a browser navigation); a
+   * response whose head is already out is destroyed instead.
+   */
+  send(req: http.IncomingMessage, res: http.ServerResponse, err: GatewayError): void;
+  /** Writes `err` as a complete HTTP/1.1 response on an upgrade's raw socket (with `setCookies`) and closes it. */
+  sendToSocket(req: http.IncomingMessage, socket: Duplex, err: GatewayError, opts?: { setCookies?: readonly string[] }): void;
+}
+
 /** Options of {@link createProxy}. */
 export interface CreateProxyOptions {
   /** The configured upstreams; one keep-alive agent each is created up front. */
   readonly upstreams: Config['upstreams'];
   /** Called once per upstream exchange (not for client aborts). */
   readonly onUpstreamResult?: (e: UpstreamResult) => void;
-  /** Where upstream failures are logged. @default no logging */
+  /** Writes (and logs, once) every error the proxy answers with: 502/504, refused upgrades. */
+  readonly respond: ProxyResponder;
+  /**
+   * Where the proxy's own events go (an upstream cookie dropped, tunnels closed on revocation,
+   * internal faults); error answers are logged by {@link respond}. @default no logging
+   */
   readonly log?: ProxyLog;
   /**
    * How long an idle pooled upstream connection is kept. A shorter `Keep-Alive: timeout=N`
@@ -77,12 +97,6 @@ export interface CreateProxyOptions {
    * is about to close. @default 4000
    */
   readonly freeSocketTimeoutMs?: number;
-  /**
-   * Writes an upstream failure (502/504) to the client. Pass the http layer's writer to give
-   * browsers an HTML page. It is only called while the response has not started.
-   * @default writeProblem (problem+json)
-   */
-  readonly sendError?: (req: http.IncomingMessage, res: http.ServerResponse, err: GatewayError) => void;
 }
 
 /** The proxy: header hygiene and forwarding to upstreams. */
@@ -178,11 +192,19 @@ export function classifyUpstreamError(err: unknown): UpstreamFailure {
   return 'reset';
 }
 
-function problemFor(reason: UpstreamFailure, headers?: Readonly<Record<string, string>>): GatewayError {
-  const opts = headers ? { headers: { ...headers } } : {};
+function problemFor(reason: UpstreamFailure, headers?: Readonly<Record<string, string>>, more: Pick<GatewayErrorOptions, 'cause' | 'log'> = {}): GatewayError {
+  const opts: GatewayErrorOptions = headers ? { ...more, headers: { ...headers } } : more;
   return reason === 'timeout'
     ? new GatewayError(Errors.upstream_timeout, 'The upstream service did not answer in time.', opts)
     : new GatewayError(Errors.upstream_unavailable, 'The upstream service could not be reached.', opts);
+}
+
+/**
+ * The log fields of an upstream failure, for the responder's one line. The socket error's code
+ * goes under `cause_code`: the app's logger redacts a top-level `code`.
+ */
+function upstreamErrorLog(upstream: string, reason: UpstreamFailure, err: unknown, more?: Record<string, unknown>): Record<string, unknown> {
+  return { event: 'upstream_error', upstream, reason, cause_code: (err as { code?: unknown } | null)?.code ?? null, ...more };
 }
 
 /** Sets `headers` on `res` (replacing same-named ones) unless the response has started. */
@@ -265,7 +287,7 @@ function resolveUpstream(name: string, cfg: UpstreamConfig, freeMs: number): Ups
  * a new one and `close()` the old one once its requests have drained.
  */
 export function createProxy(opts: CreateProxyOptions): GatewayProxy {
-  const log = opts.log;
+  const { log, respond } = opts;
   const freeMs = opts.freeSocketTimeoutMs ?? 4_000;
   const upstreams = new Map<string, Upstream>();
   for (const [name, cfg] of Object.entries(opts.upstreams)) {
@@ -329,29 +351,27 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     creq.setTimeout(ms, onTimeout);
   }
 
-  function fail(x: Exchange, res: http.ServerResponse, reason: UpstreamFailure, err: unknown, req: http.IncomingMessage, extraHeaders?: Readonly<Record<string, string>>): void {
+  /** Answers an upstream failure (502/504) through the responder: one log line, `event: upstream_error`. */
+  function fail(
+    x: Exchange,
+    res: http.ServerResponse,
+    reason: UpstreamFailure,
+    err: unknown,
+    req: http.IncomingMessage,
+    extraHeaders?: Readonly<Record<string, string>>,
+    more?: Record<string, unknown>,
+  ): void {
     report(x, null, reason);
-    log?.warn(
-      {
-        event: 'upstream_error',
-        upstream: x.up.name,
-        reason,
-        code: (err as { code?: unknown } | null)?.code ?? null,
-        method: req.method,
-        headers_sent: res.headersSent,
-      },
-      'upstream request failed',
-    );
-    const problem = problemFor(reason);
+    const problem = problemFor(reason, undefined, {
+      cause: err ?? undefined,
+      log: upstreamErrorLog(x.up.name, reason, err, { headers_sent: res.headersSent, ...more }),
+    });
     applyResponseHeaders(res, extraHeaders);
-    if (res.headersSent || !opts.sendError) {
-      writeProblem(res, problem); // destroys res when headers were sent
-    } else {
-      try {
-        opts.sendError(req, res, problem);
-      } catch {
-        writeProblem(res, problem);
-      }
+    try {
+      // The responder destroys a response whose head is already out.
+      respond.send(req, res, problem);
+    } catch {
+      writeProblem(res, problem); // a responder that threw has logged already (it logs first)
     }
     x.proxyReq?.destroy();
   }
@@ -413,9 +433,8 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
   function forward(req: http.IncomingMessage, res: http.ServerResponse, t: ForwardTarget): void {
     const up = upstreams.get(t.upstream);
     if (!up || closed) {
-      log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
       applyResponseHeaders(res, t.responseHeaders);
-      writeProblem(res, problemFor('refused'));
+      respond.send(req, res, problemFor('refused', undefined, { log: { event: 'upstream_unknown', upstream: t.upstream, closed } }));
       return;
     }
     // The client left while we were authenticating: do not bother the upstream.
@@ -423,7 +442,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     const path = pathFor(up, t);
     if (path === null) {
       applyResponseHeaders(res, t.responseHeaders);
-      writeProblem(res, new GatewayError(Errors.bad_path));
+      respond.send(req, res, new GatewayError(Errors.bad_path));
       return;
     }
     // Framing as the client sent it: `Transfer-Encoding: chunked` → a streamed body without a
@@ -542,8 +561,9 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     } catch (err) {
       // undici refused the request synchronously (e.g. a header value it rejects).
       x.clearTimer?.();
-      log?.error({ event: 'proxy_setup_error', upstream: up.name, err: (err as Error).message }, 'could not start upstream request');
-      if (!x.settled) fail(x, res, 'refused', err, req, t.responseHeaders);
+      if (!x.settled) fail(x, res, 'refused', err, req, t.responseHeaders, { stage: 'setup' });
+      // Nobody to answer (the client left): still a fault worth a line.
+      else log?.error({ event: 'proxy_setup_error', upstream: up.name, err: (err as Error).message }, 'could not start upstream request');
     }
   }
 
@@ -600,48 +620,44 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       });
     }
     if (!up || !x || closed) {
-      log?.error({ event: 'upstream_unknown', upstream: t.upstream, closed }, 'no such upstream');
-      writeProblemToSocket(socket, problemFor('refused', t.responseHeaders));
+      respond.sendToSocket(req, socket, problemFor('refused', t.responseHeaders, { log: { event: 'upstream_unknown', upstream: t.upstream, closed } }));
       return;
     }
     if (req.method !== 'GET' || (getRequestHeader(req, 'upgrade') ?? '').toLowerCase() !== 'websocket') {
-      writeProblemToSocket(socket, new GatewayError(Errors.bad_request, 'Only WebSocket upgrades are supported.', { headers: { ...t.responseHeaders } }));
+      respond.sendToSocket(req, socket, new GatewayError(Errors.bad_request, 'Only WebSocket upgrades are supported.', { headers: { ...t.responseHeaders } }));
       return;
     }
     // The upstream's 101 is verified against this key: without a valid one (one header, 16
     // bytes of base64) there is nothing to verify, so the upstream is never asked.
     const wsKey = websocketKey(req);
     if (wsKey === null) {
-      writeProblemToSocket(socket, new GatewayError(Errors.bad_request, 'A WebSocket upgrade needs exactly one Sec-WebSocket-Key of 16 base64-encoded bytes.', { headers: { ...t.responseHeaders } }));
+      respond.sendToSocket(req, socket, new GatewayError(Errors.bad_request, 'A WebSocket upgrade needs exactly one Sec-WebSocket-Key of 16 base64-encoded bytes.', { headers: { ...t.responseHeaders } }));
       return;
     }
     if (socket.destroyed) return;
     const path = pathFor(up, t);
     if (path === null) {
-      writeProblemToSocket(socket, new GatewayError(Errors.bad_path, undefined, { headers: { ...t.responseHeaders } }));
+      respond.sendToSocket(req, socket, new GatewayError(Errors.bad_path, undefined, { headers: { ...t.responseHeaders } }));
       return;
     }
     // http-proxy reads the request object: give it the decided headers.
     replaceRequestHeaders(req, t.headers);
 
-    const failWs = (reason: UpstreamFailure, err: unknown): void => {
+    const failWs = (reason: UpstreamFailure, err: unknown, more?: Record<string, unknown>): void => {
       report(x, null, reason);
-      log?.warn(
-        { event: 'upstream_error', upstream: up.name, reason, code: (err as { code?: unknown } | null)?.code ?? null, websocket: true },
-        'upstream upgrade failed',
-      );
-      writeProblemToSocket(socket, problemFor(reason, t.responseHeaders), t.setCookies);
+      const problem = problemFor(reason, t.responseHeaders, { cause: err ?? undefined, log: upstreamErrorLog(up.name, reason, err, { websocket: true, ...more }) });
+      respond.sendToSocket(req, socket, problem, { setCookies: t.setCookies });
       x.proxyReq?.destroy();
     };
     /** A 101 whose Sec-WebSocket-Accept does not match the client's key: no tunnel, 502. */
     const rejectHandshake = (proxySocket: Duplex): void => {
       proxySocket.destroy();
       report(x, null, 'refused');
-      log?.warn({ event: 'upstream_error', upstream: up.name, reason: 'refused', code: 'bad_websocket_accept', websocket: true }, 'upstream 101 without a valid Sec-WebSocket-Accept');
-      if (x.clientGone || socket.destroyed) return;
-      socket.resume(); // whatever the client sends now goes nowhere
+      // Whatever the client sends now goes nowhere (a socket the client has left is only destroyed).
+      if (!x.clientGone && !socket.destroyed) socket.resume();
       const detail = 'The upstream answered the WebSocket handshake without a valid Sec-WebSocket-Accept.';
-      writeProblemToSocket(socket, new GatewayError(Errors.upstream_unavailable, detail, { headers: { ...t.responseHeaders } }), t.setCookies);
+      const fields = upstreamErrorLog(up.name, 'refused', { code: 'bad_websocket_accept' }, { websocket: true });
+      respond.sendToSocket(req, socket, new GatewayError(Errors.upstream_unavailable, detail, { headers: { ...t.responseHeaders }, log: fields }), { setCookies: t.setCookies });
     };
     /**
      * The upstream answered the upgrade with something other than 101: relay that answer
@@ -755,9 +771,10 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
         failWs(x.timedOut ? 'timeout' : classifyUpstreamError(err), err);
       });
     } catch (err) {
-      log?.error({ event: 'proxy_setup_error', upstream: up.name, err: (err as Error).message }, 'could not start upstream upgrade');
       x.proxyReq?.destroy();
-      if (!x.settled) failWs('refused', err);
+      if (!x.settled) failWs('refused', err, { stage: 'setup' });
+      // Nobody to answer (the client left): still a fault worth a line.
+      else log?.error({ event: 'proxy_setup_error', upstream: up.name, err: (err as Error).message }, 'could not start upstream upgrade');
     }
   }
 

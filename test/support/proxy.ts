@@ -1,12 +1,15 @@
 /**
  * Test support for the proxy tests (not used at runtime): a real echo upstream, a plain
  * http server that calls `forward()`, and a small HTTP client that can send repeated headers.
+ * Error answers go through the app's real responder, logging as the app does.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import type { IdentityHeaders, UpstreamConfig } from '../../src/config/schema.js';
 import { startEchoServer, type EchoReply, type EchoServer } from '../../src/demo/echo.js';
+import { createLogger } from '../../src/http/log.js';
+import { createResponder } from '../../src/http/respond.js';
 import { createHeaderMutator, type HeaderMutator, type HeaderPlan } from '../../src/pipeline/mutate.js';
 import { createProxy, type ForwardTarget, type GatewayProxy, type UpstreamResult } from '../../src/proxy/proxy.js';
 
@@ -29,6 +32,7 @@ export interface ProxyHarness {
   /** The proxy server's URL. */
   url: string;
   results: UpstreamResult[];
+  /** Every log line (the proxy's own and the responder's), parsed, as the app's logger writes it. */
   logs: { level: string; obj: Record<string, unknown> }[];
   /** The mutate stage the harness runs before forwarding (as the gateway pipeline does). */
   mutator: HeaderMutator;
@@ -52,12 +56,25 @@ export async function startProxyHarness(o: HarnessOptions = {}): Promise<ProxyHa
   for (const [name, u] of Object.entries(o.upstreams ?? {})) upstreams[name] = upstreamConfig(u.url.replace('{echo}', echo.url), { ...u, url: u.url.replace('{echo}', echo.url) });
   const results: UpstreamResult[] = [];
   const logs: ProxyHarness['logs'] = [];
-  const mk = (level: string) => (obj: Record<string, unknown>) => logs.push({ level, obj });
+  // The app's logger (its redaction included), writing parsed lines here.
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      for (const line of String(chunk).split('\n')) {
+        if (!line) continue;
+        const obj = JSON.parse(line) as Record<string, unknown>;
+        logs.push({ level: String(obj.level), obj });
+      }
+      cb();
+    },
+  });
+  const log = createLogger('debug', sink);
+  const respond = createResponder({ log, pages: { name: 'portcullis', prefix: '/api/auth' }, clientIp: (req) => req.socket.remoteAddress ?? '' });
   const mutator = createHeaderMutator({ upstreams, identityHeaders: o.identityHeaders ?? DEFAULT_IDENTITY_HEADERS, trustProxy: o.trustProxy ?? [] });
   const proxy = createProxy({
     upstreams,
     onUpstreamResult: (r) => results.push(r),
-    log: { debug: mk('debug'), warn: mk('warn'), error: mk('error') },
+    respond,
+    log,
   });
   const h = {} as ProxyHarness;
   const targetOf = (req: http.IncomingMessage): Omit<ForwardTarget, 'headers'> & HeaderPlan => {
