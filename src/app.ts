@@ -12,7 +12,7 @@ import { loadConfig, type Config } from './config/index.js';
 import { Errors, GatewayError, is } from './errors/index.js';
 import { Metrics } from './metrics/index.js';
 import { compileRoutes, policyContext, routePatternCheck } from './policy/index.js';
-import { createProxy, type Proxy } from './proxy/index.js';
+import { createProxy, type GatewayProxy } from './proxy/index.js';
 import { clientIpFrom } from './proxy/ip.js';
 import { openDatabase } from './store/sql/index.js';
 import type { Database } from './store/ports.js';
@@ -195,7 +195,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   // written and logged by it. clientIp is read lazily (it needs the state built below).
   const responder = createResponder({ log, pages: site.pages, clientIp: (req) => clientIp(req) });
 
-  const makeProxy = (c: Config): Proxy =>
+  const makeProxy = (c: Config): GatewayProxy =>
     createProxy({
       upstreams: c.upstreams,
       log,
@@ -207,7 +207,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     });
   let proxy = makeProxy(config);
   /** Proxies replaced by a reload, still draining: stop() closes them too (their tunnels would keep server.close() waiting). */
-  const retired = new Set<Proxy>();
+  const retired = new Set<GatewayProxy>();
   let state: GatewayState;
 
   const makeHelmet = (c: Config) =>
@@ -269,7 +269,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       upgrade: (req, socket, head, t) => proxy.upgrade(req, socket, head, t),
       close: () => proxy.close(),
       closeSession: (sid) => proxy.closeSession(sid),
-    } as Proxy,
+    } as GatewayProxy,
     metrics,
     log,
     authApp: authApp as unknown as (req: IncomingMessage, res: ServerResponse) => void,
@@ -343,7 +343,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
     { name: 'database', ping: () => db.ping() },
     { name: 'state_store', ping: async () => void (await redis?.ping()) },
   ];
-  let configLoaded = true;
+  // createApp only runs with a loaded, valid config.
+  const configLoaded = true;
   // In-process lockout state lives in this process only: the CLI reaches it through the admin
   // listener with a token it reads from the data directory.
   const adminToken = redis ? undefined : randomBytes(32).toString('base64url');
@@ -382,7 +383,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       throw e;
     }
     log.warn({ event: 'bootstrap_admin', username: 'admin' }, 'created the first admin account');
-    if (!given) (opts.announce ?? ((l) => process.stderr.write(l + '\n')))(`portcullis: first admin account created: username "admin", password "${password}" (shown once; change it)`);
+    if (!given) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(`portcullis: first admin account created: username "admin", password "${password}" (shown once; change it)`);
   }
 
   const listen = (s: Server, host: string, port: number) =>
@@ -500,6 +501,6 @@ export function randomPassword(): string {
 /** Where the CLI finds this process's admin listener, and the token it needs (a 0600 file). */
 function writeAdminToken(path: string, url: string, token: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  writeFileSync(path, JSON.stringify({ url, token }) + '\n', { mode: 0o600 });
+  writeFileSync(path, `${JSON.stringify({ url, token })}\n`, { mode: 0o600 });
   chmodSync(path, 0o600);
 }

@@ -964,7 +964,15 @@ describe('2FA secrets: encryption key rotation and production keys', () => {
       const env = { NODE_ENV: 'production', PORTCULLIS_SIGNING_KEYS: JSON.stringify({ keys: [jwk] }) };
       const config = parseConfig(yaml, join(prodDir, 'gateway.yaml'), env);
       const lines: string[] = [];
-      const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+      const logger = createLogger(
+        'info',
+        new Writable({
+          write: (c, _e, cb) => {
+            lines.push(String(c));
+            cb();
+          },
+        }),
+      );
       let err: any;
       try {
         const app = await createApp({ config, env, logger, bootstrapAdmin: false });

@@ -15,7 +15,7 @@ import {
   type RouteTable,
   type Verdict,
 } from '../policy/index.js';
-import type { Proxy } from '../proxy/index.js';
+import type { GatewayProxy } from '../proxy/index.js';
 import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
 import { checkFraming } from './framing.js';
 import { methodOverrideValues, type HeaderMutator, type HeaderPlan } from './mutate.js';
@@ -51,7 +51,7 @@ export interface GatewayState {
 export interface GatewayDeps {
   state: () => GatewayState;
   auth: AuthService;
-  proxy: Proxy;
+  proxy: GatewayProxy;
   metrics: Metrics;
   log: Logger;
   /** The express app serving the auth API, pages and JWKS. */
@@ -178,7 +178,7 @@ export function createGateway(d: GatewayDeps) {
   }
 
   /** Stage "mutate": the header plan of an allowed request. */
-  async function plan(req: IncomingMessage, o: Extract<Outcome, { ok: true }>, websocket: boolean): Promise<HeaderPlan> {
+  async function plan(o: Extract<Outcome, { ok: true }>, websocket: boolean): Promise<HeaderPlan> {
     const { config } = d.state();
     const upstream = o.resolved.route.config.upstream!;
     const id = o.auth.identity;
@@ -246,7 +246,7 @@ export function createGateway(d: GatewayDeps) {
     // Set now so an upstream failure (502/504) still hands the browser its rotated cookies;
     // on success the proxy appends them to the upstream's own.
     if (o.auth.setCookies.length) res.setHeader('set-cookie', o.auth.setCookies);
-    const p = await plan(req, o, false);
+    const p = await plan(o, false);
     const n = o.resolved.normalized;
     d.proxy.forward(req, res, {
       upstream: p.upstream,
@@ -298,7 +298,7 @@ export function createGateway(d: GatewayDeps) {
       fail(o.error, o.setCookies);
       return;
     }
-    const p = await plan(req, o, true);
+    const p = await plan(o, true);
     const n = o.resolved.normalized;
     d.proxy.upgrade(req, socket, head, {
       upstream: p.upstream,

@@ -9,7 +9,6 @@ export {
   type CreateProxyOptions,
   type ForwardTarget,
   type GatewayProxy,
-  type Proxy,
   type ProxyLog,
   type ProxyResponder,
   type UpstreamFailure,

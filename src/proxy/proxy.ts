@@ -120,8 +120,6 @@ export interface GatewayProxy {
   closeSession(sessionId: string): void;
 }
 
-/** Alias of {@link GatewayProxy}. */
-export type Proxy = GatewayProxy;
 
 interface Upstream {
   readonly name: string;
