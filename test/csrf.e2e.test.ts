@@ -51,7 +51,11 @@ function send(url: string, raw: string, opts: { upgrade?: boolean } = {}): Promi
       if (/chunked/i.test(headers['transfer-encoding'] ?? '')) body = dechunk(body);
       resolve({ status: Number(lines[0].split(' ')[1]), headers, body, raw: text });
     };
-    const timer = setTimeout(() => (text ? finish() : (sock.destroy(), reject(new Error('no answer within 5 s')))), 5000);
+    const timer = setTimeout(() => {
+      if (text) return finish();
+      sock.destroy();
+      reject(new Error('no answer within 5 s'));
+    }, 5000);
     sock.on('data', (d: Buffer) => {
       text += d.toString('latin1');
       if (opts.upgrade && /^HTTP\/1\.1 101 /.test(text) && text.includes('\r\n\r\n')) finish();

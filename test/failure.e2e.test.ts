@@ -20,7 +20,7 @@
  * CI rule: with CI=true, a missing redis-server or an unreachable PostgreSQL fails this file
  * (a failing test per missing dependency); elsewhere those suites are skipped, loudly.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -31,7 +31,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SqlDatabase } from '../src/store/sql/index.js';
 import { generateSigningJwk } from '../src/tokens/index.js';
 import { GOOD_PASSWORD, addUser, metricsText, sample, startHarness, totpAt, type Harness } from './support/helpers.js';
-import { freePort, PrivateRedis, waitForPong, postgresReachable } from './support/services.js';
+import { freePort, PrivateRedis, postgresReachable } from './support/services.js';
 
 const IN_CI = process.env.CI === 'true';
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -771,7 +771,7 @@ withRedisServer('C. gateway started while Redis is unreachable', () => {
     expect(r.json.dependencies.database).toEqual({ up: true });
     expect(sample(await metricsText(h), 'portcullis_dependency_up', { dependency: 'state_store' })).toBe(0);
     expectUnavailable(await loginReq(h, 'carol'), 'C login (Redis never up)');
-    expectUnavailable(await postJson(h, `${AUTH}/refresh`, { refresh_token: 'prt_' + 'x'.repeat(43) }), 'C refresh (Redis never up)');
+    expectUnavailable(await postJson(h, `${AUTH}/refresh`, { refresh_token: `prt_${'x'.repeat(43)}` }), 'C refresh (Redis never up)');
   });
 
   it('once a redis-server listens on that port and /readyz is 200, the very next login succeeds', async () => {

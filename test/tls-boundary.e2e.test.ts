@@ -105,7 +105,11 @@ async function hstsKillingUpstream(): Promise<{ url: string; close: () => Promis
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   return {
     url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`,
-    close: () => new Promise((r) => (srv.closeAllConnections(), srv.close(() => r()))),
+    close: () =>
+      new Promise((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
   };
 }
 
