@@ -34,7 +34,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startEchoServer, type EchoReply } from '../src/demo/echo.js';
 import { connectWebSocket, WsHandshakeError } from '../src/demo/ws.js';
 import { createRedisClient, redisReady } from '../src/store/state/redis.js';
-import { GOOD_PASSWORD, addUser, fakeClock, metricsText, runCli, sample, startHarness, type FakeClock, type Harness } from './support/helpers.js';
+import { GOOD_PASSWORD, addUser, fakeClock, metricsText, runCli, runCliInProcess, sample, startHarness, type FakeClock, type Harness } from './support/helpers.js';
 
 /** Registers a test only for one kind of state (the other kind has its own variant), so nothing shows as skipped. */
 function onlyFor(kind: string, wanted: 'memory' | 'redis'): typeof it {
@@ -691,21 +691,21 @@ for (const kind of ['memory', 'redis'] as const) {
           expectProblem(await loginReq(h, name), 423, 'account_locked');
         }
 
-        const r = await runCli(['user', 'unlock', 'ULA', '--config', cfg]);
+        const r = await runCliInProcess(['user', 'unlock', 'ULA', '--config', cfg]);
         expect(r.stderr).toBe('');
         expect(r.code).toBe(0);
         expect(r.stdout).toBe('ula: unlocked\n');
         const ok = await loginReq(h, 'ula');
         expect(ok.status, ok.text).toBe(200);
 
-        const ghost = await runCli(['user', 'unlock', 'ghost-ula', '--config', cfg]);
+        const ghost = await runCliInProcess(['user', 'unlock', 'ghost-ula', '--config', cfg]);
         expect(ghost.code).toBe(0);
         expect(ghost.stdout).toBe('ghost-ula: unlocked (no such user)\n');
         expectProblem(await loginReq(h, 'ghost-ula', WRONG), 401, 'invalid_credentials');
 
         // Not locked, but with four failures counted: unlock clears the count as well.
         for (let i = 0; i < 4; i++) expect((await loginReq(h, 'ulf', WRONG)).status).toBe(401);
-        const again = await runCli(['user', 'unlock', 'ulf', '--config', cfg]);
+        const again = await runCliInProcess(['user', 'unlock', 'ulf', '--config', cfg]);
         expect(again.code).toBe(0);
         expect(again.stdout).toBe('ulf: was not locked\n');
         expect((await loginReq(h, 'ulf', WRONG)).status).toBe(401);
@@ -772,7 +772,7 @@ describe.skipIf(!reachable)('two replicas sharing Redis and the database', () =>
     for (const h of [a, b, a, b]) expect((await loginReq(h, 'ria', WRONG)).status).toBe(401);
     expect((await loginReq(a, 'ria')).status).toBe(200);
 
-    const r = await runCli(['user', 'unlock', 'rex', '--config', join(b.dir, 'gateway.yaml')]);
+    const r = await runCliInProcess(['user', 'unlock', 'rex', '--config', join(b.dir, 'gateway.yaml')]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('rex: unlocked\n');

@@ -21,7 +21,7 @@ import { SecretBox } from '../src/auth/secret-box.js';
 import { parseConfig } from '../src/config/index.js';
 import { createLogger } from '../src/http/log.js';
 import { generateSigningJwk } from '../src/tokens/index.js';
-import { GOOD_PASSWORD, addUser, fakeClock, login, metricsText, runCli, sample, startHarness, totpAt, wrongTotp, type FakeClock, type Harness } from './support/helpers.js';
+import { GOOD_PASSWORD, addUser, fakeClock, login, metricsText, runCliInProcess, sample, startHarness, totpAt, wrongTotp, type FakeClock, type Harness } from './support/helpers.js';
 
 const SEC = 1000;
 const MIN = 60 * SEC;
@@ -586,18 +586,18 @@ describe('2FA over HTTP', () => {
       }
       expect(existsSync(join(h.dir, 'admin.token'))).toBe(true);
 
-      const r = await runCli(['user', 'unlock', 'LUPE', '--config', cfg]);
+      const r = await runCliInProcess(['user', 'unlock', 'LUPE', '--config', cfg]);
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
       expect(r.stdout).toBe('lupe: unlocked\n');
       expect((await f.passwordLogin('lupe')).status).toBe(200);
 
-      const ghost = await runCli(['user', 'unlock', 'ghost-lupe', '--config', cfg]);
+      const ghost = await runCliInProcess(['user', 'unlock', 'ghost-lupe', '--config', cfg]);
       expect(ghost.code).toBe(0);
       expect(ghost.stdout).toBe('ghost-lupe: unlocked (no such user)\n');
       expectProblem(await f.passwordLogin('ghost-lupe'), 401, 'invalid_credentials');
 
-      const again = await runCli(['user', 'unlock', 'lupe', '--config', cfg]);
+      const again = await runCliInProcess(['user', 'unlock', 'lupe', '--config', cfg]);
       expect(again.code).toBe(0);
       expect(again.stdout).toBe('lupe: was not locked\n');
 
@@ -638,7 +638,7 @@ describe('2FA over HTTP', () => {
       const { id, secret } = await f.mfaUser('ross');
       expect(await f.recoveryRows(id)).toHaveLength(10);
       const cfg = join(h.dir, 'gateway.yaml');
-      const r = await runCli(['user', 'reset-2fa', 'ross', '--config', cfg]);
+      const r = await runCliInProcess(['user', 'reset-2fa', 'ross', '--config', cfg]);
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
       expect(r.stdout).toBe('two-factor authentication of ross reset (10 recovery codes removed)\n');
@@ -655,7 +655,7 @@ describe('2FA over HTTP', () => {
       const again = await f.enroll({ token: plain.json().access_token });
       expect(again.secret).not.toBe(secret);
 
-      const missing = await runCli(['user', 'reset-2fa', 'nobody-at-all', '--config', cfg]);
+      const missing = await runCliInProcess(['user', 'reset-2fa', 'nobody-at-all', '--config', cfg]);
       expect(missing.code).toBe(2);
       expect(missing.stderr).toBe('portcullis: no user "nobody-at-all"\n');
     });
