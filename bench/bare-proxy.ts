@@ -21,7 +21,13 @@ const server = createServer((req, res) => {
   });
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
   pool
-    .request({ method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers: strip(req.headers), body: hasBody ? req : undefined, signal: ac.signal })
+    .request({
+      method: req.method as Dispatcher.HttpMethod,
+      path: req.url ?? '/',
+      headers: strip(req.headers),
+      body: hasBody ? req : undefined,
+      signal: ac.signal,
+    })
     .then(
       ({ statusCode, headers, body }) => {
         res.writeHead(statusCode, strip(headers));

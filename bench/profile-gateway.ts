@@ -78,7 +78,12 @@ function summarise(p: Profile): void {
     if (!url) return '(native)';
     const u = url.replace(/^file:\/\//, '');
     const nm = u.lastIndexOf('/node_modules/');
-    if (nm >= 0) return u.slice(nm + 14).split('/').slice(0, u.slice(nm + 14).startsWith('@') ? 2 : 1).join('/');
+    if (nm >= 0)
+      return u
+        .slice(nm + 14)
+        .split('/')
+        .slice(0, u.slice(nm + 14).startsWith('@') ? 2 : 1)
+        .join('/');
     if (u.startsWith(ROOT)) return u.slice(ROOT.length);
     return u.startsWith('node:') ? `node:${u.slice(5).split('/')[0]}` : u;
   };
@@ -122,10 +127,18 @@ routes:
 const entry = COMPILED ? join(ROOT, 'dist/cli/bin.js') : join(ROOT, 'bin/portcullis.js');
 mkdirSync(out, { recursive: true });
 const flags = PERF ? ['--perf-basic-prof-only-functions', '--interpreted-frames-native-stack'] : ['--cpu-prof', `--cpu-prof-dir=${out}`];
-const gw = await start([...flags, entry, 'serve', '--config', cfg], { PORTCULLIS_BOOTSTRAP_ADMIN_PASSWORD: PASSWORD, NODE_ENV: 'development' }, /"url":"(http:\/\/[\d.:]+)"/);
+const gw = await start(
+  [...flags, entry, 'serve', '--config', cfg],
+  { PORTCULLIS_BOOTSTRAP_ADMIN_PASSWORD: PASSWORD, NODE_ENV: 'development' },
+  /"url":"(http:\/\/[\d.:]+)"/,
+);
 const gwUrl = gw.match[1];
 try {
-  const res = await fetch(`${gwUrl}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin', password: PASSWORD }) });
+  const res = await fetch(`${gwUrl}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'admin', password: PASSWORD }),
+  });
   const { access_token: token } = (await res.json()) as { access_token: string };
   const headers = { authorization: `Bearer ${token}` };
   await autocannon({ url: `${gwUrl}/bench`, connections: 10, duration: 2, headers });
@@ -134,7 +147,9 @@ try {
   const r = await autocannon({ url: `${gwUrl}/bench`, connections: CONNECTIONS, duration: SECONDS, headers, pipelining: 1 });
   perf?.kill('SIGINT');
   await perfDone;
-  console.log(`${COMPILED ? 'compiled' : 'tsx'} gateway under ${PERF ? 'perf' : '--cpu-prof'}: ${r.requests.average.toFixed(0)} req/s, ${r.non2xx + r.errors} non-2xx/errors`);
+  console.log(
+    `${COMPILED ? 'compiled' : 'tsx'} gateway under ${PERF ? 'perf' : '--cpu-prof'}: ${r.requests.average.toFixed(0)} req/s, ${r.non2xx + r.errors} non-2xx/errors`,
+  );
 } finally {
   const exited = new Promise((res) => gw.child.once('exit', res));
   gw.child.kill('SIGTERM');
@@ -142,13 +157,25 @@ try {
   echo.child.kill('SIGTERM');
 }
 if (PERF) {
-  const rep = spawnSync('perf', ['report', '-i', join(out, 'perf.data'), '--no-children', '--sort', 'dso,sym', '--stdio', '-g', 'none', '--percent-limit', '0.3'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  console.log(rep.stdout.split('\n').filter((l) => l && !l.startsWith('#')).slice(0, TOP * 2).join('\n'));
+  const rep = spawnSync(
+    'perf',
+    ['report', '-i', join(out, 'perf.data'), '--no-children', '--sort', 'dso,sym', '--stdio', '-g', 'none', '--percent-limit', '0.3'],
+    { encoding: 'utf8', maxBuffer: 64 << 20 },
+  );
+  console.log(
+    rep.stdout
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'))
+      .slice(0, TOP * 2)
+      .join('\n'),
+  );
   console.log(`\nperf data: ${join(out, 'perf.data')} (perf report -i … --no-children)`);
   process.exit(0);
 }
 // The main thread's profile (tsx's loader thread writes a second one).
-const file = readdirSync(out).filter((f) => f.endsWith('.cpuprofile')).sort()[0];
+const file = readdirSync(out)
+  .filter((f) => f.endsWith('.cpuprofile'))
+  .sort()[0];
 if (!file) throw new Error(`no profile written to ${out}`);
 summarise(JSON.parse(readFileSync(join(out, file), 'utf8')) as Profile);
 console.log(`\nprofile: ${join(out, file)}`);

@@ -23,8 +23,25 @@ import { connect, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import type { EchoStats } from '../src/demo/echo.js';
 import {
-  attachInspector, fdCount, freePort, measured, oneRequest, processTree, request, rssBytes, sleep, startProcess, stopProcess, tail,
-  waitForPort, which, wrk, type Inspector, type Proc, type WrkOptions, type WrkResult,
+  attachInspector,
+  fdCount,
+  freePort,
+  measured,
+  oneRequest,
+  processTree,
+  request,
+  rssBytes,
+  sleep,
+  startProcess,
+  stopProcess,
+  tail,
+  waitForPort,
+  which,
+  wrk,
+  type Inspector,
+  type Proc,
+  type WrkOptions,
+  type WrkResult,
 } from './lib.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -63,7 +80,10 @@ const THREADS = num('threads', 1);
 const ABORTS = num('aborts', 10_000);
 const KEEPALIVE = num('keepalive-connections', 2_000);
 const REDIS_URL = opt('redis') ?? 'redis://127.0.0.1:6379';
-const only = opt('only')?.split(',').map((s) => s.trim()).filter(Boolean);
+const only = opt('only')
+  ?.split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 for (const s of only ?? []) if (!(SECTIONS as readonly string[]).includes(s)) usage(`unknown section "${s}"`);
 const want = (s: Section) => !only || only.includes(s);
 
@@ -97,7 +117,8 @@ if (missing.length) {
 }
 const notes: string[] = [];
 const load1 = loadavg()[0];
-if (load1 > 1) notes.push(`load average was ${load1.toFixed(2)} at start (${availableParallelism()} CPUs): other work may have been running; figures are noisier`);
+if (load1 > 1)
+  notes.push(`load average was ${load1.toFixed(2)} at start (${availableParallelism()} CPUs): other work may have been running; figures are noisier`);
 
 if (!argv.includes('--no-build')) {
   say('building the gateway (tsc -p tsconfig.build.json)');
@@ -195,12 +216,19 @@ routes:
   // One database for every gateway of the run: the bench user is created once.
   if (!userCreated) cli(['user', 'add', 'bench', '--role', 'admin', '--password-stdin', '--config', cfg], `${PASSWORD}\n`);
   userCreated = true;
-  const proc = startProcess(name, process.execPath, [`--inspect-port=127.0.0.1:${inspectPort}`, BIN, 'serve', '--config', cfg], { cwd: ROOT, env: ENV, log: join(dir, `${name}.log`) });
+  const proc = startProcess(name, process.execPath, [`--inspect-port=127.0.0.1:${inspectPort}`, BIN, 'serve', '--config', cfg], {
+    cwd: ROOT,
+    env: ENV,
+    log: join(dir, `${name}.log`),
+  });
   procs.push(proc);
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (proc.child.exitCode !== null) throw new Error(`gateway exited (${proc.child.exitCode}):\n${tail(proc.log)}`);
-    const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (Date.now() > deadline) throw new Error(`gateway not ready after 30 s:\n${tail(proc.log)}`);
     await sleep(100);
@@ -302,7 +330,14 @@ interface Measured extends WrkResult {
   cpuUs: number;
 }
 const results = new Map<Row, Measured[]>();
-const cpuLabel: Record<Row, string> = { upstream: 'echo', nginx: 'nginx', bare: 'forwarder', auth: 'gateway', public: 'gateway', 'forward-auth': 'nginx+verifier' };
+const cpuLabel: Record<Row, string> = {
+  upstream: 'echo',
+  nginx: 'nginx',
+  bare: 'forwarder',
+  auth: 'gateway',
+  public: 'gateway',
+  'forward-auth': 'nginx+verifier',
+};
 const label: Record<Row, string> = {
   upstream: ECHO ? 'upstream alone (echo)' : 'upstream alone (small JSON)',
   nginx: 'nginx proxy_pass, 1 worker, keep-alive',
@@ -320,14 +355,21 @@ const rss: { ready?: number; start?: number; loaded?: number } = {};
 const workers: { n: string; r: Measured }[] = [];
 const skipped: string[] = [];
 
-const w = (url: string, headers?: Record<string, string>, seconds = SECONDS, connections = CONNECTIONS): WrkOptions => ({ url, seconds, connections, threads: THREADS, headers });
+const w = (url: string, headers?: Record<string, string>, seconds = SECONDS, connections = CONNECTIONS): WrkOptions => ({
+  url,
+  seconds,
+  connections,
+  threads: THREADS,
+  headers,
+});
 let redisClient: Redis | undefined;
 const redisPrefix = `portcullis-bench-${process.pid}:`;
 
 try {
   say(`temp dir ${dir}`);
   const echo = await startEcho();
-  const needGateway = ROWS.some((r) => r !== 'upstream' && r !== 'nginx' && r !== 'bare' && want(r)) || want('storm') || want('aborts') || want('keepalive') || want('rss');
+  const needGateway =
+    ROWS.some((r) => r !== 'upstream' && r !== 'nginx' && r !== 'bare' && want(r)) || want('storm') || want('aborts') || want('keepalive') || want('rss');
   // SPEC §1: `keys generate` prints {"keys":[…]}; a bare JWK (older builds) is wrapped.
   const generated = JSON.parse(cli(['keys', 'generate'])) as { keys?: unknown[] };
   writeFileSync(join(dir, 'signing-keys.json'), JSON.stringify(generated.keys ? generated : { keys: [generated] }));
@@ -363,7 +405,8 @@ try {
     bare: () => (bare ? { opts: w(`http://127.0.0.1:${bare.port}${AUTH_PATH}`), cpu: [bare.proc.child.pid] } : undefined),
     auth: () => (gw ? { opts: w(`${gw.url}${AUTH_PATH}`, bearer), cpu: [gw.proc.child.pid] } : undefined),
     public: () => (gw ? { opts: w(`${gw.url}${PUBLIC_PATH}`), cpu: [gw.proc.child.pid] } : undefined),
-    'forward-auth': () => (nginx && verifier ? { opts: w(`http://127.0.0.1:${nginx.authPort}${AUTH_PATH}`, bearer), cpu: [nginxWorker(), verifier.proc.child.pid] } : undefined),
+    'forward-auth': () =>
+      nginx && verifier ? { opts: w(`http://127.0.0.1:${nginx.authPort}${AUTH_PATH}`, bearer), cpu: [nginxWorker(), verifier.proc.child.pid] } : undefined,
   };
   const rows = ROWS.filter((r) => want(r));
   if (rows.length) {
@@ -439,7 +482,13 @@ try {
       const [a, b] = [idles.at(-1)!, storms.at(-1)!];
       say(`storm ${run + 1}/${RUNS}: idle p50/p99 ${ms(a.p50)}/${ms(a.p99)}, storm ${ms(b.p50)}/${ms(b.p99)}`);
     }
-    const mean = (xs: Measured[]): Measured => ({ ...xs[0], rps: avg(xs.map((x) => x.rps)), p50: avg(xs.map((x) => x.p50)), p99: avg(xs.map((x) => x.p99)), errors: xs.reduce((a, x) => a + x.errors, 0) });
+    const mean = (xs: Measured[]): Measured => ({
+      ...xs[0],
+      rps: avg(xs.map((x) => x.rps)),
+      p50: avg(xs.map((x) => x.p50)),
+      p99: avg(xs.map((x) => x.p99)),
+      errors: xs.reduce((a, x) => a + x.errors, 0),
+    });
     storm = { idle: mean(idles), storm: mean(storms), ok, s503, other, loginMs };
   }
 
@@ -563,7 +612,14 @@ if (process.exitCode) process.exit();
 const row = (r: Row) => {
   const m = results.get(r);
   if (!m?.length) return undefined;
-  return { rps: avg(m.map((x) => x.rps)), p50: avg(m.map((x) => x.p50)), p99: avg(m.map((x) => x.p99)), cpuUs: avg(m.map((x) => x.cpuUs)), errors: m.reduce((a, x) => a + x.errors, 0), all: m };
+  return {
+    rps: avg(m.map((x) => x.rps)),
+    p50: avg(m.map((x) => x.p50)),
+    p99: avg(m.map((x) => x.p99)),
+    cpuUs: avg(m.map((x) => x.cpuUs)),
+    errors: m.reduce((a, x) => a + x.errors, 0),
+    all: m,
+  };
 };
 const nginxRps = row('nginx')?.rps ?? NaN;
 const out: string[] = [];
@@ -572,7 +628,9 @@ out.push(
     `wrk ${THREADS} thread(s) x ${CONNECTIONS} connections, ${SECONDS} s per run, ${RUNS} run(s)`,
 );
 out.push('');
-out.push(`${'setup'.padEnd(40)} ${'req/s'.padStart(8)} ${'x nginx'.padStart(8)} ${'p50'.padStart(9)} ${'p99'.padStart(9)}  ${'CPU us/req'.padStart(10)}  errors`);
+out.push(
+  `${'setup'.padEnd(40)} ${'req/s'.padStart(8)} ${'x nginx'.padStart(8)} ${'p50'.padStart(9)} ${'p99'.padStart(9)}  ${'CPU us/req'.padStart(10)}  errors`,
+);
 for (const r of ROWS) {
   const x = row(r);
   if (!x) {
@@ -594,9 +652,11 @@ const target = (ok: boolean | undefined, text: string) => out.push(`  ${verdict(
 out.push('');
 out.push('targets');
 const rNginx = ratio(auth?.rps, nginxRps);
-if (want('auth') || want('nginx')) target(rNginx === undefined ? undefined : rNginx >= 0.4, `authenticated >= 0.40x nginx proxy_pass: ${fmt(rNginx ?? NaN, 2)}x`);
+if (want('auth') || want('nginx'))
+  target(rNginx === undefined ? undefined : rNginx >= 0.4, `authenticated >= 0.40x nginx proxy_pass: ${fmt(rNginx ?? NaN, 2)}x`);
 const rFwd = ratio(auth?.rps, fwd?.rps);
-if (want('auth') || want('forward-auth')) target(rFwd === undefined ? undefined : rFwd >= 3, `authenticated >= 3x nginx auth_request (forward-auth): ${fmt(rFwd ?? NaN, 2)}x`);
+if (want('auth') || want('forward-auth'))
+  target(rFwd === undefined ? undefined : rFwd >= 3, `authenticated >= 3x nginx auth_request (forward-auth): ${fmt(rFwd ?? NaN, 2)}x`);
 const rPub = ratio(auth?.rps, pub?.rps);
 if (want('auth') || want('public')) target(rPub === undefined ? undefined : rPub >= 0.9, `authenticated >= 0.9x public route: ${fmt(rPub ?? NaN, 2)}x`);
 if (auth || bareRow) {
@@ -645,7 +705,9 @@ if (rss.start !== undefined) {
 }
 if (workers.length) {
   const base = workers[0].r.rps;
-  out.push(`  info  workers with Redis (authenticated route): ${workers.map((x) => `${x.n} -> ${fmt(x.r.rps)} req/s, p99 ${ms(x.r.p99)}, ${fmt(x.r.cpuUs)} us CPU/req (${fmt(x.r.rps / base, 2)}x)`).join('; ')}`);
+  out.push(
+    `  info  workers with Redis (authenticated route): ${workers.map((x) => `${x.n} -> ${fmt(x.r.rps)} req/s, p99 ${ms(x.r.p99)}, ${fmt(x.r.cpuUs)} us CPU/req (${fmt(x.r.rps / base, 2)}x)`).join('; ')}`,
+  );
 }
 for (const s of skipped) out.push(`  skip  ${s}`);
 for (const n of notes) out.push(`  note  ${n}`);

@@ -30,7 +30,14 @@ const server = createServer((req, res) => {
   jwtVerify(m[1], jwks, { algorithms: ['EdDSA'], typ: 'at+jwt', issuer, audience }).then(
     ({ payload }) => {
       const roles = Array.isArray(payload.roles) ? payload.roles.join(',') : '';
-      res.writeHead(200, { 'x-auth-user': String(payload.username ?? payload.sub), 'x-auth-user-id': String(payload.sub), 'x-auth-roles': roles, 'content-length': 0 }).end();
+      res
+        .writeHead(200, {
+          'x-auth-user': String(payload.username ?? payload.sub),
+          'x-auth-user-id': String(payload.sub),
+          'x-auth-roles': roles,
+          'content-length': 0,
+        })
+        .end();
     },
     () => res.writeHead(401, { 'content-length': 0 }).end(),
   );

@@ -104,7 +104,10 @@ async function loadKeys(config: Config, env: NodeJS.ProcessEnv, log: Logger): Pr
     return loadKeySet(jwks as Parameters<typeof loadKeySet>[0]);
   }
   if (env.NODE_ENV === 'production') {
-    throw new GatewayError(Errors.missing_keys, 'NODE_ENV=production needs signing keys: set keys.signing_keys_file or PORTCULLIS_SIGNING_KEYS (make one with `portcullis keys generate`).');
+    throw new GatewayError(
+      Errors.missing_keys,
+      'NODE_ENV=production needs signing keys: set keys.signing_keys_file or PORTCULLIS_SIGNING_KEYS (make one with `portcullis keys generate`).',
+    );
   }
   return loadOrCreateKeyFile(join(config.data_dir, 'signing-keys.json'), (msg: string) => log.warn({ event: 'keys_generated' }, msg));
 }
@@ -119,7 +122,9 @@ export async function createApp(opts: AppOptions): Promise<App> {
 
   const keySet = await loadKeys(config, env, log);
   const box = loadSecretBox(env, join(config.data_dir, 'encryption.key'), (msg) => log.warn({ event: 'keys_generated' }, msg));
-  const db = await openDatabase(config.storage.database_url, { log: (msg, extra) => (msg === 'migration applied' ? log.info(extra ?? {}, msg) : log.warn(extra ?? {}, msg)) });
+  const db = await openDatabase(config.storage.database_url, {
+    log: (msg, extra) => (msg === 'migration applied' ? log.info(extra ?? {}, msg) : log.warn(extra ?? {}, msg)),
+  });
   try {
     const applied = await db.migrate();
     if (applied.length) log.info({ event: 'migrated', applied }, 'database migrations applied');
@@ -159,13 +164,25 @@ export async function createApp(opts: AppOptions): Promise<App> {
   if (redis) {
     // Wait briefly for Redis so the first requests find it connected; if it is down the
     // gateway still starts (not ready, sign-in answering 503) and recovers when Redis returns.
-    await redisModule!.redisReady(redis, 3000).catch((e) => log.error({ event: 'state_store', err: (e as Error).message }, 'Redis is not reachable at start; sign-in will answer 503 until it is'));
+    await redisModule!
+      .redisReady(redis, 3000)
+      .catch((e) => log.error({ event: 'state_store', err: (e as Error).message }, 'Redis is not reachable at start; sign-in will answer 503 until it is'));
   }
   // Every state adapter reads the app's clock, Redis ones included (tests move it).
   const stateClock: StateClock = () => now().getTime();
   const shortLived: AppState = redis
-    ? { backend: 'redis', lockouts: new RedisLockoutStore(redis, prefix, stateClock), totpSteps: new RedisTotpReplayGuard(redis, prefix, stateClock), mfaAttempts: new RedisAttemptCounter(redis, prefix, stateClock) }
-    : { backend: 'memory', lockouts: new MemoryLockoutStore(stateClock), totpSteps: new MemoryTotpReplayGuard(stateClock), mfaAttempts: new MemoryAttemptCounter(stateClock) };
+    ? {
+        backend: 'redis',
+        lockouts: new RedisLockoutStore(redis, prefix, stateClock),
+        totpSteps: new RedisTotpReplayGuard(redis, prefix, stateClock),
+        mfaAttempts: new RedisAttemptCounter(redis, prefix, stateClock),
+      }
+    : {
+        backend: 'memory',
+        lockouts: new MemoryLockoutStore(stateClock),
+        totpSteps: new MemoryTotpReplayGuard(stateClock),
+        mfaAttempts: new MemoryAttemptCounter(stateClock),
+      };
   const redisRateLimits = redis ? new RedisRateLimitStore(redis, prefix, stateClock) : undefined;
   /** Redis counts are shared and namespaced by limiter; in process each limiter counts on its own (a reload's new route limiters start afresh). */
   const rateLimitStore = (): RateLimitStore => redisRateLimits ?? new MemoryRateLimitStore(stateClock);
@@ -177,9 +194,38 @@ export async function createApp(opts: AppOptions): Promise<App> {
         onResync: () => revocationSync.resync(),
       })
     : undefined;
-  const lockout = new Lockout(shortLived.lockouts, { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration }, metrics, log);
-  const auth = new AuthService({ db, tokens, hasher, policy, revocations, metrics, log, now, sessionMaxAgeMs: config.auth.session_max_age, refreshTtlMs: config.auth.refresh_ttl, lockout });
-  const mfa = new MfaService({ db, totpSteps: shortLived.totpSteps, mfaAttempts: shortLived.mfaAttempts, box, tokens, lockout, hasher, metrics, log, now, issuer: config.name });
+  const lockout = new Lockout(
+    shortLived.lockouts,
+    { maxFailures: config.auth.lockout.max_failures, windowMs: config.auth.lockout.window, durationMs: config.auth.lockout.duration },
+    metrics,
+    log,
+  );
+  const auth = new AuthService({
+    db,
+    tokens,
+    hasher,
+    policy,
+    revocations,
+    metrics,
+    log,
+    now,
+    sessionMaxAgeMs: config.auth.session_max_age,
+    refreshTtlMs: config.auth.refresh_ttl,
+    lockout,
+  });
+  const mfa = new MfaService({
+    db,
+    totpSteps: shortLived.totpSteps,
+    mfaAttempts: shortLived.mfaAttempts,
+    box,
+    tokens,
+    lockout,
+    hasher,
+    metrics,
+    log,
+    now,
+    issuer: config.name,
+  });
   // The gateway's own origin: public_url, else the address actually bound (known after listen).
   let origin = new URL(config.publicUrl).origin;
   // Where the gateway's own app is served and what it trusts (prefix, name, origins, cookies,
@@ -214,7 +260,17 @@ export async function createApp(opts: AppOptions): Promise<App> {
     helmet({
       // HSTS only when this listener speaks TLS: over plain HTTP it would be a lie.
       strictTransportSecurity: c.tls ? { maxAge: 31_536_000, includeSubDomains: true } : false,
-      contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], styleSrc: ["'self'"], imgSrc: ["'self'", 'data:'], formAction: ["'self'", ...c.auth.allowed_origins], frameAncestors: ["'none'"], baseUri: ["'none'"], upgradeInsecureRequests: c.tls ? [] : null } },
+      contentSecurityPolicy: {
+        directives: {
+          defaultSrc: ["'none'"],
+          styleSrc: ["'self'"],
+          imgSrc: ["'self'", 'data:'],
+          formAction: ["'self'", ...c.auth.allowed_origins],
+          frameAncestors: ["'none'"],
+          baseUri: ["'none'"],
+          upgradeInsecureRequests: c.tls ? [] : null,
+        },
+      },
       crossOriginEmbedderPolicy: false,
       // Not no-referrer: with it, browsers send `Origin: null` on form posts, and the CSRF check
       // needs the real origin of our own sign-in form.
@@ -245,10 +301,31 @@ export async function createApp(opts: AppOptions): Promise<App> {
     // The sign-in form gets a page, like its other errors; API clients get problem+json.
     respond: formErrorResponder(site, responder),
   });
-  const apiLimiter = createLimiter({ ...limiterBase, store: rateLimitStore(), name: 'auth_api', requests: config.auth.api_rate_limit.requests, perMs: config.auth.api_rate_limit.per, onStoreError: 'closed' });
+  const apiLimiter = createLimiter({
+    ...limiterBase,
+    store: rateLimitStore(),
+    name: 'auth_api',
+    requests: config.auth.api_rate_limit.requests,
+    perMs: config.auth.api_rate_limit.per,
+    onStoreError: 'closed',
+  });
   /** Per-route limiters, rebuilt with the routes on reload; a store outage lets traffic through. */
   const routeLimiters = (c: Config) =>
-    new Map(c.routes.filter((r) => r.rate_limit).map((r) => [r.name, createLimiter({ ...limiterBase, store: rateLimitStore(), name: `route:${r.name}`, requests: r.rate_limit!.requests, perMs: r.rate_limit!.per, onStoreError: 'open' })]));
+    new Map(
+      c.routes
+        .filter((r) => r.rate_limit)
+        .map((r) => [
+          r.name,
+          createLimiter({
+            ...limiterBase,
+            store: rateLimitStore(),
+            name: `route:${r.name}`,
+            requests: r.rate_limit!.requests,
+            perMs: r.rate_limit!.per,
+            onStoreError: 'open',
+          }),
+        ]),
+    );
   const authApp = createAuthApi({
     loginLimiter,
     apiLimiter,
@@ -318,7 +395,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
   // CONNECT is a forward proxy's business, never a gateway's: 405 (without a listener Node
   // would drop the connection without a word).
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
-    responder.sendToSocket(req, socket, new GatewayError(Errors.method_not_allowed, 'The CONNECT method is not accepted.', { headers: config.tls ? { ...HSTS_HEADERS } : {} }));
+    responder.sendToSocket(
+      req,
+      socket,
+      new GatewayError(Errors.method_not_allowed, 'The CONNECT method is not accepted.', { headers: config.tls ? { ...HSTS_HEADERS } : {} }),
+    );
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     // Requests Node's parser refuses (bad request line, conflicting framing, oversized head) get
@@ -330,7 +411,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
       socket.destroy();
       return;
     }
-    const refused = err.code === 'HPE_HEADER_OVERFLOW' ? new GatewayError(Errors.too_many_headers, 'The request head is too large.') : new GatewayError(Errors.bad_request, 'The request could not be parsed.');
+    const refused =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? new GatewayError(Errors.too_many_headers, 'The request head is too large.')
+        : new GatewayError(Errors.bad_request, 'The request could not be parsed.');
     responder.sendToSocket(undefined, socket, config.tls ? refused.withHeaders(HSTS_HEADERS) : refused, { body: false });
   });
   let inFlight = 0;
@@ -383,7 +467,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
       throw e;
     }
     log.warn({ event: 'bootstrap_admin', username: 'admin' }, 'created the first admin account');
-    if (!given) (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(`portcullis: first admin account created: username "admin", password "${password}" (shown once; change it)`);
+    if (!given)
+      (opts.announce ?? ((l) => process.stderr.write(`${l}\n`)))(
+        `portcullis: first admin account created: username "admin", password "${password}" (shown once; change it)`,
+      );
   }
 
   const listen = (s: Server, host: string, port: number) =>
@@ -461,7 +548,10 @@ export async function createApp(opts: AppOptions): Promise<App> {
     reload(file = config.source) {
       try {
         const next = loadConfig(file, env, [routePatternCheck]);
-        const upstreamsChanged = JSON.stringify(next.upstreams) !== JSON.stringify(config.upstreams) || JSON.stringify(next.identity_headers) !== JSON.stringify(config.identity_headers) || JSON.stringify(next.trust_proxy) !== JSON.stringify(config.trust_proxy);
+        const upstreamsChanged =
+          JSON.stringify(next.upstreams) !== JSON.stringify(config.upstreams) ||
+          JSON.stringify(next.identity_headers) !== JSON.stringify(config.identity_headers) ||
+          JSON.stringify(next.trust_proxy) !== JSON.stringify(config.trust_proxy);
         const nextState = buildState(next); // compiles the routes: throws before anything changes
         if (upstreamsChanged) {
           const old = proxy;
@@ -474,7 +564,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
           }, config.shutdown_grace).unref();
         }
         for (const key of ['listen', 'tls', 'admin', 'storage', 'keys', 'auth', 'data_dir'] as const) {
-          if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
+          if (JSON.stringify(next[key]) !== JSON.stringify(config[key]))
+            log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
         }
         config = next;
         state = nextState;

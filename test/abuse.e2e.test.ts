@@ -34,7 +34,18 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startEchoServer, type EchoReply } from '../src/demo/echo.js';
 import { connectWebSocket, WsHandshakeError } from '../src/demo/ws.js';
 import { createRedisClient, redisReady } from '../src/store/state/redis.js';
-import { GOOD_PASSWORD, addUser, fakeClock, metricsText, runCli, runCliInProcess, sample, startHarness, type FakeClock, type Harness } from './support/helpers.js';
+import {
+  GOOD_PASSWORD,
+  addUser,
+  fakeClock,
+  metricsText,
+  runCli,
+  runCliInProcess,
+  sample,
+  startHarness,
+  type FakeClock,
+  type Harness,
+} from './support/helpers.js';
 
 /** Registers a test only for one kind of state (the other kind has its own variant), so nothing shows as skipped. */
 function onlyFor(kind: string, wanted: 'memory' | 'redis'): typeof it {
@@ -183,7 +194,12 @@ interface Reply {
   json: () => any;
 }
 
-async function call(h: Harness, method: string, path: string, o: { body?: unknown; raw?: string; headers?: Record<string, string>; token?: string } = {}): Promise<Reply> {
+async function call(
+  h: Harness,
+  method: string,
+  path: string,
+  o: { body?: unknown; raw?: string; headers?: Record<string, string>; token?: string } = {},
+): Promise<Reply> {
   const headers: Record<string, string> = { ...o.headers };
   let body: string | undefined;
   if (o.raw !== undefined) body = o.raw;
@@ -266,7 +282,10 @@ for (const kind of ['memory', 'redis'] as const) {
         const five: Reply[] = [
           await loginReq(h, 'rita'),
           await loginReq(h, 'nobody-here', WRONG),
-          await call(h, 'POST', `${PREFIX}/login`, { raw: `username=rita&password=${encodeURIComponent(WRONG)}`, headers: { 'content-type': FORM, origin: h.url } }),
+          await call(h, 'POST', `${PREFIX}/login`, {
+            raw: `username=rita&password=${encodeURIComponent(WRONG)}`,
+            headers: { 'content-type': FORM, origin: h.url },
+          }),
           await loginReq(h, "admin' OR '1'='1"),
           await call(h, 'POST', `${PREFIX}/login`, { raw: '{"username": "rita", "password":', headers: { 'content-type': 'application/json' } }),
         ];
@@ -679,7 +698,9 @@ for (const kind of ['memory', 'redis'] as const) {
         expect(events(h, 'account_locked').map((e) => e.username)).toEqual(['sue']);
       });
 
-      it(`\`portcullis user unlock NAME\` clears the lock and the count (${kind === 'memory' ? 'through the admin listener' : 'in Redis directly'})`, { timeout: 120_000 }, async () => {
+      it(`\`portcullis user unlock NAME\` clears the lock and the count (${kind === 'memory' ? 'through the admin listener' : 'in Redis directly'})`, {
+        timeout: 120_000,
+      }, async () => {
         const clock = clockFor();
         const h = await gateway(kind, { auth: LOOSE, now: clock?.now });
         const cfg = join(h.dir, 'gateway.yaml');
@@ -744,7 +765,9 @@ describe.skipIf(!reachable)('two replicas sharing Redis and the database', () =>
     return [a, b];
   }
 
-  it('failures alternated between the replicas lock the username on both; the lock is counted once; unlock through either clears both', { timeout: 120_000 }, async () => {
+  it('failures alternated between the replicas lock the username on both; the lock is counted once; unlock through either clears both', {
+    timeout: 120_000,
+  }, async () => {
     const [a, b] = await replicas(LOOSE);
     await addUser(a, 'rex');
     // Same database: b knows the user a created.
@@ -805,7 +828,11 @@ interface Proc {
 }
 
 function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/portcullis.js'), ...args], { cwd: ROOT, env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'bin/portcullis.js'), ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const p: Proc = { child, stdout: '', stderr: '', exit: once(child, 'exit').then(([code]) => code as number | null) };
   child.stdout!.on('data', (c) => (p.stdout += c));
   child.stderr!.on('data', (c) => (p.stderr += c));
@@ -950,7 +977,9 @@ routes:
     return file;
   }
 
-  it('`workers: 2` (or `auto` on a multi-core machine) with in-process state refuses to start: exit 2, one clear line naming storage.redis_url', { timeout: 60_000 }, async () => {
+  it('`workers: 2` (or `auto` on a multi-core machine) with in-process state refuses to start: exit 2, one clear line naming storage.redis_url', {
+    timeout: 60_000,
+  }, async () => {
     const dir = tempDir();
     const cases = ['2', ...(availableParallelism() > 1 ? ['auto'] : [])];
     for (const workers of cases) {

@@ -32,7 +32,12 @@ describe('upstream assertion (X-Auth-Assertion)', () => {
     expect(assertion).not.toBe('forged');
     expect(decodeProtectedHeader(assertion)).toMatchObject({ alg: 'EdDSA', typ: 'portcullis-assertion+jwt' });
     const jwks = createLocalJWKSet(await (await fetch(`${h.url}/.well-known/jwks.json`)).json());
-    const { payload } = await jwtVerify(assertion, jwks, { audience: 'echo', issuer: h.app.config.issuer, typ: 'portcullis-assertion+jwt', algorithms: ['EdDSA'] });
+    const { payload } = await jwtVerify(assertion, jwks, {
+      audience: 'echo',
+      issuer: h.app.config.issuer,
+      typ: 'portcullis-assertion+jwt',
+      algorithms: ['EdDSA'],
+    });
     expect(payload).toMatchObject({ username: 'ada', roles: ['analyst', 'ops'], email: 'ada@example.com' });
     expect(payload.exp! - payload.iat!).toBe(60);
     await expect(jwtVerify(assertion, jwks, { audience: 'other-upstream', issuer: h.app.config.issuer })).rejects.toThrow();

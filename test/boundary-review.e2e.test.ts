@@ -66,7 +66,8 @@ beforeEach(() => {
   rec.seen.length = 0;
 });
 
-const send = (method: string, target: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> => sendRaw(h.url, method, target, headers, version);
+const send = (method: string, target: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> =>
+  sendRaw(h.url, method, target, headers, version);
 
 const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
 const code = (r: RawResponse) => (JSON.parse(r.body) as { code: string }).code;
@@ -119,11 +120,14 @@ describe('IIS spellings of a protected directory', () => {
 });
 
 describe('overlong and invalid UTF-8 escapes', () => {
-  it.each(['/admin%c0%ae/x', '/app/%c0%ae%c0%ae/admin/x', '/admin%ff/x', '/app/%e0%80%ae%e0%80%ae/admin'])('%s (a lenient decoder reads a dot) is 400', async (target) => {
-    const r = await send('GET', target, bearer(staff));
-    expect(r.status).toBe(400);
-    expect(rec.seen).toEqual([]);
-  });
+  it.each(['/admin%c0%ae/x', '/app/%c0%ae%c0%ae/admin/x', '/admin%ff/x', '/app/%e0%80%ae%e0%80%ae/admin'])(
+    '%s (a lenient decoder reads a dot) is 400',
+    async (target) => {
+      const r = await send('GET', target, bearer(staff));
+      expect(r.status).toBe(400);
+      expect(rec.seen).toEqual([]);
+    },
+  );
 
   it('valid UTF-8 escapes still pass', async () => {
     const r = await send('GET', '/app/caf%C3%A9', bearer(staff));
@@ -134,7 +138,13 @@ describe('overlong and invalid UTF-8 escapes', () => {
 
 describe('upgrades that are not WebSocket', () => {
   it.each(['h2c', 'foo', 'websocket, h2c'])('Upgrade: %s is refused 400 and the upstream sees nothing', async (upgrade) => {
-    const r = await send('GET', '/public/x', { Connection: 'Upgrade', Upgrade: upgrade, 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version': '13', 'HTTP2-Settings': 'AAMAAABkAAQAAP__' });
+    const r = await send('GET', '/public/x', {
+      Connection: 'Upgrade',
+      Upgrade: upgrade,
+      'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+      'Sec-WebSocket-Version': '13',
+      'HTTP2-Settings': 'AAMAAABkAAQAAP__',
+    });
     expect(r.status).toBe(400);
     expect(rec.seen).toEqual([]);
   });
@@ -149,7 +159,12 @@ describe('Host', () => {
   });
 
   it('X-Host, X-Original-Host and X-Forwarded-Server (virtual-host overrides) never reach the upstream', async () => {
-    const r = await send('GET', '/app/x', { ...bearer(staff), 'X-Host': 'intranet.example.com', 'X-Original-Host': 'intranet.example.com', 'X-Forwarded-Server': 'intranet.example.com' });
+    const r = await send('GET', '/app/x', {
+      ...bearer(staff),
+      'X-Host': 'intranet.example.com',
+      'X-Original-Host': 'intranet.example.com',
+      'X-Forwarded-Server': 'intranet.example.com',
+    });
     expect(r.status).toBe(200);
     expect(rec.seen).toHaveLength(1);
     expect(rec.seen[0].headers['x-host']).toBeUndefined();
@@ -159,17 +174,23 @@ describe('Host', () => {
 });
 
 describe('smuggling through http-proxy rewriting DELETE/OPTIONS framing', () => {
-  it.each(['OPTIONS', 'DELETE'])('%s /public/x with a chunked body carrying a second request: one request upstream, the body framed as a body', async (method) => {
-    const inner = 'GET /admin/secret HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\nX-Auth-Roles: admin\r\nContent-Length: 0\r\n\r\n';
-    const host = new URL(h.url).host;
-    const r = await rawRequest(h.url, `${method} /public/x HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`);
-    expect(r.status).toBe(200);
-    await new Promise((res) => setTimeout(res, 100));
-    expect(rec.seen.map((s) => `${s.method} ${s.url}`)).toEqual([`${method} /public/x`]);
-    // The body is forwarded as a body: chunked as it came, or (when it had fully arrived before
-    // the upstream request started) with its exact length. Never as a second request.
-    const fr = rec.seen[0].headers;
-    expect(fr['transfer-encoding'] === 'chunked' || fr['content-length'] === String(Buffer.byteLength(inner)), JSON.stringify(fr)).toBe(true);
-    expect(rec.seen[0].headers['x-auth-user']).toBeUndefined();
-  });
+  it.each(['OPTIONS', 'DELETE'])(
+    '%s /public/x with a chunked body carrying a second request: one request upstream, the body framed as a body',
+    async (method) => {
+      const inner = 'GET /admin/secret HTTP/1.1\r\nHost: x\r\nX-Auth-User: admin\r\nX-Auth-Roles: admin\r\nContent-Length: 0\r\n\r\n';
+      const host = new URL(h.url).host;
+      const r = await rawRequest(
+        h.url,
+        `${method} /public/x HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`,
+      );
+      expect(r.status).toBe(200);
+      await new Promise((res) => setTimeout(res, 100));
+      expect(rec.seen.map((s) => `${s.method} ${s.url}`)).toEqual([`${method} /public/x`]);
+      // The body is forwarded as a body: chunked as it came, or (when it had fully arrived before
+      // the upstream request started) with its exact length. Never as a second request.
+      const fr = rec.seen[0].headers;
+      expect(fr['transfer-encoding'] === 'chunked' || fr['content-length'] === String(Buffer.byteLength(inner)), JSON.stringify(fr)).toBe(true);
+      expect(rec.seen[0].headers['x-auth-user']).toBeUndefined();
+    },
+  );
 });

@@ -81,7 +81,8 @@ beforeEach(() => {
   rec.seen.length = 0;
 });
 
-const send = (method: string, target: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> => sendRaw(h.url, method, target, headers, version);
+const send = (method: string, target: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> =>
+  sendRaw(h.url, method, target, headers, version);
 
 /** Every Set-Cookie line of a raw response (rawRequest keeps only the last of a repeated header). */
 async function rawSetCookies(target: string): Promise<{ status: number; cookies: string[] }> {
@@ -101,14 +102,20 @@ async function rawSetCookies(target: string): Promise<{ status: number; cookies:
 const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
 
 describe('respelled _method query parameters (PHP reads them all as _method)', () => {
-  it.each(['_method=DELETE', '%5Fmethod=DELETE', '_%6Dethod=DELETE', '.method=DELETE', '%2Emethod=DELETE', '_method%00x=DELETE', '+_method=DELETE', '_METHOD=DELETE'])(
-    'POST /mo/docs/1?%s as a non-admin is judged as a DELETE: 403, nothing forwarded',
-    async (q) => {
-      const r = await send('POST', `/mo/docs/1?${q}`, { ...bearer(staff), 'Content-Length': '0' });
-      expect(r.status).toBe(403);
-      expect(rec.seen).toEqual([]);
-    },
-  );
+  it.each([
+    '_method=DELETE',
+    '%5Fmethod=DELETE',
+    '_%6Dethod=DELETE',
+    '.method=DELETE',
+    '%2Emethod=DELETE',
+    '_method%00x=DELETE',
+    '+_method=DELETE',
+    '_METHOD=DELETE',
+  ])('POST /mo/docs/1?%s as a non-admin is judged as a DELETE: 403, nothing forwarded', async (q) => {
+    const r = await send('POST', `/mo/docs/1?${q}`, { ...bearer(staff), 'Content-Length': '0' });
+    expect(r.status).toBe(403);
+    expect(rec.seen).toEqual([]);
+  });
 });
 
 describe('an upstream planting the gateway session cookies', () => {
@@ -122,7 +129,11 @@ describe('an upstream planting the gateway session cookies', () => {
 
 describe('fresh session cookies on a cacheable response', () => {
   it('a silent refresh on a proxied response forces Cache-Control: private, no-store', async () => {
-    const res = await fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'bob', password: 'correct horse battery staple 42' }) });
+    const res = await fetch(`${h.url}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'bob', password: 'correct horse battery staple 42' }),
+    });
     const { refresh_token } = (await res.json()) as { refresh_token: string };
     const r = await send('GET', '/evil/cache', { Cookie: `portcullis_rt=${refresh_token}` });
     expect(r.status).toBe(200);
@@ -160,7 +171,14 @@ describe('an upstream answering 101 to a plain request', () => {
 
 describe('client-address claims from an untrusted peer', () => {
   it('True-Client-IP, Client-IP, X-Client-IP, CF-Connecting-IP and X-Real-IP never reach the upstream', async () => {
-    const spoof = { 'True-Client-IP': '10.0.0.1', 'Client-IP': '10.0.0.1', 'X-Client-IP': '10.0.0.1', 'CF-Connecting-IP': '10.0.0.1', 'X-Real-IP': '10.0.0.1', 'X-Cluster-Client-IP': '10.0.0.1' };
+    const spoof = {
+      'True-Client-IP': '10.0.0.1',
+      'Client-IP': '10.0.0.1',
+      'X-Client-IP': '10.0.0.1',
+      'CF-Connecting-IP': '10.0.0.1',
+      'X-Real-IP': '10.0.0.1',
+      'X-Cluster-Client-IP': '10.0.0.1',
+    };
     const r = await send('GET', '/public/x', spoof);
     expect(r.status).toBe(200);
     for (const k of Object.keys(spoof)) expect(rec.seen[0].headers[k.toLowerCase()], k).toBeUndefined();
@@ -223,7 +241,10 @@ describe('headers Node keeps one copy of (a review of the undici engine)', () =>
 
   it('a second Referer (or User-Agent) is not forwarded: the upstream sees the copy the gateway judged', async () => {
     const host = new URL(h.url).host;
-    const r = await rawRequest(h.url, `GET /public/dupref HTTP/1.1\r\nHost: ${host}\r\nReferer: http://${host}/\r\nReferer: http://evil.example/\r\nUser-Agent: a\r\nUser-Agent: b\r\nConnection: close\r\n\r\n`);
+    const r = await rawRequest(
+      h.url,
+      `GET /public/dupref HTTP/1.1\r\nHost: ${host}\r\nReferer: http://${host}/\r\nReferer: http://evil.example/\r\nUser-Agent: a\r\nUser-Agent: b\r\nConnection: close\r\n\r\n`,
+    );
     expect(r.status).toBe(200);
     expect(rec.seen[0].rawHeaders.filter((_v, i, a) => i % 2 === 0 && a[i].toLowerCase() === 'referer')).toHaveLength(1);
     expect(rec.seen[0].headers.referer).toBe(`http://${host}/`);
@@ -232,7 +253,10 @@ describe('headers Node keeps one copy of (a review of the undici engine)', () =>
 
   it('two Cookie lines reach the upstream as one (the gateway cookies removed from both)', async () => {
     const host = new URL(h.url).host;
-    const r = await rawRequest(h.url, `GET /public/cookies HTTP/1.1\r\nHost: ${host}\r\nCookie: a=1; portcullis_at=x\r\nCookie: portcullis_rt=y; b=2\r\nConnection: close\r\n\r\n`);
+    const r = await rawRequest(
+      h.url,
+      `GET /public/cookies HTTP/1.1\r\nHost: ${host}\r\nCookie: a=1; portcullis_at=x\r\nCookie: portcullis_rt=y; b=2\r\nConnection: close\r\n\r\n`,
+    );
     expect(r.status).toBe(200);
     const lines = rec.seen[0].rawHeaders.filter((_v, i, a) => i % 2 === 0 && a[i].toLowerCase() === 'cookie');
     expect(lines).toHaveLength(1);

@@ -52,11 +52,18 @@ function upgradeHead(url: string, path: string, headers: Record<string, string>)
       clearTimeout(timer);
       sock.destroy();
       const lines = buf.slice(0, end).split('\r\n');
-      const setCookies = lines.slice(1).filter((l) => /^set-cookie:/i.test(l)).map((l) => l.slice(l.indexOf(':') + 1).trim());
+      const setCookies = lines
+        .slice(1)
+        .filter((l) => /^set-cookie:/i.test(l))
+        .map((l) => l.slice(l.indexOf(':') + 1).trim());
       resolve({ status: Number(lines[0].split(' ')[1]), setCookies });
     });
-    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-    sock.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`);
+    const extra = Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    sock.write(
+      `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`,
+    );
   });
 }
 
@@ -113,7 +120,12 @@ function expectCookieAttrs(c: SetCookie, maxAge: number, secure: boolean) {
 function hiddenRd(html: string): string {
   const m = /<input type="hidden" name="rd" value="([^"]*)">/.exec(html);
   if (!m) throw new Error(`no hidden rd field in:\n${html}`);
-  return m[1].replace(/&amp;/g, '&').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>');
+  return m[1]
+    .replace(/&amp;/g, '&')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>');
 }
 
 interface Echo {
@@ -441,7 +453,14 @@ describe('browser sessions over HTTP', () => {
       const upstreamBefore = await c.echoRequests();
       // `Origin: null` is refused even with a same-origin Referer: browsers send it after a
       // cross-origin redirect, with the Referer of the page that started the chain.
-      const cases: Record<string, string>[] = [{}, { referer: 'https://evil.example/page' }, { origin: 'null' }, { origin: 'null', referer: `${h.url}/app/page?x=1` }, { origin: 'https://good.evil' }, { origin: h.url.replace('127.0.0.1', 'localhost') }];
+      const cases: Record<string, string>[] = [
+        {},
+        { referer: 'https://evil.example/page' },
+        { origin: 'null' },
+        { origin: 'null', referer: `${h.url}/app/page?x=1` },
+        { origin: 'https://good.evil' },
+        { origin: h.url.replace('127.0.0.1', 'localhost') },
+      ];
       for (const headers of cases) {
         const res = await send('POST', headers);
         expect(res.status, JSON.stringify(headers)).toBe(403);
@@ -499,7 +518,12 @@ describe('browser sessions over HTTP', () => {
 
     it('a form logout from a foreign origin is 403 and the session keeps working', async () => {
       const jar = await c.signIn('alice');
-      const res = await fetch(`${h.url}/api/auth/logout`, { method: 'POST', redirect: 'manual', headers: { 'content-type': FORM, origin: 'https://evil.example', cookie: cookieHeader(jar) }, body: '' });
+      const res = await fetch(`${h.url}/api/auth/logout`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': FORM, origin: 'https://evil.example', cookie: cookieHeader(jar) },
+        body: '',
+      });
       expect(res.status).toBe(403);
       expect(res.headers.getSetCookie()).toEqual([]);
       await res.arrayBuffer();
@@ -516,7 +540,10 @@ describe('browser sessions over HTTP', () => {
 
   describe('CORS on the auth API', () => {
     it('a preflight from an allowed origin is answered with that origin and credentials', async () => {
-      const res = await fetch(`${h.url}/api/auth/me`, { method: 'OPTIONS', headers: { origin: GOOD, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });
+      const res = await fetch(`${h.url}/api/auth/me`, {
+        method: 'OPTIONS',
+        headers: { origin: GOOD, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' },
+      });
       expect(res.status).toBe(204);
       expect(res.headers.get('access-control-allow-origin')).toBe(GOOD);
       expect(res.headers.get('access-control-allow-credentials')).toBe('true');
@@ -570,7 +597,12 @@ describe('browser sessions over HTTP', () => {
 
     it('the form POST clears both cookies, goes to the sign-in page, and the old cookies are dead', async () => {
       const jar = await c.signIn('alice');
-      const res = await fetch(`${h.url}/api/auth/logout`, { method: 'POST', redirect: 'manual', headers: { 'content-type': FORM, origin: h.url, cookie: cookieHeader(jar) }, body: '' });
+      const res = await fetch(`${h.url}/api/auth/logout`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': FORM, origin: h.url, cookie: cookieHeader(jar) },
+        body: '',
+      });
       expect(res.status).toBe(303);
       expect(res.headers.get('location')).toBe('/api/auth/login');
       const cleared = setCookies(res);
@@ -699,7 +731,12 @@ describe('silent refresh with an injected clock', () => {
     expect(first.status).toBe(200);
     await first.arrayBuffer();
     const next = jarOf(setCookies(first));
-    const out = await fetch(`${h.url}/api/auth/logout`, { method: 'POST', redirect: 'manual', headers: { 'content-type': FORM, origin: h.url, cookie: cookieHeader(next) }, body: '' });
+    const out = await fetch(`${h.url}/api/auth/logout`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': FORM, origin: h.url, cookie: cookieHeader(next) },
+      body: '',
+    });
     expect(out.status).toBe(303);
     // The session is revoked: the old cookies must not authenticate anything, at once.
     const replay = await c.browserGet('/app/x', old);
@@ -748,8 +785,11 @@ describe('silent refresh with an injected clock', () => {
 
 // ---------------------------------------------------------------------------------------
 
-
-function httpsCall(url: string, ca: string, opts: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }> {
+function httpsCall(
+  url: string,
+  ca: string,
+  opts: { method?: string; body?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(url, { method: opts.method ?? 'GET', ca, headers: opts.headers ?? {} }, (res) => {
       let text = '';
@@ -816,7 +856,11 @@ describe('browser sessions over TLS', () => {
     });
     expect(login.status).toBe(303);
     const jar = jarOf(((login.headers['set-cookie'] as string[]) ?? []).map(parseSetCookie));
-    const out = await httpsCall(`${h.url}/api/auth/logout`, ca, { method: 'POST', headers: { 'content-type': FORM, origin: h.url, cookie: cookieHeader(jar), 'content-length': '0' }, body: '' });
+    const out = await httpsCall(`${h.url}/api/auth/logout`, ca, {
+      method: 'POST',
+      headers: { 'content-type': FORM, origin: h.url, cookie: cookieHeader(jar), 'content-length': '0' },
+      body: '',
+    });
     expect(out.status).toBe(303);
     const cleared = ((out.headers['set-cookie'] as string[]) ?? []).map(parseSetCookie);
     expect(cleared.map((k) => k.name).sort()).toEqual(['__Host-portcullis_at', '__Host-portcullis_rt']);

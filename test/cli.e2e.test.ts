@@ -87,7 +87,10 @@ describe('portcullis config check', () => {
 
   it('lists every problem with file:line and key path, exit 2, no stack', async () => {
     const bad = join(dir, 'bad.yaml');
-    writeFileSync(bad, `listen: nowhere\nupstreams:\n  app: { url: "http://x", timeout: soon }\nroutes:\n  - name: a\n    match: { path: /x }\n    upstream: app\n    access: public\n    colour: red\n`);
+    writeFileSync(
+      bad,
+      `listen: nowhere\nupstreams:\n  app: { url: "http://x", timeout: soon }\nroutes:\n  - name: a\n    match: { path: /x }\n    upstream: app\n    access: public\n    colour: red\n`,
+    );
     const r = await run(['config', 'check', '--config', bad]);
     expect(r.code).toBe(2);
     const lines = r.stderr.trim().split('\n');
@@ -99,7 +102,10 @@ describe('portcullis config check', () => {
 
   it('reports a bad route pattern at its line', async () => {
     const bad = join(dir, 'bad-pattern.yaml');
-    writeFileSync(bad, `upstreams: { app: { url: "http://x" } }\nroutes:\n  - name: a\n    match:\n      path: /static/**.js\n    upstream: app\n    access: public\n`);
+    writeFileSync(
+      bad,
+      `upstreams: { app: { url: "http://x" } }\nroutes:\n  - name: a\n    match:\n      path: /static/**.js\n    upstream: app\n    access: public\n`,
+    );
     const r = await run(['config', 'check', '--config', bad]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(new RegExp(`${bad.replace(/[.]/g, '\\.')}:5: routes\\[0\\]\\.match\\.path: `));
@@ -114,7 +120,9 @@ describe('portcullis config check', () => {
 
 describe('portcullis user …', () => {
   it('adds a user with email and roles, enforcing the password policy', async () => {
-    const ok = await run(['user', 'add', 'Alice', '--email', 'alice@example.com', '--role', 'admin', '--role', 'ops', '--password-stdin', ...c()], { stdin: `${GOOD_PASSWORD}\n` });
+    const ok = await run(['user', 'add', 'Alice', '--email', 'alice@example.com', '--role', 'admin', '--role', 'ops', '--password-stdin', ...c()], {
+      stdin: `${GOOD_PASSWORD}\n`,
+    });
     expect(ok.stderr).toBe('');
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/^created user alice \([0-9a-f-]{36}\) with roles admin, ops\n$/);
@@ -143,7 +151,9 @@ describe('portcullis user …', () => {
     expect(list.stdout.split('\n')[0]).toMatch(/^USERNAME\s+ROLES\s+STATUS\s+MFA\s+EMAIL$/);
     expect(list.stdout).toMatch(/alice\s+admin,ops\s+active\s+-\s+alice@example.com/);
     const json = JSON.parse((await run(['user', 'list', '--json', ...c()])).stdout);
-    expect(json).toEqual([expect.objectContaining({ username: 'alice', roles: ['admin', 'ops'], disabled: false, mfa_enabled: false, email: 'alice@example.com' })]);
+    expect(json).toEqual([
+      expect.objectContaining({ username: 'alice', roles: ['admin', 'ops'], disabled: false, mfa_enabled: false, email: 'alice@example.com' }),
+    ]);
     const show = JSON.parse((await run(['user', 'show', 'ALICE', ...c()])).stdout);
     expect(show).toMatchObject({ username: 'alice', active_sessions: 0 });
     const missing = await run(['user', 'show', 'nobody', ...c()]);
@@ -214,7 +224,9 @@ describe('portcullis policy explain / keys generate', () => {
 });
 
 /** Starts `portcullis serve` and waits for its "listening" log line. */
-async function serve(env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; url: string; adminUrl: string; out: () => string; exited: Promise<number | null> }> {
+async function serve(
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ child: ChildProcess; url: string; adminUrl: string; out: () => string; exited: Promise<number | null> }> {
   const child = spawn(process.execPath, [BIN, 'serve', ...c()], { cwd: ROOT, env: { PATH: process.env.PATH, ...env } });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));

@@ -121,25 +121,35 @@ async function signIn(username: string): Promise<Record<string, string>> {
   return out;
 }
 
-const cookieHeader = (j: Record<string, string>) => Object.entries(j).map(([k, v]) => `${k}=${v}`).join('; ');
+const cookieHeader = (j: Record<string, string>) =>
+  Object.entries(j)
+    .map(([k, v]) => `${k}=${v}`)
+    .join('; ');
 /** Only the refresh cookie (the access cookie expired or was dropped): the silent refresh path. */
 const refreshOnly = (j: Record<string, string>) => Object.fromEntries(Object.entries(j).filter(([k]) => /rt$/.test(k)));
 
 function request(method: string, path: string, headers: Record<string, string>, body = ''): string {
-  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const lines = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   const framing = body || !['GET', 'HEAD', 'OPTIONS'].includes(method) ? `Content-Length: ${Buffer.byteLength(body)}\r\n` : '';
   return `${method} ${path} HTTP/1.1\r\nHost: ${host}\r\nAccept: application/json\r\n${lines}${framing}Connection: close\r\n\r\n${body}`;
 }
 
 function upgradeRequest(path: string, headers: Record<string, string>): string {
   const key = randomBytes(16).toString('base64');
-  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const lines = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   return `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${lines}\r\n`;
 }
 
 async function expectCsrf(a: Answer, what: string): Promise<void> {
   await sleep(100);
-  expect(rec.seen.map((s) => `${s.upgrade ? 'UPGRADE ' : ''}${s.method} ${s.url}`), `${what} reached the upstream`).toEqual([]);
+  expect(
+    rec.seen.map((s) => `${s.upgrade ? 'UPGRADE ' : ''}${s.method} ${s.url}`),
+    `${what} reached the upstream`,
+  ).toEqual([]);
   expect(a.status, `${what}: ${a.raw.slice(0, 300)}`).toBe(403);
   expect(a.headers['content-type'] ?? '').toMatch(/^application\/problem\+json/);
   expect((JSON.parse(a.body) as { code: string }).code).toBe('csrf');
@@ -179,7 +189,10 @@ describe('cookie-authenticated non-GET/HEAD/OPTIONS methods from a foreign origi
   }
 
   it('PROPFIND with only a foreign Referer is refused', async () => {
-    await expectCsrf(await send(h.url, request('PROPFIND', '/app/files', { Cookie: cookieHeader(jar), Referer: `${EVIL}/page` }, PROPFIND_BODY)), 'PROPFIND (foreign Referer)');
+    await expectCsrf(
+      await send(h.url, request('PROPFIND', '/app/files', { Cookie: cookieHeader(jar), Referer: `${EVIL}/page` }, PROPFIND_BODY)),
+      'PROPFIND (foreign Referer)',
+    );
   });
 
   it('PROPFIND with neither Origin nor Referer is refused', async () => {
@@ -188,7 +201,10 @@ describe('cookie-authenticated non-GET/HEAD/OPTIONS methods from a foreign origi
 
   it('PROPFIND from a foreign origin with only the refresh cookie (silent refresh path) is refused', async () => {
     const fresh = await signIn('alice');
-    await expectCsrf(await send(h.url, request('PROPFIND', '/app/files', { Cookie: cookieHeader(refreshOnly(fresh)), Origin: EVIL }, PROPFIND_BODY)), 'PROPFIND (refresh cookie only)');
+    await expectCsrf(
+      await send(h.url, request('PROPFIND', '/app/files', { Cookie: cookieHeader(refreshOnly(fresh)), Origin: EVIL }, PROPFIND_BODY)),
+      'PROPFIND (refresh cookie only)',
+    );
   });
 });
 

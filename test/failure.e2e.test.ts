@@ -74,7 +74,6 @@ afterAll(() => {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-
 interface Reply {
   status: number;
   /** Wall time from sending the request to having the whole body, in ms. */
@@ -154,7 +153,12 @@ function expectUnavailable(r: Reply, label: string): void {
 const readyz = (h: Harness) => request(`${h.adminUrl}/readyz`);
 
 /** Polls `probe` until it returns a truthy value; fails naming `what` (and the last value) after `timeoutMs`. */
-async function eventually<T>(what: string, probe: () => Promise<T | false | undefined>, timeoutMs = RECOVERY_DEADLINE_MS, everyMs = 150): Promise<{ value: T; ms: number }> {
+async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | false | undefined>,
+  timeoutMs = RECOVERY_DEADLINE_MS,
+  everyMs = 150,
+): Promise<{ value: T; ms: number }> {
   const start = performance.now();
   let last: unknown;
   for (;;) {
@@ -165,7 +169,8 @@ async function eventually<T>(what: string, probe: () => Promise<T | false | unde
     } catch (e) {
       last = e;
     }
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    if (performance.now() - start > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
     await sleep(everyMs);
   }
 }
@@ -183,8 +188,6 @@ async function within(what: string, check: () => boolean | Promise<boolean>, tim
 async function proxiedStatus(h: Harness, path: string, token: string): Promise<Reply> {
   return request(`${h.url}${path}`, { headers: bearer(token) });
 }
-
-
 
 /**
  * A TCP relay in front of PostgreSQL: `stop()` closes the listener and destroys every relayed
@@ -348,7 +351,11 @@ withRedisServer('A. Redis outage (private redis-server, SIGKILL and restart)', (
     expect((await proxiedStatus(h2, '/app/x', other.access)).status).toBe(200);
     const out = await request(`${h.url}${AUTH}/logout`, { method: 'POST', headers: bearer(other.access) });
     expect(out.status, out.text).toBe(204);
-    measured['A pub/sub delivery before outage'] = await within('h2 refuses the logged-out token', async () => (await proxiedStatus(h2, '/app/x', other.access)).status === 401, 1000);
+    measured['A pub/sub delivery before outage'] = await within(
+      'h2 refuses the logged-out token',
+      async () => (await proxiedStatus(h2, '/app/x', other.access)).status === 401,
+      1000,
+    );
   });
 
   describe('while Redis is down (SIGKILL)', () => {
@@ -411,7 +418,10 @@ withRedisServer('A. Redis outage (private redis-server, SIGKILL and restart)', (
       // No token is still no entry.
       expect((await request(`${h.url}/app/x`)).status).toBe(401);
       // docs/operations.md: the route "lets requests through and logs rate_limit_store_error".
-      expect(h.logs.some((l) => l.event === 'rate_limit_store_error' && l.limiter === 'route:limited'), 'rate_limit_store_error logged for route:limited').toBe(true);
+      expect(
+        h.logs.some((l) => l.event === 'rate_limit_store_error' && l.limiter === 'route:limited'),
+        'rate_limit_store_error logged for route:limited',
+      ).toBe(true);
     });
   });
 
@@ -467,7 +477,11 @@ withRedisServer('A. Redis outage (private redis-server, SIGKILL and restart)', (
       const out = await request(`${h.url}${AUTH}/logout`, { method: 'POST', headers: bearer(t.access) });
       expect(out.status, out.text).toBe(204);
       expect((await proxiedStatus(h, '/app/x', t.access)).status).toBe(401);
-      measured['A pub/sub delivery after recovery'] = await within('h2 refuses the logged-out token', async () => (await proxiedStatus(h2, '/app/x', t.access)).status === 401, 1000);
+      measured['A pub/sub delivery after recovery'] = await within(
+        'h2 refuses the logged-out token',
+        async () => (await proxiedStatus(h2, '/app/x', t.access)).status === 401,
+        1000,
+      );
     });
   });
 
@@ -734,7 +748,11 @@ withPostgres('B. PostgreSQL outage (TCP relay in front of the real server)', () 
       await sleep(300);
       const session = await proxiedStatus(h, '/app/x', spentBefore.access);
       const reuse = h.logs.filter((l) => l.event === 'refresh_reuse_detected' && l.session_id === spentBefore.sid).length;
-      expect({ retriedRefresh: rf.status, sessionStillValid: session.status, reuseDetected: reuse }, rf.text).toEqual({ retriedRefresh: 200, sessionStillValid: 200, reuseDetected: 0 });
+      expect({ retriedRefresh: rf.status, sessionStillValid: session.status, reuseDetected: reuse }, rf.text).toEqual({
+        retriedRefresh: 200,
+        sessionStillValid: 200,
+        reuseDetected: 0,
+      });
     });
   });
 
@@ -764,7 +782,7 @@ withRedisServer('C. gateway started while Redis is unreachable', () => {
   });
 
   it('starts anyway, not ready: /readyz 503 (state_store down), dependency_up 0, login 503 within 2 s', async () => {
-    expect(h.logs.some((l) => l.msg === "Redis is not reachable at start; sign-in will answer 503 until it is")).toBe(true);
+    expect(h.logs.some((l) => l.msg === 'Redis is not reachable at start; sign-in will answer 503 until it is')).toBe(true);
     const r = await readyz(h);
     expect(r.status, r.text).toBe(503);
     expect(r.json.dependencies.state_store.up).toBe(false);
@@ -791,7 +809,9 @@ withRedisServer('C. gateway started while Redis is unreachable', () => {
     expect(ready.status, ready.text).toBe(200);
     expect(ready.json.dependencies).toEqual({ database: { up: true }, state_store: { up: true } });
     expect(sample(await metricsText(h), 'portcullis_dependency_up', { dependency: 'state_store' })).toBe(1);
-    await eventually('the revocation channel to be subscribed', async () => h.logs.some((l) => l.msg === 'revocation channel re-subscribed; reloading revocations from the database'));
+    await eventually('the revocation channel to be subscribed', async () =>
+      h.logs.some((l) => l.msg === 'revocation channel re-subscribed; reloading revocations from the database'),
+    );
     const t = await signIn(h, 'carol');
     expect((await proxiedStatus(h, '/app/x', t.access)).status).toBe(200);
   });

@@ -18,7 +18,8 @@ const SCHEMA = `pc_framing_${RUN}`;
 const PREFIX = `pc-framing:${RUN}:`;
 
 const up = (await postgresReachable(PG_URL)) && (await redisReachable(REDIS_URL));
-if (!up && process.env.CI === 'true') throw new Error(`framing-production.e2e needs PostgreSQL (${PG_URL}) and Redis (${REDIS_URL}), and CI=true requires them`);
+if (!up && process.env.CI === 'true')
+  throw new Error(`framing-production.e2e needs PostgreSQL (${PG_URL}) and Redis (${REDIS_URL}), and CI=true requires them`);
 if (!up) console.warn('[framing-production.e2e] skipped: PostgreSQL or Redis unreachable');
 
 describe.runIf(up)('the header-cap smuggle on PostgreSQL + Redis', () => {
@@ -74,7 +75,10 @@ routes:
         const path = who.startsWith('anonymous') ? '/public/a' : '/app/a';
         const auth = who.startsWith('anonymous') ? '' : `Authorization: Bearer ${token}\r\n`;
         const body = `${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`;
-        const r = await rawRequest(h.url, `${method} ${path} HTTP/1.1\r\nHost: ${new URL(h.url).host}\r\n${auth}${fill}Transfer-Encoding: chunked\r\n\r\n${body}`);
+        const r = await rawRequest(
+          h.url,
+          `${method} ${path} HTTP/1.1\r\nHost: ${new URL(h.url).host}\r\n${auth}${fill}Transfer-Encoding: chunked\r\n\r\n${body}`,
+        );
         expect(r.status).toBe(431);
         await new Promise((res) => setTimeout(res, 50));
         expect(seen()).toEqual([]);
@@ -85,7 +89,10 @@ routes:
   it('the same request without the filler is forwarded once, body framed as sent (control)', async () => {
     rec.seen.length = 0;
     const body = `${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`;
-    const r = await rawRequest(h.url, `DELETE /public/a HTTP/1.1\r\nHost: ${new URL(h.url).host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${body}`);
+    const r = await rawRequest(
+      h.url,
+      `DELETE /public/a HTTP/1.1\r\nHost: ${new URL(h.url).host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${body}`,
+    );
     expect(r.status).toBe(200);
     await new Promise((res) => setTimeout(res, 50));
     expect(seen()).toEqual([{ method: 'DELETE', url: '/public/a', user: undefined }]);

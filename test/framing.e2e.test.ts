@@ -271,7 +271,7 @@ describe('header-count smuggling: framing hidden past the header limit is 431, n
     expect(ex.closed).toBe(true);
   });
 
-  it('150 header lines (under Node\'s own limit, over the gateway\'s 100) are 431, not forwarded truncated or whole', async () => {
+  it("150 header lines (under Node's own limit, over the gateway's 100) are 431, not forwarded truncated or whole", async () => {
     const raw = `GET /public/a HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n${filler(148)}\r\n`;
     const ex = await exchange(h.url, raw, { methods: ['GET'] });
     await expectNothingForwarded();
@@ -312,8 +312,16 @@ describe('conflicting or unparseable framing is 400 and nothing is forwarded', (
     ['Transfer-Encoding: identity', () => 'Transfer-Encoding: identity\r\n', () => inner()],
     ['Transfer-Encoding obs-folded onto a continuation line', () => 'Transfer-Encoding:\r\n chunked\r\n', () => chunked(inner())],
     ['two Transfer-Encoding: chunked lines', () => 'Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n', () => chunked(inner())],
-    ['Transfer-Encoding: identity then Transfer-Encoding: chunked', () => 'Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n', () => chunked(inner())],
-    ['Transfer-Encoding: chunked together with Content-Length', () => `Transfer-Encoding: chunked\r\nContent-Length: ${inner().length}\r\n`, () => chunked(inner())],
+    [
+      'Transfer-Encoding: identity then Transfer-Encoding: chunked',
+      () => 'Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n',
+      () => chunked(inner()),
+    ],
+    [
+      'Transfer-Encoding: chunked together with Content-Length',
+      () => `Transfer-Encoding: chunked\r\nContent-Length: ${inner().length}\r\n`,
+      () => chunked(inner()),
+    ],
   ];
   for (const [name, headers, body] of cases) {
     for (const method of ['POST', 'GET']) {
@@ -344,10 +352,15 @@ describe('a well-framed body on a bodiless-by-habit method is forwarded framed, 
         const inner = smuggled(`/public/smuggled-body-${method}-${framing}`);
         const framingLine = framing === 'chunked' ? 'Transfer-Encoding: chunked\r\n' : `Content-Length: ${inner.length}\r\n`;
         const body = framing === 'chunked' ? chunked(inner) : inner;
-        const ex = await exchange(h.url, `${method} /public/a HTTP/1.1\r\nHost: ${host}\r\n${framingLine}Connection: close\r\n\r\n${body}`, { methods: [method] });
+        const ex = await exchange(h.url, `${method} /public/a HTTP/1.1\r\nHost: ${host}\r\n${framingLine}Connection: close\r\n\r\n${body}`, {
+          methods: [method],
+        });
         await sleep(150);
         expectNoForgery();
-        expect(rec.seen.map((s) => `${s.method} ${s.url}`).filter((x) => x !== `${method} /public/a`), describeSeen()).toEqual([]);
+        expect(
+          rec.seen.map((s) => `${s.method} ${s.url}`).filter((x) => x !== `${method} /public/a`),
+          describeSeen(),
+        ).toEqual([]);
         expect(rec.seen.length, describeSeen()).toBeLessThanOrEqual(1);
         expect(rec.errors, describeSeen()).toEqual([]);
         // Refusing such a body would be safe too; forwarding it unframed is what must not happen.
@@ -367,7 +380,9 @@ describe('Host: duplicate or invalid is 400, never routed', () => {
   });
 
   it('two different Host lines (first one routed, second one read by the upstream): 400, nothing forwarded', async () => {
-    const ex = await exchange(h.url, `GET /public/a HTTP/1.1\r\nHost: ${host}\r\nHost: intranet.example.com\r\nConnection: close\r\n\r\n`, { methods: ['GET'] });
+    const ex = await exchange(h.url, `GET /public/a HTTP/1.1\r\nHost: ${host}\r\nHost: intranet.example.com\r\nConnection: close\r\n\r\n`, {
+      methods: ['GET'],
+    });
     await expectNothingForwarded();
     expect400(ex.responses[0]);
   });
@@ -407,12 +422,14 @@ describe('TRACE and CONNECT are 405', () => {
   });
 
   it('TRACE on an authenticated route with a valid token is 405 and not forwarded', async () => {
-    const ex = await exchange(h.url, `TRACE /app/a HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`, { methods: ['TRACE'] });
+    const ex = await exchange(h.url, `TRACE /app/a HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`, {
+      methods: ['TRACE'],
+    });
     await expectNothingForwarded();
     expect(ex.responses[0]?.status).toBe(405);
   });
 
-  it('CONNECT to the upstream\'s address is 405 and opens no tunnel', async () => {
+  it("CONNECT to the upstream's address is 405 and opens no tunnel", async () => {
     const target = `127.0.0.1:${rec.port}`;
     const ex = await exchange(h.url, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`, { methods: ['CONNECT'] });
     await expectNothingForwarded();
@@ -434,7 +451,9 @@ describe('keep-alive: after a refused request, nothing unframed reaches the upst
 
   it('403 (deny route) with a Content-Length body holding a request: the body is not parsed as a request', async () => {
     const inner = smuggled('/public/smuggled-ka1');
-    const ex = await exchange(h.url, `GET /internal/x HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(1)}`, { methods: ['GET', 'GET'] });
+    const ex = await exchange(h.url, `GET /internal/x HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(1)}`, {
+      methods: ['GET', 'GET'],
+    });
     await expectOnlyFollowUps(1);
     expect(ex.responses[0]?.status).toBe(403);
     if (ex.responses[1]) expect(ex.responses[1].status).toBe(200);
@@ -442,42 +461,58 @@ describe('keep-alive: after a refused request, nothing unframed reaches the upst
 
   it('401 (anonymous, authenticated route) with a chunked body holding a request', async () => {
     const inner = smuggled('/public/smuggled-ka2');
-    const ex = await exchange(h.url, `DELETE /app/x HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n${chunked(inner)}${followUp(2)}`, { methods: ['DELETE', 'GET'] });
+    const ex = await exchange(h.url, `DELETE /app/x HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n${chunked(inner)}${followUp(2)}`, {
+      methods: ['DELETE', 'GET'],
+    });
     await expectOnlyFollowUps(2);
     expect(ex.responses[0]?.status).toBe(401);
   });
 
   it('404 (no route) with a Content-Length body holding a request', async () => {
     const inner = smuggled('/public/smuggled-ka3');
-    const ex = await exchange(h.url, `OPTIONS /nowhere HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(3)}`, { methods: ['OPTIONS', 'GET'] });
+    const ex = await exchange(h.url, `OPTIONS /nowhere HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(3)}`, {
+      methods: ['OPTIONS', 'GET'],
+    });
     await expectOnlyFollowUps(3);
     expect(ex.responses[0]?.status).toBe(404);
   });
 
   it('400 bad_path with a Content-Length body holding a request', async () => {
     const inner = smuggled('/public/smuggled-ka4');
-    const ex = await exchange(h.url, `GET /public/%2e%2e/app HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(4)}`, { methods: ['GET', 'GET'] });
+    const ex = await exchange(h.url, `GET /public/%2e%2e/app HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(4)}`, {
+      methods: ['GET', 'GET'],
+    });
     await expectOnlyFollowUps(4);
     expect(ex.responses[0]?.status).toBe(400);
   });
 
   it('405 TRACE with a Content-Length body holding a request', async () => {
     const inner = smuggled('/public/smuggled-ka5');
-    const ex = await exchange(h.url, `TRACE /public/a HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(5)}`, { methods: ['TRACE', 'GET'] });
+    const ex = await exchange(h.url, `TRACE /public/a HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(5)}`, {
+      methods: ['TRACE', 'GET'],
+    });
     await expectOnlyFollowUps(5);
     expect(ex.responses[0]?.status).toBe(405);
   });
 
   it('400 duplicate Host with a Content-Length body holding a request', async () => {
     const inner = smuggled('/public/smuggled-ka6');
-    const ex = await exchange(h.url, `GET /public/a HTTP/1.1\r\nHost: ${host}\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(6)}`, { methods: ['GET', 'GET'] });
+    const ex = await exchange(
+      h.url,
+      `GET /public/a HTTP/1.1\r\nHost: ${host}\r\nHost: ${host}\r\nContent-Length: ${inner.length}\r\n\r\n${inner}${followUp(6)}`,
+      { methods: ['GET', 'GET'] },
+    );
     await expectOnlyFollowUps(6);
     expect(ex.responses[0]?.status).toBe(400);
   });
 
   it('400 Transfer-Encoding + Content-Length: the connection is closed and nothing after it reaches the upstream', async () => {
     const inner = smuggled('/public/smuggled-ka7');
-    const ex = await exchange(h.url, `POST /public/a HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n${chunked(inner)}${followUp(7)}`, { methods: ['POST', 'GET'] });
+    const ex = await exchange(
+      h.url,
+      `POST /public/a HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n${chunked(inner)}${followUp(7)}`,
+      { methods: ['POST', 'GET'] },
+    );
     await expectNothingForwarded();
     expect400(ex.responses[0]);
     expect(ex.responses).toHaveLength(1);
@@ -486,7 +521,11 @@ describe('keep-alive: after a refused request, nothing unframed reaches the upst
 
   it('431: the connection is closed and neither the hidden body nor a follow-up reaches the upstream', async () => {
     const inner = smuggled('/public/smuggled-ka8');
-    const ex = await exchange(h.url, `GET /public/a HTTP/1.1\r\nHost: ${host}\r\n${filler(1000)}Transfer-Encoding: chunked\r\n\r\n${chunked(inner)}${followUp(8)}`, { methods: ['GET', 'GET'] });
+    const ex = await exchange(
+      h.url,
+      `GET /public/a HTTP/1.1\r\nHost: ${host}\r\n${filler(1000)}Transfer-Encoding: chunked\r\n\r\n${chunked(inner)}${followUp(8)}`,
+      { methods: ['GET', 'GET'] },
+    );
     await expectNothingForwarded();
     expect(ex.responses[0]?.status).toBe(431);
     expect(ex.responses).toHaveLength(1);
@@ -533,7 +572,14 @@ describe('property: no random header layout makes the upstream see a second requ
         framingAt = Math.floor(rnd() * (lines.length + 1));
         lines.splice(framingAt, 0, line);
       }
-      cases.push({ i, method, lines: lines.length, framing, framingAt, raw: `${method} ${path} HTTP/1.1\r\n${lines.map((l) => `${l}\r\n`).join('')}\r\n${body}` });
+      cases.push({
+        i,
+        method,
+        lines: lines.length,
+        framing,
+        framingAt,
+        raw: `${method} ${path} HTTP/1.1\r\n${lines.map((l) => `${l}\r\n`).join('')}\r\n${body}`,
+      });
     }
     const statuses: { c: Case; status: number | undefined }[] = [];
     const started = Date.now();
@@ -547,7 +593,8 @@ describe('property: no random header layout makes the upstream see a second requ
     const elapsed = Date.now() - started;
 
     const seenUrls = rec.seen.map((s) => `${s.method} ${s.url}`);
-    const describeCase = (c: Case, status: number | undefined) => `case ${c.i}: ${c.method} with ${c.lines} header lines, framing ${c.framing} at line ${c.framingAt}, answered ${status}`;
+    const describeCase = (c: Case, status: number | undefined) =>
+      `case ${c.i}: ${c.method} with ${c.lines} header lines, framing ${c.framing} at line ${c.framingAt}, answered ${status}`;
     const smuggledSeen = rec.seen.filter((s) => s.url.includes('smuggled'));
     expect(
       smuggledSeen.map((s) => {
@@ -556,7 +603,10 @@ describe('property: no random header layout makes the upstream see a second requ
       }),
       'requests hidden in bodies reached the upstream',
     ).toEqual([]);
-    expect(rec.seen.filter((s) => s.headers['x-auth-user'] === 'admin').map((s) => `${s.method} ${s.url}`), 'forged X-Auth-User reached the upstream').toEqual([]);
+    expect(
+      rec.seen.filter((s) => s.headers['x-auth-user'] === 'admin').map((s) => `${s.method} ${s.url}`),
+      'forged X-Auth-User reached the upstream',
+    ).toEqual([]);
     expect(rec.errors, 'the upstream received bytes it could not parse').toEqual([]);
     expect(rec.seen.length).toBeLessThanOrEqual(N);
     for (const c of cases) {

@@ -43,13 +43,24 @@ for (const kind of ['memory', 'redis'] as const) {
       await addUser(h, 'carol', ['staff']);
       const statuses = await Promise.all(
         Array.from({ length: BURST }, () =>
-          fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'carol', password: WRONG }) }).then((r) => r.status),
+          fetch(`${h.url}/api/auth/login`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ username: 'carol', password: WRONG }),
+          }).then((r) => r.status),
         ),
       );
       const judged = statuses.filter((s) => s === 401).length;
       expect(judged, statuses.join(',')).toBeLessThanOrEqual(5);
-      expect(statuses.every((s) => s === 401 || s === 423 || s === 429), statuses.join(',')).toBe(true);
-      const right = await fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'carol', password: GOOD_PASSWORD }) });
+      expect(
+        statuses.every((s) => s === 401 || s === 423 || s === 429),
+        statuses.join(','),
+      ).toBe(true);
+      const right = await fetch(`${h.url}/api/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'carol', password: GOOD_PASSWORD }),
+      });
       expect(right.status).toBe(423);
     });
 
@@ -67,7 +78,10 @@ for (const kind of ['memory', 'redis'] as const) {
       );
       const judged = statuses.filter((s) => s === 403).length;
       expect(judged, statuses.join(',')).toBeLessThanOrEqual(5);
-      expect(statuses.every((s) => s === 403 || s === 423 || s === 429), statuses.join(',')).toBe(true);
+      expect(
+        statuses.every((s) => s === 403 || s === 423 || s === 429),
+        statuses.join(','),
+      ).toBe(true);
       const right = await fetch(`${h.url}/api/auth/password`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },

@@ -33,7 +33,11 @@ afterAll(async () => {
 });
 
 async function loginReq(username: string, password: string) {
-  const res = await fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }) });
+  const res = await fetch(`${h.url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username, password }),
+  });
   return { status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> };
 }
 
@@ -86,7 +90,10 @@ describe('a full argon2 queue', () => {
     for (const u of fresh) await addUser(h, u);
     const flood = await Promise.all(fresh.map((u) => loginReq(u, GOOD_PASSWORD)));
     const statuses = flood.map((r) => r.status);
-    expect(statuses.every((s) => s === 200 || s === 503), JSON.stringify(statuses)).toBe(true);
+    expect(
+      statuses.every((s) => s === 200 || s === 503),
+      JSON.stringify(statuses),
+    ).toBe(true);
     expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(SLOTS + QUEUE);
     expect(statuses).toContain(503);
     // Once the flood is over, a retry gets everyone in.
@@ -99,7 +106,10 @@ describe('a full argon2 queue', () => {
     const names = Array.from({ length: 16 }, (_, i) => `nobody${i}`);
     const flood = await Promise.all(names.map((u) => loginReq(u, WRONG)));
     const statuses = flood.map((r) => r.status);
-    expect(statuses.every((s) => s === 401 || s === 503), JSON.stringify(statuses)).toBe(true);
+    expect(
+      statuses.every((s) => s === 401 || s === 503),
+      JSON.stringify(statuses),
+    ).toBe(true);
     expect(statuses).toContain(503);
     // The refused unknown names are not locked either.
     const refused = names.filter((_, i) => statuses[i] === 503);

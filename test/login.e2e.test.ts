@@ -105,7 +105,12 @@ describe('POST /api/auth/login — success', () => {
     const res = await fetch(`${h.url}/app/x?q=1`, { headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
-    const echo = (await res.json()) as { path: string; query: string; headers: Record<string, string>; identity: { user: string; user_id: string; email: string; roles: string[] } };
+    const echo = (await res.json()) as {
+      path: string;
+      query: string;
+      headers: Record<string, string>;
+      identity: { user: string; user_id: string; email: string; roles: string[] };
+    };
     expect(echo.path).toBe('/app/x');
     expect(echo.query).toBe('q=1');
     expect(echo.headers['x-auth-user']).toBe('alice');
@@ -116,7 +121,7 @@ describe('POST /api/auth/login — success', () => {
     expect(echo.headers.authorization).toBeUndefined();
   });
 
-  it('GET /api/auth/me returns the current user and the token\'s session id', async () => {
+  it("GET /api/auth/me returns the current user and the token's session id", async () => {
     const token = await login(h, 'alice');
     secretsSent.add(token);
     const res = await fetch(`${h.url}/api/auth/me`, { headers: { authorization: `Bearer ${token}` } });
@@ -281,7 +286,12 @@ describe('POST /api/auth/login — input validation', () => {
         c.close();
       },
     });
-    const res = await fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: stream, duplex: 'half' } as RequestInit);
+    const res = await fetch(`${h.url}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
     expectProblem({ res, status: res.status, text: await res.text() }, 413, 'body_too_large');
   });
 
@@ -430,7 +440,7 @@ describe('observability of logins', () => {
   });
 });
 
-describe('security headers on the gateway\'s own responses (plain HTTP)', () => {
+describe("security headers on the gateway's own responses (plain HTTP)", () => {
   const check = (res: Response) => {
     expect(res.headers.get('x-content-type-options')).toBe('nosniff');
     const csp = res.headers.get('content-security-policy') ?? '';
@@ -441,7 +451,11 @@ describe('security headers on the gateway\'s own responses (plain HTTP)', () => 
   };
 
   it('login (200 and 401), /me, JWKS, and pipeline errors (401/403/404/400) carry them, without HSTS', async () => {
-    const ok = await fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password: GOOD_PASSWORD }) });
+    const ok = await fetch(`${h.url}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'alice', password: GOOD_PASSWORD }),
+    });
     expect(ok.status).toBe(200);
     const token = ((await ok.json()) as { access_token: string }).access_token;
     secretsSent.add(token);

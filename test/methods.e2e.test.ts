@@ -100,7 +100,16 @@ describe('an ordinary upstream (method_override: false): override and rewrite he
 
   for (const name of OVERRIDE_HEADERS) {
     it(`POST /docs/a with ${name}: DELETE is forwarded as a plain POST, without ${name}`, async () => {
-      const r = await send(h, 'POST', '/docs/a', [['Authorization', `Bearer ${viewer}`], [name, 'DELETE']], '{}');
+      const r = await send(
+        h,
+        'POST',
+        '/docs/a',
+        [
+          ['Authorization', `Bearer ${viewer}`],
+          [name, 'DELETE'],
+        ],
+        '{}',
+      );
       expect(r.status).toBe(200);
       expect(rec.seen).toHaveLength(1);
       expect(rec.seen[0].method).toBe('POST');
@@ -109,20 +118,35 @@ describe('an ordinary upstream (method_override: false): override and rewrite he
   }
 
   it('every override header at once, in odd case and repeated, is removed', async () => {
-    const r = await send(h, 'POST', '/docs/a', [
-      ['Authorization', `Bearer ${viewer}`],
-      ['x-http-method-override', 'DELETE'],
-      ['X-Http-Method-Override', 'DELETE'],
-      ['x-HTTP-method', 'DELETE'],
-      ['X-METHOD-OVERRIDE', 'DELETE'],
-    ], '{}');
+    const r = await send(
+      h,
+      'POST',
+      '/docs/a',
+      [
+        ['Authorization', `Bearer ${viewer}`],
+        ['x-http-method-override', 'DELETE'],
+        ['X-Http-Method-Override', 'DELETE'],
+        ['x-HTTP-method', 'DELETE'],
+        ['X-METHOD-OVERRIDE', 'DELETE'],
+      ],
+      '{}',
+    );
     expect(r.status, r.body).toBe(200);
     expect(rec.seen).toHaveLength(1);
     expectNoneOf(rec.seen[0], OVERRIDE_HEADERS);
   });
 
   it('the CGI spelling X_HTTP_METHOD_OVERRIDE (same variable to PHP/Rack/WSGI upstreams) is removed too', async () => {
-    const r = await send(h, 'POST', '/docs/a', [['Authorization', `Bearer ${viewer}`], ['X_HTTP_METHOD_OVERRIDE', 'DELETE']], '{}');
+    const r = await send(
+      h,
+      'POST',
+      '/docs/a',
+      [
+        ['Authorization', `Bearer ${viewer}`],
+        ['X_HTTP_METHOD_OVERRIDE', 'DELETE'],
+      ],
+      '{}',
+    );
     if (r.status === 200) {
       expect(rec.seen).toHaveLength(1);
       expectNoneOf(rec.seen[0], ['x_http_method_override']);
@@ -134,7 +158,13 @@ describe('an ordinary upstream (method_override: false): override and rewrite he
   });
 
   it('override headers are removed on a public route too', async () => {
-    const r = await send(h, 'POST', '/public/form', OVERRIDE_HEADERS.map((n) => [n, 'DELETE'] as [string, string]), 'a=1');
+    const r = await send(
+      h,
+      'POST',
+      '/public/form',
+      OVERRIDE_HEADERS.map((n) => [n, 'DELETE'] as [string, string]),
+      'a=1',
+    );
     expect(r.status).toBe(200);
     expect(rec.seen).toHaveLength(1);
     expect(rec.seen[0].method).toBe('POST');
@@ -142,7 +172,11 @@ describe('an ordinary upstream (method_override: false): override and rewrite he
   });
 
   for (const name of URL_HEADERS) {
-    for (const [path, auth] of [['/public/a', false], ['/app/a', true], ['/docs/a', true]] as const) {
+    for (const [path, auth] of [
+      ['/public/a', false],
+      ['/app/a', true],
+      ['/docs/a', true],
+    ] as const) {
       it(`${name}: /admin never reaches the upstream (GET ${path}${auth ? ', signed in' : ''})`, async () => {
         const headers: [string, string][] = [[name, '/admin/delete-everything']];
         if (auth) headers.push(['Authorization', `Bearer ${viewer}`]);
@@ -177,7 +211,10 @@ describe('an upstream with method_override: true: the overriding method is the o
   async function expectRefusedAsOverride(r: RawResponse, statuses: number[] = [403]): Promise<void> {
     await sleep(50);
     for (const s of rec.seen) expectNoneOf(s, [...OVERRIDE_HEADERS, 'X_HTTP_METHOD_OVERRIDE']);
-    expect(rec.seen.map((s) => `${s.method} ${s.url}`), 'forwarded as the sent method instead of refused as the overriding one').toEqual([]);
+    expect(
+      rec.seen.map((s) => `${s.method} ${s.url}`),
+      'forwarded as the sent method instead of refused as the overriding one',
+    ).toEqual([]);
     expect(statuses, r.body).toContain(r.status);
   }
   let h: Harness;
@@ -199,28 +236,67 @@ describe('an upstream with method_override: true: the overriding method is the o
 
   for (const name of OVERRIDE_HEADERS) {
     it(`POST /docs/a with ${name}: DELETE is judged as DELETE: 403, never forwarded`, async () => {
-      const r = await send(h, 'POST', '/docs/a', [['Authorization', `Bearer ${viewer}`], [name, 'DELETE']], '{}');
+      const r = await send(
+        h,
+        'POST',
+        '/docs/a',
+        [
+          ['Authorization', `Bearer ${viewer}`],
+          [name, 'DELETE'],
+        ],
+        '{}',
+      );
       await expectRefusedAsOverride(r);
     });
   }
 
   it('the CGI spelling X_HTTP_METHOD_OVERRIDE: DELETE is judged as DELETE too (403 or 400, never forwarded)', async () => {
-    const r = await send(h, 'POST', '/docs/a', [['Authorization', `Bearer ${viewer}`], ['X_HTTP_METHOD_OVERRIDE', 'DELETE']], '{}');
+    const r = await send(
+      h,
+      'POST',
+      '/docs/a',
+      [
+        ['Authorization', `Bearer ${viewer}`],
+        ['X_HTTP_METHOD_OVERRIDE', 'DELETE'],
+      ],
+      '{}',
+    );
     await expectRefusedAsOverride(r, [400, 403]);
   });
 
   it('a lower-case override value (delete) is judged as DELETE too', async () => {
-    const r = await send(h, 'POST', '/docs/a', [['Authorization', `Bearer ${viewer}`], ['X-HTTP-Method-Override', 'delete']], '{}');
+    const r = await send(
+      h,
+      'POST',
+      '/docs/a',
+      [
+        ['Authorization', `Bearer ${viewer}`],
+        ['X-HTTP-Method-Override', 'delete'],
+      ],
+      '{}',
+    );
     await expectRefusedAsOverride(r);
   });
 
   it('GET /docs/a with X-HTTP-Method-Override: PUT is judged as PUT: 403', async () => {
-    const r = await send(h, 'GET', '/docs/a', [['Authorization', `Bearer ${viewer}`], ['X-HTTP-Method-Override', 'PUT']]);
+    const r = await send(h, 'GET', '/docs/a', [
+      ['Authorization', `Bearer ${viewer}`],
+      ['X-HTTP-Method-Override', 'PUT'],
+    ]);
     await expectRefusedAsOverride(r);
   });
 
   it('POST /docs/a with X-HTTP-Method-Override: GET (an allowed method) is forwarded with the header the upstream honours', async () => {
-    const r = await send(h, 'POST', '/docs/a', [['Authorization', `Bearer ${viewer}`], ['X-HTTP-Method-Override', 'GET']], '{}');
+    const r = await send(
+      h,
+      'POST',
+      '/docs/a',
+      [
+        ['Authorization', `Bearer ${viewer}`],
+        ['X-HTTP-Method-Override', 'GET'],
+      ],
+      '{}',
+    );
     expect(r.status, r.body).toBe(200);
     expect(rec.seen).toHaveLength(1);
     expect(rec.seen[0].headers['x-http-method-override']).toBe('GET');
@@ -233,7 +309,11 @@ describe('an upstream with method_override: true: the overriding method is the o
   });
 
   it('X-Original-URL and X-Rewrite-URL are removed here too', async () => {
-    const r = await send(h, 'GET', '/docs/a', [['Authorization', `Bearer ${viewer}`], ['X-Original-URL', '/admin'], ['X-Rewrite-URL', '/admin']]);
+    const r = await send(h, 'GET', '/docs/a', [
+      ['Authorization', `Bearer ${viewer}`],
+      ['X-Original-URL', '/admin'],
+      ['X-Rewrite-URL', '/admin'],
+    ]);
     expect(r.status, r.body).toBe(200);
     expect(rec.seen).toHaveLength(1);
     expectNoneOf(rec.seen[0], URL_HEADERS);
@@ -285,7 +365,10 @@ describe('the shipped config/gateway.yaml', () => {
     it(`a signed-in non-admin's ${method} /admin/x does not fall through to the catch-all: 403, never forwarded`, async () => {
       const r = await send(gw, method, '/admin/x', [['Authorization', `Bearer ${userToken}`]], method === 'DELETE' ? '' : '{}');
       await sleep(50);
-      expect(rec.seen.map((s) => `${s.method} ${s.url}`), `${method} /admin/x reached the demo upstream`).toEqual([]);
+      expect(
+        rec.seen.map((s) => `${s.method} ${s.url}`),
+        `${method} /admin/x reached the demo upstream`,
+      ).toEqual([]);
       expect(r.status, r.body).toBe(403);
     });
   }

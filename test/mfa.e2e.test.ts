@@ -21,7 +21,20 @@ import { SecretBox } from '../src/auth/secret-box.js';
 import { parseConfig } from '../src/config/index.js';
 import { createLogger } from '../src/http/log.js';
 import { generateSigningJwk } from '../src/tokens/index.js';
-import { GOOD_PASSWORD, addUser, fakeClock, login, metricsText, runCliInProcess, sample, startHarness, totpAt, wrongTotp, type FakeClock, type Harness } from './support/helpers.js';
+import {
+  GOOD_PASSWORD,
+  addUser,
+  fakeClock,
+  login,
+  metricsText,
+  runCliInProcess,
+  sample,
+  startHarness,
+  totpAt,
+  wrongTotp,
+  type FakeClock,
+  type Harness,
+} from './support/helpers.js';
 
 const SEC = 1000;
 const MIN = 60 * SEC;
@@ -90,7 +103,10 @@ function jarWith(jar: Jar, cookies: SetCookie[]): Jar {
   }
   return out;
 }
-const cookieHeader = (jar: Jar) => Object.entries(jar).map(([k, v]) => `${k}=${v}`).join('; ');
+const cookieHeader = (jar: Jar) =>
+  Object.entries(jar)
+    .map(([k, v]) => `${k}=${v}`)
+    .join('; ');
 
 interface SendOpts {
   token?: string;
@@ -369,8 +385,12 @@ describe('2FA over HTTP', () => {
       expect(decodeJwt(refreshed.json().access_token).amr).toEqual(['pwd', 'otp']);
 
       const m1 = await f.metrics();
-      expect(sample(m1, 'portcullis_login_attempts_total', { result: 'mfa_required' }) - sample(m0, 'portcullis_login_attempts_total', { result: 'mfa_required' })).toBe(1);
-      expect(sample(m1, 'portcullis_login_attempts_total', { result: 'success' }) - sample(m0, 'portcullis_login_attempts_total', { result: 'success' })).toBe(1);
+      expect(
+        sample(m1, 'portcullis_login_attempts_total', { result: 'mfa_required' }) - sample(m0, 'portcullis_login_attempts_total', { result: 'mfa_required' }),
+      ).toBe(1);
+      expect(sample(m1, 'portcullis_login_attempts_total', { result: 'success' }) - sample(m0, 'portcullis_login_attempts_total', { result: 'success' })).toBe(
+        1,
+      );
       expect(mfaCount(m1, 'success') - mfaCount(m0, 'success')).toBe(1);
       expect(f.events('login_success', 'ada').at(-1)).toMatchObject({ amr: ['pwd', 'otp'], user_id: id });
     });
@@ -671,7 +691,10 @@ describe('2FA over HTTP', () => {
       expect(r.headers.get('location')).toBeNull();
       expect((await send(h, 'GET', '/admin/x', { token })).status).toBe(200);
       const m1 = await f.metrics();
-      expect(sample(m1, 'portcullis_auth_decisions_total', { route: 'secure', decision: 'mfa_required' }) - sample(m0, 'portcullis_auth_decisions_total', { route: 'secure', decision: 'mfa_required' })).toBe(1);
+      expect(
+        sample(m1, 'portcullis_auth_decisions_total', { route: 'secure', decision: 'mfa_required' }) -
+          sample(m0, 'portcullis_auth_decisions_total', { route: 'secure', decision: 'mfa_required' }),
+      ).toBe(1);
     });
 
     it('browser: a user without 2FA is sent to the setup page; with 2FA but a password-only session, to sign in again', async () => {
@@ -808,7 +831,10 @@ describe('2FA over HTTP', () => {
       expect(new SecretBox(key.toString('base64')).decrypt(row.totp_secret, 'totp-secret', id).plaintext).toBe(secret);
 
       const dbFile = join(h.dir, 'test.db');
-      const raw = [dbFile, `${dbFile}-wal`].filter(existsSync).map((p) => readFileSync(p).toString('latin1')).join('');
+      const raw = [dbFile, `${dbFile}-wal`]
+        .filter(existsSync)
+        .map((p) => readFileSync(p).toString('latin1'))
+        .join('');
       expect(raw).toContain('sam@example.com'); // the raw read sees this user's row
       expect(raw).toContain(row.totp_secret.split('.')[3]);
       expect(raw).not.toContain(secret);
@@ -992,7 +1018,11 @@ describe('2FA secrets: encryption key rotation and production keys', () => {
 
   it('NODE_ENV=production with both keys starts and generates no key file', async () => {
     const jwk = await generateSigningJwk();
-    const h = await startHarness({ now: clock.now, extraYaml: authYaml(), env: { NODE_ENV: 'production', PORTCULLIS_SIGNING_KEYS: JSON.stringify({ keys: [jwk] }), PORTCULLIS_ENCRYPTION_KEY: keyA.toString('hex') } });
+    const h = await startHarness({
+      now: clock.now,
+      extraYaml: authYaml(),
+      env: { NODE_ENV: 'production', PORTCULLIS_SIGNING_KEYS: JSON.stringify({ keys: [jwk] }), PORTCULLIS_ENCRYPTION_KEY: keyA.toString('hex') },
+    });
     try {
       expect(existsSync(join(h.dir, 'encryption.key'))).toBe(false);
       const f = new Flows(h, clock);

@@ -38,7 +38,9 @@ function get(target: string, who: Who): Promise<RawResponse> {
 /** Sends a request whose target may contain bytes `rawGet` cannot express in a JS string literal nicely. */
 function getBytes(target: Buffer, who: Who): Promise<RawResponse> {
   const host = new URL(h.url).host;
-  const extra = Object.entries(auth(who)).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const extra = Object.entries(auth(who))
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   return rawRequest(h.url, Buffer.concat([Buffer.from('GET '), target, Buffer.from(` HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`)]));
 }
 

@@ -61,7 +61,9 @@ function send(g: Harness, r: Omit<Row, 'status' | 'name'>): Promise<RawResponse>
     headers['Content-Type'] ??= 'application/json';
     headers['Content-Length'] = String(Buffer.byteLength(r.body));
   }
-  const head = `${r.method ?? 'GET'} ${r.target} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}Connection: close\r\n\r\n`;
+  const head = `${r.method ?? 'GET'} ${r.target} HTTP/1.1\r\n${Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('')}Connection: close\r\n\r\n`;
   return rawRequest(g.url, head + (r.body ?? ''));
 }
 
@@ -145,7 +147,16 @@ const table: Row[] = [
     status: 302,
     response: { location: '/api/auth/login?rd=%2Fapp%2Fx' },
   },
-  { name: 'browser POST is not redirected', method: 'POST', target: '/app/x', token: 'none', accept: 'text/html', body: '{}', status: 401, response: { 'www-authenticate': 'Bearer realm="portcullis"' } },
+  {
+    name: 'browser POST is not redirected',
+    method: 'POST',
+    target: '/app/x',
+    token: 'none',
+    accept: 'text/html',
+    body: '{}',
+    status: 401,
+    response: { 'www-authenticate': 'Bearer realm="portcullis"' },
+  },
   { name: 'role missing', target: '/admin/x', token: 'user', status: 403, code: 'forbidden' },
   { name: 'role missing (reporter on admin)', target: '/admin/x', token: 'reporter', status: 403, code: 'forbidden' },
   { name: 'mfa route without otp', target: '/secure/x', token: 'admin', status: 403, code: 'mfa_required' },
@@ -166,12 +177,25 @@ const table: Row[] = [
     token: 'reporter',
     status: 200,
     upstreamPath: '/r/1',
-    upstream: { host: 'reports.example.com', 'x-forwarded-host': 'reports.example.com', 'x-auth-user': 'rita', 'x-auth-roles': 'reporter', 'x-auth-email': 'rita@example.com' },
+    upstream: {
+      host: 'reports.example.com',
+      'x-forwarded-host': 'reports.example.com',
+      'x-auth-user': 'rita',
+      'x-auth-roles': 'reporter',
+      'x-auth-email': 'rita@example.com',
+    },
   },
   { name: 'reports host with a port, reporter role', target: '/r/1', host: 'REPORTS.example.com:8443', token: 'reporter', status: 200, upstreamPath: '/r/1' },
   { name: 'reports host without the role', target: '/r/1', host: 'reports.example.com', token: 'user', status: 403, code: 'forbidden' },
   { name: 'reports host, anonymous', target: '/r/1', host: 'reports.example.com', token: 'none', status: 401, code: 'unauthenticated' },
-  { name: 'other host does not reach the reports route', target: '/r/1', host: 'reports.example.com.evil.test', token: 'reporter', status: 404, code: 'no_route' },
+  {
+    name: 'other host does not reach the reports route',
+    target: '/r/1',
+    host: 'reports.example.com.evil.test',
+    token: 'reporter',
+    status: 404,
+    code: 'no_route',
+  },
 
   // Identity headers: stripped everywhere, replaced by the real ones.
   {
@@ -189,7 +213,14 @@ const table: Row[] = [
     token: 'user',
     headers: SPOOF,
     status: 200,
-    upstream: { 'x-auth-user': 'alice', 'x-auth-roles': 'staff', 'x-auth-email': 'alice@example.com', 'x-auth-anything': null, 'x-auth-assertion': null, authorization: null },
+    upstream: {
+      'x-auth-user': 'alice',
+      'x-auth-roles': 'staff',
+      'x-auth-email': 'alice@example.com',
+      'x-auth-anything': null,
+      'x-auth-assertion': null,
+      authorization: null,
+    },
   },
   {
     name: 'authenticated route: real identity replaces the spoofed one; bearer not forwarded',
@@ -200,7 +231,15 @@ const table: Row[] = [
     body: '{"a":1}',
     status: 200,
     upstreamPath: '/app/submit',
-    upstream: { 'x-auth-user': 'alice', 'x-auth-roles': 'staff', 'x-auth-email': 'alice@example.com', 'x-auth-anything': null, 'x-auth-assertion': null, authorization: null, 'content-length': '7' },
+    upstream: {
+      'x-auth-user': 'alice',
+      'x-auth-roles': 'staff',
+      'x-auth-email': 'alice@example.com',
+      'x-auth-anything': null,
+      'x-auth-assertion': null,
+      authorization: null,
+      'content-length': '7',
+    },
   },
   {
     name: 'role route: spoofed roles cannot grant access',
@@ -224,7 +263,13 @@ const table: Row[] = [
     name: 'spoofed X-Forwarded-* from an untrusted peer are replaced by this hop',
     target: '/public/xff',
     token: 'none',
-    headers: { 'X-Forwarded-For': '6.6.6.6, 7.7.7.7', 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'evil.example', 'X-Real-IP': '6.6.6.6', Forwarded: 'for=6.6.6.6' },
+    headers: {
+      'X-Forwarded-For': '6.6.6.6, 7.7.7.7',
+      'X-Forwarded-Proto': 'https',
+      'X-Forwarded-Host': 'evil.example',
+      'X-Real-IP': '6.6.6.6',
+      Forwarded: 'for=6.6.6.6',
+    },
     status: 200,
     upstream: { 'x-forwarded-for': '127.0.0.1', 'x-forwarded-proto': 'http', 'x-real-ip': null, forwarded: null },
   },

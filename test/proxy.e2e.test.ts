@@ -99,12 +99,15 @@ interface Res {
 function request(url: string, opts: { method?: string; path: string; headers?: Record<string, string>; body?: Readable }): Promise<Res> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
-    const req = http.request({ hostname: u.hostname, port: u.port, method: opts.method ?? 'GET', path: opts.path, headers: opts.headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-    });
+    const req = http.request(
+      { hostname: u.hostname, port: u.port, method: opts.method ?? 'GET', path: opts.path, headers: opts.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      },
+    );
     req.on('error', reject);
     if (opts.body) opts.body.pipe(req);
     else req.end();
@@ -207,8 +210,17 @@ describe('streaming bodies', () => {
 
   it('a 50 MB chunked upload streams through to the upstream', async () => {
     const body = bodyOf(MB50);
-    const { value: r, live, rss } = await memoryGrowth(() =>
-      request(h.url, { method: 'POST', path: '/public/upload', headers: { 'content-type': 'application/octet-stream', authorization: `Bearer ${userToken}` }, body }),
+    const {
+      value: r,
+      live,
+      rss,
+    } = await memoryGrowth(() =>
+      request(h.url, {
+        method: 'POST',
+        path: '/public/upload',
+        headers: { 'content-type': 'application/octet-stream', authorization: `Bearer ${userToken}` },
+        body,
+      }),
     );
     expect(r.status).toBe(200);
     const e = json<EchoReply>(r);
@@ -447,7 +459,13 @@ describe('WebSocket', () => {
     const ws = await connectWebSocket(wsUrl('/app/ws?room=1'), { Authorization: `Bearer ${userToken}`, 'X-Auth-User': 'mallory', 'X-Auth-Roles': 'admin' });
     try {
       expect(ws.response.statusCode).toBe(101);
-      const hello = JSON.parse(await ws.next(10_000)) as { type: string; path: string; query: string; identity: EchoReply['identity']; headers: http.IncomingHttpHeaders };
+      const hello = JSON.parse(await ws.next(10_000)) as {
+        type: string;
+        path: string;
+        query: string;
+        identity: EchoReply['identity'];
+        headers: http.IncomingHttpHeaders;
+      };
       expect(hello.type).toBe('hello');
       expect(hello.path).toBe('/app/ws');
       expect(hello.query).toBe('room=1');
@@ -518,7 +536,7 @@ describe('WebSocket', () => {
     });
   }
 
-  it.skipIf(!existsSync('/proc/self/fd'))('refused upgrades do not keep the gateway\'s socket open when the client stays half-open', async () => {
+  it.skipIf(!existsSync('/proc/self/fd'))("refused upgrades do not keep the gateway's socket open when the client stays half-open", async () => {
     // An anonymous client that sends an upgrade, reads the 401 and never closes its side must
     // not pin a descriptor in the gateway: an upgraded socket has no timeout of its own, so
     // the gateway has to close its end once the refusal is flushed. Client and gateway share
@@ -547,7 +565,9 @@ describe('WebSocket', () => {
       const deadline = Date.now() + 5_000;
       while ((refused < N || serverFin < N || fds() - base > N + 10) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const extra = fds() - base;
-      console.log(`[proxy e2e] refused half-open upgrades: ${refused}/${N} got 401, ${serverFin}/${N} got FIN, descriptors over baseline ${extra} (the ${N} clients alone: ${N})`);
+      console.log(
+        `[proxy e2e] refused half-open upgrades: ${refused}/${N} got 401, ${serverFin}/${N} got FIN, descriptors over baseline ${extra} (the ${N} clients alone: ${N})`,
+      );
       expect(refused).toBe(N);
       expect(serverFin).toBe(N);
       expect(extra, 'gateway-side sockets of refused upgrades still open').toBeLessThanOrEqual(N + 10);

@@ -27,7 +27,6 @@ const HTML = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 const WRONG_PASSWORD = 'definitely not the password 11';
 const NEW_PASSWORD = 'violet quasar parchment tundra 9182';
 
-
 // Per-IP rate limits raised (they are not under test); the username lockout at its defaults.
 const AUTH_YAML = `
 auth:
@@ -75,10 +74,18 @@ function jarWith(jar: Jar, setCookies: string[]): Jar {
   return out;
 }
 
-async function send(h: Harness, method: string, path: string, o: { token?: string; body?: unknown; form?: Record<string, string>; jar?: Jar; headers?: Record<string, string> } = {}): Promise<Reply> {
+async function send(
+  h: Harness,
+  method: string,
+  path: string,
+  o: { token?: string; body?: unknown; form?: Record<string, string>; jar?: Jar; headers?: Record<string, string> } = {},
+): Promise<Reply> {
   const headers: Record<string, string> = { ...(o.headers ?? {}) };
   if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
-  if (o.jar && Object.keys(o.jar).length) headers.cookie = Object.entries(o.jar).map(([k, v]) => `${k}=${v}`).join('; ');
+  if (o.jar && Object.keys(o.jar).length)
+    headers.cookie = Object.entries(o.jar)
+      .map(([k, v]) => `${k}=${v}`)
+      .join('; ');
   let body: string | undefined;
   if (o.form) {
     body = new URLSearchParams(o.form).toString();
@@ -94,7 +101,13 @@ async function send(h: Harness, method: string, path: string, o: { token?: strin
   return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text), setCookies: res.headers.getSetCookie() };
 }
 
-const unescapeHtml = (s: string) => s.replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+const unescapeHtml = (s: string) =>
+  s
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
 
 function hiddenRd(html: string): string {
   const m = /<input type="hidden" name="rd" value="([^"]*)">/.exec(html);
@@ -278,7 +291,10 @@ describe('issue 8: open redirect after sign-in and unthrottled password confirma
         expect(r.status, r.text).toBe(403);
         expect(r.json().code).toBe('wrong_password');
       }
-      expectLocked(await send(h, 'POST', `${PREFIX}/password`, { token, body: { current_password: GOOD_PASSWORD, new_password: NEW_PASSWORD } }), '/password with the right password');
+      expectLocked(
+        await send(h, 'POST', `${PREFIX}/password`, { token, body: { current_password: GOOD_PASSWORD, new_password: NEW_PASSWORD } }),
+        '/password with the right password',
+      );
       expectLocked(await send(h, 'POST', `${PREFIX}/login`, { body: { username: 'pia', password: GOOD_PASSWORD } }), 'login');
       // The password was not changed while locked.
       clock.advance(15 * MIN + SEC);
@@ -290,7 +306,10 @@ describe('issue 8: open redirect after sign-in and unthrottled password confirma
       await addUser(h, 'paz');
       const token = await login(h, 'paz');
       for (let i = 0; i < 3; i++) expect((await send(h, 'POST', `${PREFIX}/login`, { body: { username: 'paz', password: WRONG_PASSWORD } })).status).toBe(401);
-      for (let i = 0; i < 2; i++) expect((await send(h, 'POST', `${PREFIX}/password`, { token, body: { current_password: WRONG_PASSWORD, new_password: NEW_PASSWORD } })).status).toBe(403);
+      for (let i = 0; i < 2; i++)
+        expect((await send(h, 'POST', `${PREFIX}/password`, { token, body: { current_password: WRONG_PASSWORD, new_password: NEW_PASSWORD } })).status).toBe(
+          403,
+        );
       expectLocked(await send(h, 'POST', `${PREFIX}/login`, { body: { username: 'paz', password: GOOD_PASSWORD } }), 'login');
       expectLocked(await send(h, 'POST', `${PREFIX}/password`, { token, body: { current_password: GOOD_PASSWORD, new_password: NEW_PASSWORD } }), '/password');
     });
@@ -310,7 +329,8 @@ describe('issue 8: open redirect after sign-in and unthrottled password confirma
     it('a right password confirmation resets the count (4 wrong, 1 right, 4 wrong: not locked)', async () => {
       await addUser(h, 'pat');
       const token = await login(h, 'pat');
-      const change = (current: string, next: string) => send(h, 'POST', `${PREFIX}/password`, { token, body: { current_password: current, new_password: next } });
+      const change = (current: string, next: string) =>
+        send(h, 'POST', `${PREFIX}/password`, { token, body: { current_password: current, new_password: next } });
       for (let i = 0; i < 4; i++) expect((await change(WRONG_PASSWORD, NEW_PASSWORD)).status).toBe(403);
       expect((await change(GOOD_PASSWORD, NEW_PASSWORD)).status).toBe(204);
       for (let i = 0; i < 4; i++) expect((await change(WRONG_PASSWORD, GOOD_PASSWORD)).status).toBe(403);

@@ -64,7 +64,9 @@ const pgUp = await pgReachable();
 const redisUp = await redisReachable(REDIS_URL);
 const up = pgUp && redisUp;
 if (!up && process.env.CI === 'true') {
-  throw new Error(`replicas.e2e needs PostgreSQL (${PG_URL}: ${pgUp ? 'up' : 'unreachable'}) and Redis (${REDIS_URL}: ${redisUp ? 'up' : 'unreachable'}), and CI=true requires them`);
+  throw new Error(
+    `replicas.e2e needs PostgreSQL (${PG_URL}: ${pgUp ? 'up' : 'unreachable'}) and Redis (${REDIS_URL}: ${redisUp ? 'up' : 'unreachable'}), and CI=true requires them`,
+  );
 }
 if (!up) console.warn(`[replicas.e2e] skipped: PostgreSQL ${pgUp ? 'up' : 'unreachable'}, Redis ${redisUp ? 'up' : 'unreachable'}`);
 
@@ -170,7 +172,9 @@ async function startReplica(name: string, config: string): Promise<Replica> {
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
   const deadline = Date.now() + 45_000;
   while (Date.now() < deadline) {
     const line = out.split('\n').find((l) => l.includes('"event":"listening"'));
@@ -210,7 +214,12 @@ async function call(base: string, path: string, init: { method?: string; body?: 
   const headers: Record<string, string> = {};
   if (init.body !== undefined) headers['content-type'] = 'application/json';
   if (init.token) headers.authorization = `Bearer ${init.token}`;
-  const res = await fetch(`${base}${path}`, { method: init.method ?? (init.body !== undefined ? 'POST' : 'GET'), headers, body: init.body === undefined ? undefined : JSON.stringify(init.body), signal: AbortSignal.timeout(20_000) });
+  const res = await fetch(`${base}${path}`, {
+    method: init.method ?? (init.body !== undefined ? 'POST' : 'GET'),
+    headers,
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+    signal: AbortSignal.timeout(20_000),
+  });
   const text = await res.text();
   let json: any = null;
   try {
@@ -260,7 +269,10 @@ async function metric(r: Replica, name: string, labels: Record<string, string> =
  * processes here) against the shared database.
  */
 async function addUser(config: string, name: string): Promise<void> {
-  const r = await runCliInProcess(['user', 'add', name, '--email', `${name}@example.com`, '--password-stdin', '--config', config], { stdin: `${GOOD_PASSWORD}\n`, env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } });
+  const r = await runCliInProcess(['user', 'add', name, '--email', `${name}@example.com`, '--password-stdin', '--config', config], {
+    stdin: `${GOOD_PASSWORD}\n`,
+    env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY },
+  });
   if (r.code !== 0) throw new Error(`user add ${name} failed (${r.code}): ${r.stderr}`);
 }
 
@@ -539,7 +551,14 @@ describe.runIf(up)('three replicas on one PostgreSQL and one Redis', () => {
       let instance!: autocannon.Instance;
       const done = new Promise<Result>((resolve, reject) => {
         instance = autocannon(
-          { url: `${r.url}/app/load`, connections: CONNECTIONS, duration: DURATION_S, timeout: 10, sampleInt: 100, headers: { authorization: `Bearer ${token}` } },
+          {
+            url: `${r.url}/app/load`,
+            connections: CONNECTIONS,
+            duration: DURATION_S,
+            timeout: 10,
+            sampleInt: 100,
+            headers: { authorization: `Bearer ${token}` },
+          },
           (err, result) => (err ? reject(err) : resolve(result)),
         );
       });

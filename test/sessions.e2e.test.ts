@@ -61,7 +61,12 @@ interface SessionView {
   ip: string | null;
 }
 
-async function send(h: Harness, method: string, path: string, opts: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {}): Promise<Reply> {
+async function send(
+  h: Harness,
+  method: string,
+  path: string,
+  opts: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
+): Promise<Reply> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
   let body: string | undefined;
@@ -323,7 +328,7 @@ describe('with the real clock', () => {
   });
 
   describe('sessions and revocation', () => {
-    it('GET /sessions lists only the caller\'s active sessions, with current: true on its own', async () => {
+    it("GET /sessions lists only the caller's active sessions, with current: true on its own", async () => {
       const a = await loginPair(h, 'sam', GOOD_PASSWORD, 'agent-a/1.0');
       const b = await loginPair(h, 'sam', GOOD_PASSWORD, 'agent-b/2.0');
       const foreign = await loginPair(h, 'other');
@@ -373,7 +378,7 @@ describe('with the real clock', () => {
       expectProblem(again, 404, 'session_not_found');
     });
 
-    it('DELETE /sessions/{id} of another user\'s session (or an unknown id): 404, and nothing is revoked', async () => {
+    it("DELETE /sessions/{id} of another user's session (or an unknown id): 404, and nothing is revoked", async () => {
       const mine = await loginPair(h, 'lou');
       const theirs = await loginPair(h, 'other');
       const r = await send(h, 'DELETE', `/api/auth/sessions/${encodeURIComponent(sidOf(theirs.access_token))}`, { token: mine.access_token });
@@ -413,7 +418,10 @@ describe('with the real clock', () => {
       const pair = await loginPair(h, 'meg');
       const other = await loginPair(h, 'meg');
 
-      const wrong = await send(h, 'POST', '/api/auth/password', { token: pair.access_token, body: { current_password: 'not the password at all 1', new_password: NEW_PASSWORD } });
+      const wrong = await send(h, 'POST', '/api/auth/password', {
+        token: pair.access_token,
+        body: { current_password: 'not the password at all 1', new_password: NEW_PASSWORD },
+      });
       expectProblem(wrong, 403, 'wrong_password');
 
       const weak = await send(h, 'POST', '/api/auth/password', { token: pair.access_token, body: { current_password: GOOD_PASSWORD, new_password: 'short1' } });
@@ -421,7 +429,10 @@ describe('with the real clock', () => {
       expect(Array.isArray(p.reasons)).toBe(true);
       expect(p.reasons).toContain('Password must be at least 12 characters long.');
 
-      const withName = await send(h, 'POST', '/api/auth/password', { token: pair.access_token, body: { current_password: GOOD_PASSWORD, new_password: 'meg-unusual-violet-harbor-42' } });
+      const withName = await send(h, 'POST', '/api/auth/password', {
+        token: pair.access_token,
+        body: { current_password: GOOD_PASSWORD, new_password: 'meg-unusual-violet-harbor-42' },
+      });
       expect(expectProblem(withName, 422, 'weak_password').reasons).toContain('Password must not contain the username.');
 
       const missing = await send(h, 'POST', '/api/auth/password', { token: pair.access_token, body: { current_password: GOOD_PASSWORD } });
@@ -442,7 +453,10 @@ describe('with the real clock', () => {
       const other2 = await loginPair(h, 'pam');
       await expectAccessWorks(h, other1.access_token, 'pam');
 
-      const r = await send(h, 'POST', '/api/auth/password', { token: current.access_token, body: { current_password: GOOD_PASSWORD, new_password: NEW_PASSWORD } });
+      const r = await send(h, 'POST', '/api/auth/password', {
+        token: current.access_token,
+        body: { current_password: GOOD_PASSWORD, new_password: NEW_PASSWORD },
+      });
       expect({ status: r.status, body: r.text }).toEqual({ status: 204, body: '' });
 
       for (const o of [other1, other2]) {
@@ -524,7 +538,7 @@ describe('with the real clock', () => {
   describe('the CLI revokes sessions of the running gateway (same database)', () => {
     const cfg = () => join(h.dir, 'gateway.yaml');
 
-    it('the harness config file points the CLI at the gateway\'s SQLite database', () => {
+    it("the harness config file points the CLI at the gateway's SQLite database", () => {
       const text = readFileSync(cfg(), 'utf8');
       expect(text).toContain(`sqlite:${join(h.dir, 'test.db')}`);
     });
@@ -539,7 +553,7 @@ describe('with the real clock', () => {
       expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
       expect(run.stdout).toBe('cleo disabled; 2 session(s) revoked\n');
 
-      const ms = await eventually(async () => (await appGet(h, s1.access_token)).status === 401, PROPAGATION_MS, 'disabled user\'s token refused');
+      const ms = await eventually(async () => (await appGet(h, s1.access_token)).status === 401, PROPAGATION_MS, "disabled user's token refused");
       expect(ms).toBeLessThan(PROPAGATION_MS);
       await expectAccessRefused(h, s1.access_token);
       await expectAccessRefused(h, s2.access_token);

@@ -111,7 +111,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function expectNotForwarded(upstream: ExpressUpstream, what: string): Promise<void> {
   await sleep(50);
-  expect(upstream.seen.map((s) => `${s.method} ${s.url}`), `${what} reached the upstream`).toEqual([]);
+  expect(
+    upstream.seen.map((s) => `${s.method} ${s.url}`),
+    `${what} reached the upstream`,
+  ).toEqual([]);
 }
 
 describe('the threat is real: the express upstream serves other spellings of /admin from its admin handler', () => {

@@ -4,8 +4,11 @@ import { request } from 'node:https';
 import { addUser, GOOD_PASSWORD, startHarness, type Harness } from './support/helpers.js';
 import { selfSigned } from './support/services.js';
 
-
-function httpsJson(url: string, ca: string, opts: { method?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: any }> {
+function httpsJson(
+  url: string,
+  ca: string,
+  opts: { method?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: any }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: opts.method ?? 'GET', ca, headers: { 'content-type': 'application/json', ...opts.headers } }, (res) => {
       let text = '';

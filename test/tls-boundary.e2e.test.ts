@@ -26,7 +26,27 @@ function selfSignedRsa(): { cert: string; key: string; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-tls-rsa-'));
   const cert = join(dir, 'tls.crt');
   const key = join(dir, 'tls.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   return { cert, key, dir };
 }
 
@@ -68,7 +88,9 @@ function httpsGet(url: string, ca: string): Promise<Res> {
 function upgradeHead(port: number, ca: string, path: string): Promise<{ status: number; headers: Record<string, string> }> {
   return new Promise((done, reject) => {
     const s = tlsConnect({ host: '127.0.0.1', port, ca }, () => {
-      s.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+      s.write(
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      );
     });
     let text = '';
     s.setEncoding('latin1');
@@ -98,7 +120,9 @@ async function hstsKillingUpstream(): Promise<{ url: string; close: () => Promis
     res.end(JSON.stringify({ path: req.url }));
   });
   srv.on('upgrade', (_req, socket) => {
-    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nStrict-Transport-Security: max-age=0\r\n\r\n');
+    socket.write(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nStrict-Transport-Security: max-age=0\r\n\r\n',
+    );
     socket.on('error', () => socket.destroy());
     setTimeout(() => socket.destroy(), 200).unref();
   });
@@ -133,13 +157,15 @@ afterAll(() => {
 });
 
 describe('tls config keys', () => {
-  const base = (tls: string) => `tls: ${tls}\nupstreams: { a: { url: http://127.0.0.1:1 } }\nroutes:\n  - { name: r, match: { path: /** }, upstream: a, access: public }\n`;
+  const base = (tls: string) =>
+    `tls: ${tls}\nupstreams: { a: { url: http://127.0.0.1:1 } }\nroutes:\n  - { name: r, match: { path: /** }, upstream: a, access: public }\n`;
 
   it('defaults to TLSv1.2 and the forward-secret AEAD cipher list', () => {
     const cfg = parseConfig(base('{ cert: /x.crt, key: /x.key }'), 'gw.yaml', {});
     expect(cfg.tls?.min_version).toBe('TLSv1.2');
     expect(cfg.tls?.ciphers).toBe(DEFAULT_TLS_CIPHERS);
-    for (const suite of DEFAULT_TLS_CIPHERS.split(':')) expect(suite).toMatch(/^TLS_(AES_\d+_GCM|CHACHA20_POLY1305)_SHA\d+$|^ECDHE-(RSA|ECDSA)-(AES\d+-GCM-SHA\d+|CHACHA20-POLY1305)$/);
+    for (const suite of DEFAULT_TLS_CIPHERS.split(':'))
+      expect(suite).toMatch(/^TLS_(AES_\d+_GCM|CHACHA20_POLY1305)_SHA\d+$|^ECDHE-(RSA|ECDSA)-(AES\d+-GCM-SHA\d+|CHACHA20-POLY1305)$/);
   });
 
   it('reports a bad cipher string or version as a config error at its key path, not a crash', () => {
@@ -161,7 +187,11 @@ describe('tls config keys', () => {
   });
 
   it('accepts a custom cipher string and TLSv1.3', () => {
-    const cfg = parseConfig(base('{ cert: /x.crt, key: /x.key, min_version: TLSv1.3, ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384:TLS_AES_256_GCM_SHA384" }'), 'gw.yaml', {});
+    const cfg = parseConfig(
+      base('{ cert: /x.crt, key: /x.key, min_version: TLSv1.3, ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384:TLS_AES_256_GCM_SHA384" }'),
+      'gw.yaml',
+      {},
+    );
     expect(cfg.tls).toMatchObject({ min_version: 'TLSv1.3', ciphers: 'ECDHE-ECDSA-AES256-GCM-SHA384:TLS_AES_256_GCM_SHA384' });
   });
 });

@@ -42,7 +42,12 @@ function claimsOf(token: string, over: Record<string, unknown> = {}): JWTPayload
 }
 
 /** Signs header + payload with the given Ed25519 key (by default the gateway's own active key). */
-function signEd(header: Record<string, unknown>, payload: JWTPayload, key: CryptoKey = h.app.keySet.active.privateKey, crit?: Record<string, boolean>): Promise<string> {
+function signEd(
+  header: Record<string, unknown>,
+  payload: JWTPayload,
+  key: CryptoKey = h.app.keySet.active.privateKey,
+  crit?: Record<string, boolean>,
+): Promise<string> {
   return new SignJWT(payload).setProtectedHeader(header as { alg: string }).sign(key, crit ? { crit } : undefined);
 }
 
@@ -82,7 +87,11 @@ async function expectProblem(res: Response, status: number, code: string): Promi
 async function expectAuthApiRefuses(token: string): Promise<void> {
   const me = await fetch(`${h.url}/api/auth/me`, { headers: { authorization: `Bearer ${token}` } });
   await expectProblem(me, 401, 'invalid_token');
-  const refresh = await fetch(`${h.url}/api/auth/refresh`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refresh_token: token }) });
+  const refresh = await fetch(`${h.url}/api/auth/refresh`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ refresh_token: token }),
+  });
   await expectProblem(refresh, 401, 'invalid_refresh_token');
 }
 
@@ -288,7 +297,11 @@ describe('claim checks', () => {
   });
 
   it('a crit header naming an unknown extension is rejected', async () => {
-    await expectRejected(await signEd({ alg: 'EdDSA', typ: 'at+jwt', kid: ourKid, crit: ['x-portcullis-unknown'], 'x-portcullis-unknown': true }, claimsOf(mallory), undefined, { 'x-portcullis-unknown': true }));
+    await expectRejected(
+      await signEd({ alg: 'EdDSA', typ: 'at+jwt', kid: ourKid, crit: ['x-portcullis-unknown'], 'x-portcullis-unknown': true }, claimsOf(mallory), undefined, {
+        'x-portcullis-unknown': true,
+      }),
+    );
   });
 });
 
@@ -311,7 +324,7 @@ describe('tampering', () => {
     await expectRejected(`${h64}.${b64u(JSON.stringify({ ...payload, sub: r.sub, username: 'root' }))}.${sig}`);
   });
 
-  it('signature transplant: one token\'s signature on another token\'s claims is rejected', async () => {
+  it("signature transplant: one token's signature on another token's claims is rejected", async () => {
     const a = split(mallory);
     const b = split(root);
     await expectRejected(`${a.h64}.${b.p64}.${a.sig}`, '/admin/x');

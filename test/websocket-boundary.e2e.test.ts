@@ -129,7 +129,9 @@ function rawUpgrade(h: Harness, path: string, key: string | string[] | null = va
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, rej) => (t = setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
+  return Promise.race([p, new Promise<T>((_, rej) => (t = setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms)))]).finally(() =>
+    clearTimeout(t),
+  );
 }
 
 async function until(cond: () => boolean, ms: number): Promise<boolean> {
@@ -206,7 +208,14 @@ describe('WebSocket boundary: the handshake is verified, and refused upgrades le
 
   it('an upgrade without a valid Sec-WebSocket-Key is refused 400 before the upstream is contacted', async () => {
     const before = evil.requests.length;
-    for (const key of [null, 'abc', randomBytes(15).toString('base64'), randomBytes(17).toString('base64'), 'not base64 at all!!!!!==', [validKey(), validKey()]]) {
+    for (const key of [
+      null,
+      'abc',
+      randomBytes(15).toString('base64'),
+      randomBytes(17).toString('base64'),
+      'not base64 at all!!!!!==',
+      [validKey(), validKey()],
+    ]) {
       const c = rawUpgrade(h, '/evil/plain', key);
       clients.push(c.sock);
       const head = await within(c.head, 5_000, 'response head');
@@ -253,7 +262,9 @@ describe('WebSocket boundary: the handshake is verified, and refused upgrades le
 });
 
 describe('WebSocket boundary: stop() after refused upgrades and with an open tunnel', () => {
-  it('app.stop(grace) completes within the grace plus a few seconds and closes the open tunnels, one from before a reload included', { timeout: 90_000 }, async () => {
+  it('app.stop(grace) completes within the grace plus a few seconds and closes the open tunnels, one from before a reload included', {
+    timeout: 90_000,
+  }, async () => {
     const { h, evil } = await startEvilHarness();
     const clients: net.Socket[] = [];
     try {

@@ -113,7 +113,7 @@ describe('Lockout', () => {
     await expectUnlocked('alice');
   });
 
-  it('locks on any 5 failures within 15 minutes, also across the first failure\'s window (sliding window)', async () => {
+  it("locks on any 5 failures within 15 minutes, also across the first failure's window (sliding window)", async () => {
     await fail('alice', 1); // t = 0
     t += 14 * MIN;
     await fail('alice', 3); // t = 14 min: 4 within the last 15 minutes
@@ -185,7 +185,12 @@ describe('Lockout', () => {
 
 describe('lockedError', () => {
   it('is 423 account_locked with Retry-After in whole seconds, at least 1', () => {
-    for (const [ms, s] of [[900_000, '900'], [1500, '2'], [1, '1'], [0, '1']] as const) {
+    for (const [ms, s] of [
+      [900_000, '900'],
+      [1500, '2'],
+      [1, '1'],
+      [0, '1'],
+    ] as const) {
       const e = lockedError(ms);
       expect(e.status).toBe(423);
       expect(e.code).toBe('account_locked');

@@ -41,7 +41,9 @@ export class Lockout {
     const until = Date.now() + TURN_WAIT_MS;
     while (!(await this.store.takeTurn(username, TURN_TTL_MS))) {
       if (Date.now() >= until) {
-        throw new GatewayError(Errors.rate_limited, 'Another attempt for this account is being checked; try again in a moment.', { headers: { 'retry-after': '1' } });
+        throw new GatewayError(Errors.rate_limited, 'Another attempt for this account is being checked; try again in a moment.', {
+          headers: { 'retry-after': '1' },
+        });
       }
       await new Promise((r) => setTimeout(r, TURN_POLL_MS));
     }

@@ -109,7 +109,9 @@ const UNFINISHED_SPEND_MS = 3000;
 /** Checks a JSON body's field types; throws 422 listing every bad field. */
 export function requireStrings<K extends string>(body: unknown, fields: readonly K[]): Record<K, string> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new GatewayError(Errors.invalid_input, 'The body must be a JSON object.', { extra: { errors: fields.map((f) => ({ field: f, message: 'required' })) } });
+    throw new GatewayError(Errors.invalid_input, 'The body must be a JSON object.', {
+      extra: { errors: fields.map((f) => ({ field: f, message: 'required' })) },
+    });
   }
   const errors: { field: string; message: string }[] = [];
   const out = {} as Record<K, string>;
@@ -213,17 +215,16 @@ export class AuthService {
   async startSession(user: UserRecord, amr: string[], ctx: { ip: string | null; userAgent: string | null }): Promise<TokenResponse> {
     const { d } = this;
     const now = d.now();
-    const session = await dependency(
-      () =>
-        d.db.sessions.create({
-          id: randomBytes(16).toString('base64url'),
-          userId: user.id,
-          amr,
-          createdAt: now,
-          expiresAt: new Date(now.getTime() + d.sessionMaxAgeMs),
-          userAgent: ctx.userAgent?.slice(0, 256) ?? null,
-          ip: ctx.ip,
-        }),
+    const session = await dependency(() =>
+      d.db.sessions.create({
+        id: randomBytes(16).toString('base64url'),
+        userId: user.id,
+        amr,
+        createdAt: now,
+        expiresAt: new Date(now.getTime() + d.sessionMaxAgeMs),
+        userAgent: ctx.userAgent?.slice(0, 256) ?? null,
+        ip: ctx.ip,
+      }),
     );
     return this.issue(user, session);
   }
@@ -324,7 +325,10 @@ export class AuthService {
         }
       }
       d.metrics.tokenRefresh.inc({ result: 'reuse_detected' });
-      d.log.warn({ event: 'refresh_reuse_detected', session_id: used.record.sessionId, user_id: session?.userId ?? null }, 'a spent refresh token was presented: session revoked');
+      d.log.warn(
+        { event: 'refresh_reuse_detected', session_id: used.record.sessionId, user_id: session?.userId ?? null },
+        'a spent refresh token was presented: session revoked',
+      );
       if (session) await this.revokeSession(session.id, 'refresh_reuse');
       return { kind: 'invalid', reason: 'refresh token reuse' };
     }

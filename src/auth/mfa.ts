@@ -74,7 +74,10 @@ export class MfaService {
     } catch (e) {
       // Fails closed: most likely the key that encrypted it is not configured (rotation).
       const keyId = user.totpSecret.split('.')[1] ?? '?';
-      this.d.log.error({ event: 'mfa_secret_unreadable', user_id: user.id, key_id: keyId, err: (e as Error).message }, 'cannot decrypt a TOTP secret; is its key in PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS?');
+      this.d.log.error(
+        { event: 'mfa_secret_unreadable', user_id: user.id, key_id: keyId, err: (e as Error).message },
+        'cannot decrypt a TOTP secret; is its key in PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS?',
+      );
       throw new GatewayError(Errors.service_unavailable, 'Two-factor authentication is temporarily unavailable.');
     }
   }
@@ -97,10 +100,19 @@ export class MfaService {
     const { code } = requireStrings(body, ['code'] as const);
     if (user.mfaEnabled) throw new GatewayError(Errors.mfa_already_enabled, 'It is already enabled.');
     const kind = await this.check(user, code, { allowRecovery: false });
-    if (!kind || kind === 'replay') throw new GatewayError(Errors.invalid_input, 'The code is not valid for the pending secret.', { extra: { errors: [{ field: 'code', message: 'invalid' }] } });
+    if (!kind || kind === 'replay')
+      throw new GatewayError(Errors.invalid_input, 'The code is not valid for the pending secret.', {
+        extra: { errors: [{ field: 'code', message: 'invalid' }] },
+      });
     const codes = Array.from({ length: RECOVERY_CODES }, newRecoveryCode);
     const now = this.d.now();
-    await dependency(() => this.d.db.recoveryCodes.replace(user.id, codes.map((c) => hashRecoveryCode(user.id, c)), now));
+    await dependency(() =>
+      this.d.db.recoveryCodes.replace(
+        user.id,
+        codes.map((c) => hashRecoveryCode(user.id, c)),
+        now,
+      ),
+    );
     await dependency(() => this.d.db.users.update(user.id, { mfaEnabled: true }));
     this.d.log.info({ event: 'mfa_enabled', user_id: user.id }, 'two-factor authentication enabled');
     return { recovery_codes: codes };
@@ -119,7 +131,10 @@ export class MfaService {
       const passwordOk = await this.d.hasher.verify(user.passwordHash, password);
       const kind = passwordOk ? await this.check(user, code, { allowRecovery: true }) : null;
       if (!passwordOk || !kind || kind === 'replay') {
-        this.d.log.info({ event: 'mfa_disable_failure', user_id: user.id, username: user.username, ip, reason: passwordOk ? 'wrong_code' : 'wrong_password' }, '2FA disable refused');
+        this.d.log.info(
+          { event: 'mfa_disable_failure', user_id: user.id, username: user.username, ip, reason: passwordOk ? 'wrong_code' : 'wrong_password' },
+          '2FA disable refused',
+        );
         await dependency(() => this.d.lockout.fail(user.username, ip));
         throw new GatewayError(Errors.wrong_password, 'The password or the code is wrong.');
       }

@@ -52,7 +52,15 @@ describe('PasswordHasher', () => {
 
   it('returns false, never throws, for malformed or foreign hashes', async () => {
     const good = await hasher.hash('pw');
-    const malformed = ['', 'not-a-hash', '$argon2id$', '$argon2id$v=19$m=19456,t=2,p=1$$', '$2b$10$abcdefghijklmnopqrstuu1234567890123456789012345678901', `${good.slice(0, -5)}!!!!!`, good.replace('argon2id', 'argon2x')];
+    const malformed = [
+      '',
+      'not-a-hash',
+      '$argon2id$',
+      '$argon2id$v=19$m=19456,t=2,p=1$$',
+      '$2b$10$abcdefghijklmnopqrstuu1234567890123456789012345678901',
+      `${good.slice(0, -5)}!!!!!`,
+      good.replace('argon2id', 'argon2x'),
+    ];
     for (const h of malformed) {
       await expect(hasher.verify(h, 'pw')).resolves.toBe(false);
     }

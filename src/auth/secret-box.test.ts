@@ -137,7 +137,14 @@ describe('SecretBox', () => {
 
   it('accepts 32-byte keys as base64, base64url (padded or not) and hex, all naming the same key', () => {
     const k = rawKey();
-    const forms = [k.toString('base64'), k.toString('base64url'), k.toString('base64').replace(/=$/, ''), k.toString('hex'), k.toString('hex').toUpperCase(), `  ${k.toString('base64')}\n`];
+    const forms = [
+      k.toString('base64'),
+      k.toString('base64url'),
+      k.toString('base64').replace(/=$/, ''),
+      k.toString('hex'),
+      k.toString('hex').toUpperCase(),
+      `  ${k.toString('base64')}\n`,
+    ];
     const v = new SecretBox(forms[0]).encrypt(SECRET, PURPOSE, 'u');
     for (const f of forms) {
       const box = new SecretBox(f);
@@ -171,7 +178,9 @@ describe('loadSecretBox', () => {
     const file = join(d, 'encryption.key');
     const oldA = new SecretBox(b64(a)).encrypt(SECRET, PURPOSE, 'u');
     const oldC = new SecretBox(b64(c)).encrypt(SECRET, PURPOSE, 'u');
-    const box = loadSecretBox({ PORTCULLIS_ENCRYPTION_KEY: b64(b), PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS: ` ${b64(a)} ,, ${c.toString('hex')} ` }, file, (m) => warnings.push(m));
+    const box = loadSecretBox({ PORTCULLIS_ENCRYPTION_KEY: b64(b), PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS: ` ${b64(a)} ,, ${c.toString('hex')} ` }, file, (m) =>
+      warnings.push(m),
+    );
     expect(box.keyId).toBe(kidOf(b));
     expect(box.decrypt(oldA, PURPOSE, 'u')).toEqual({ plaintext: SECRET, stale: true });
     expect(box.decrypt(oldC, PURPOSE, 'u')).toEqual({ plaintext: SECRET, stale: true });
@@ -185,7 +194,10 @@ describe('loadSecretBox', () => {
     expectMissingKeys(() => loadSecretBox({ NODE_ENV: 'production' }, file, () => undefined), /PORTCULLIS_ENCRYPTION_KEY/);
     expect(existsSync(file)).toBe(false);
     // Previous keys alone are not an active key.
-    expectMissingKeys(() => loadSecretBox({ NODE_ENV: 'production', PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS: b64(rawKey()) }, file, () => undefined), /PORTCULLIS_ENCRYPTION_KEY/);
+    expectMissingKeys(
+      () => loadSecretBox({ NODE_ENV: 'production', PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS: b64(rawKey()) }, file, () => undefined),
+      /PORTCULLIS_ENCRYPTION_KEY/,
+    );
     // With a key, production is fine.
     const k = rawKey();
     expect(loadSecretBox({ NODE_ENV: 'production', PORTCULLIS_ENCRYPTION_KEY: b64(k) }, file, () => undefined).keyId).toBe(kidOf(k));

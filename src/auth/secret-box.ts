@@ -14,7 +14,8 @@ function parseKey(text: string, source: string): MasterKey {
   let key: Buffer | undefined;
   if (/^[0-9a-fA-F]{64}$/.test(t)) key = Buffer.from(t, 'hex');
   else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(t)) key = Buffer.from(t.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
-  if (key?.length !== 32) throw new GatewayError(Errors.missing_keys, `${source} must be 32 random bytes, base64 or hex (make one with: openssl rand -base64 32)`);
+  if (key?.length !== 32)
+    throw new GatewayError(Errors.missing_keys, `${source} must be 32 random bytes, base64 or hex (make one with: openssl rand -base64 32)`);
   return { id: createHash('sha256').update(key).digest('hex').slice(0, 16), key };
 }
 
@@ -71,7 +72,10 @@ export class SecretBox {
  * (mode 0600) with a warning; production refuses to start without one.
  */
 export function loadSecretBox(env: NodeJS.ProcessEnv, dataFile: string, warn: (msg: string) => void): SecretBox {
-  const previous = (env.PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const previous = (env.PORTCULLIS_ENCRYPTION_KEYS_PREVIOUS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (env.PORTCULLIS_ENCRYPTION_KEY) return new SecretBox(env.PORTCULLIS_ENCRYPTION_KEY, previous);
   if (env.NODE_ENV === 'production') {
     throw new GatewayError(Errors.missing_keys, 'NODE_ENV=production needs PORTCULLIS_ENCRYPTION_KEY (32 random bytes, base64: openssl rand -base64 32).');

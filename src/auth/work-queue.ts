@@ -16,7 +16,9 @@ export interface WorkQueueOptions {
 
 /** 503 `busy` with `Retry-After`: the password-hashing queue is full (SPEC §12). */
 export function busyError(retryAfterSeconds: number): GatewayError {
-  return new GatewayError(Errors.busy, 'The gateway is busy checking other sign-ins; try again in a moment.', { headers: { 'retry-after': String(retryAfterSeconds) } });
+  return new GatewayError(Errors.busy, 'The gateway is busy checking other sign-ins; try again in a moment.', {
+    headers: { 'retry-after': String(retryAfterSeconds) },
+  });
 }
 
 /**

@@ -70,7 +70,9 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
       return 2;
     }
     if (e instanceof GatewayError) {
-      const reasons = (e.extra?.reasons as string[] | undefined) ?? (e.extra?.errors as { field: string; message: string }[] | undefined)?.map((x) => `${x.field}: ${x.message}`);
+      const reasons =
+        (e.extra?.reasons as string[] | undefined) ??
+        (e.extra?.errors as { field: string; message: string }[] | undefined)?.map((x) => `${x.field}: ${x.message}`);
       io.err(`portcullis: ${e.message}${reasons?.length ? ` (${reasons.join('; ')})` : ''}\n`);
       if (debug) io.err(`${e.stack}\n`);
       // Bad input exits 2: any client-class error (a 4xx status, e.g. a weak password), and an
@@ -100,14 +102,17 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
       const file = configPath(p, io);
       const c = loadConfig(file, io.env, [routePatternCheck]);
       // Warnings: legal, likely wrong, never fatal (exit 0).
-      for (const w of locateInFile(file, methodFallthroughWarnings(compileRoutes(c.routes)))) io.err(`${formatProblem({ ...w, message: `warning: ${w.message}` })}\n`);
+      for (const w of locateInFile(file, methodFallthroughWarnings(compileRoutes(c.routes))))
+        io.err(`${formatProblem({ ...w, message: `warning: ${w.message}` })}\n`);
       io.out(`${file}: ok (${c.routes.length} routes, ${Object.keys(c.upstreams).length} upstreams)\n`);
       return 0;
     }
     case 'migrate': {
       const p = parseArgs(argv.slice(1), { valued: ['config'] });
       const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
-      const db = await openDatabase(config.storage.database_url, { log: (msg, extra) => void (msg !== 'migration applied' && io.err(`portcullis: ${msg} ${JSON.stringify(extra ?? {})}\n`)) });
+      const db = await openDatabase(config.storage.database_url, {
+        log: (msg, extra) => void (msg !== 'migration applied' && io.err(`portcullis: ${msg} ${JSON.stringify(extra ?? {})}\n`)),
+      });
       try {
         const applied = await db.migrate();
         io.out(applied.length ? `applied: ${applied.join(', ')}\n` : 'the database is up to date\n');
@@ -124,12 +129,21 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
       const url = opt(p, 'url');
       if (!url) throw new UsageError('policy explain needs --url');
       const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
-      const roles = (opt(p, 'roles') ?? '').split(',').map((r) => r.trim()).filter(Boolean);
+      const roles = (opt(p, 'roles') ?? '')
+        .split(',')
+        .map((r) => r.trim())
+        .filter(Boolean);
       // The same context the gateway builds, so explain and the gateway decide alike.
       const ctx = policyContext(compileRoutes(config.routes), config, new URL(config.publicUrl).origin);
       const result = explain(ctx, { method: (opt(p, 'method') ?? 'GET').toUpperCase(), url, host: opt(p, 'host'), roles, mfa: flag(p, 'mfa') });
       if (flag(p, 'json')) {
-        const view = (v: typeof result.anonymous) => ({ route: result.route?.name ?? null, decision: v.outcome, status: v.status, code: v.code, reason: v.reason });
+        const view = (v: typeof result.anonymous) => ({
+          route: result.route?.name ?? null,
+          decision: v.outcome,
+          status: v.status,
+          code: v.code,
+          reason: v.reason,
+        });
         io.out(`${JSON.stringify({ ...view(result.identity.verdict), anonymous: view(result.anonymous) })}\n`);
       } else {
         io.out(`${formatExplain(result)}\n`);
@@ -154,7 +168,9 @@ async function serve(p: Parsed, io: Io): Promise<number> {
   const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
   if (workers > 1 && cluster.isPrimary) {
     if (!config.storage.redis_url) {
-      throw new UsageError(`workers: ${config.workers} needs storage.redis_url: in-process state (rate limits, lockouts, revocations, TOTP steps) is not shared between processes`);
+      throw new UsageError(
+        `workers: ${config.workers} needs storage.redis_url: in-process state (rate limits, lockouts, revocations, TOTP steps) is not shared between processes`,
+      );
     }
     return supervise(workers, io);
   }
@@ -231,7 +247,16 @@ async function findUser(db: Database, name: string): Promise<UserRecord> {
 }
 
 function describe(u: UserRecord): Record<string, unknown> {
-  return { id: u.id, username: u.username, email: u.email, roles: u.roles, disabled: u.disabled, mfa_enabled: u.mfaEnabled, created_at: u.createdAt.toISOString(), updated_at: u.updatedAt.toISOString() };
+  return {
+    id: u.id,
+    username: u.username,
+    email: u.email,
+    roles: u.roles,
+    disabled: u.disabled,
+    mfa_enabled: u.mfaEnabled,
+    created_at: u.createdAt.toISOString(),
+    updated_at: u.updatedAt.toISOString(),
+  };
 }
 
 async function readPassword(p: Parsed, io: Io): Promise<string> {
@@ -270,7 +295,13 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
           const rows = users.map((u) => [u.username, u.roles.join(',') || '-', u.disabled ? 'disabled' : 'active', u.mfaEnabled ? '2fa' : '-', u.email ?? '-']);
           const head = ['USERNAME', 'ROLES', 'STATUS', 'MFA', 'EMAIL'];
           const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-          for (const r of [head, ...rows]) io.out(`${r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()}\n`);
+          for (const r of [head, ...rows])
+            io.out(
+              `${r
+                .map((c, i) => c.padEnd(widths[i]))
+                .join('  ')
+                .trimEnd()}\n`,
+            );
         }
         return 0;
       });
@@ -367,7 +398,6 @@ async function user(sub: string | undefined, rest: string[], io: Io): Promise<nu
   }
 }
 
-
 /**
  * Clears a lockout held in a running gateway's in-process state, through its admin listener
  * (authenticated with the token the gateway wrote into the data directory).
@@ -382,7 +412,12 @@ async function unlockViaAdmin(config: Config, username: string): Promise<boolean
   const { url, token } = found;
   let res: Response;
   try {
-    res = await fetch(`${url.replace('0.0.0.0', '127.0.0.1')}/unlock`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ username }), signal: AbortSignal.timeout(5000) });
+    res = await fetch(`${url.replace('0.0.0.0', '127.0.0.1')}/unlock`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ username }),
+      signal: AbortSignal.timeout(5000),
+    });
   } catch {
     throw new Error(`no gateway answers on the admin listener ${url}; in-process lockouts end with the gateway process`);
   }

@@ -96,7 +96,9 @@ routes:
   });
 
   it('rejects duplicate route names', () => {
-    const p = problems(`upstreams: { a: { url: http://x } }\nroutes:\n  - { name: r, match: { path: /x }, upstream: a, access: public }\n  - { name: r, match: { path: /y }, upstream: a, access: public }\n`);
+    const p = problems(
+      `upstreams: { a: { url: http://x } }\nroutes:\n  - { name: r, match: { path: /x }, upstream: a, access: public }\n  - { name: r, match: { path: /y }, upstream: a, access: public }\n`,
+    );
     expect(p).toEqual([{ file: 'gw.yaml', line: 4, path: 'routes[1].name', message: 'duplicate route name "r"' }]);
   });
 

@@ -104,7 +104,12 @@ export function parseConfig(text: string, file: string, env: Env = process.env, 
       }
       for (const name of missing) {
         const keys = path.filter(isPair).map((p) => (isScalar(p.key) ? String(p.key.value) : '?'));
-        problems.push({ file, line: rangeLine(node, lc), path: keys.join('.'), message: `environment variable ${name} is not set (use \${${name}:-default} for a default)` });
+        problems.push({
+          file,
+          line: rangeLine(node, lc),
+          path: keys.join('.'),
+          message: `environment variable ${name} is not set (use \${${name}:-default} for a default)`,
+        });
       }
       node.value = value;
     },

@@ -60,10 +60,7 @@ const rateLimit = z.strictObject({
 
 const role = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'role names use letters, digits and _ . : -');
 
-const access = z.union([
-  z.enum(['public', 'authenticated', 'deny']),
-  z.strictObject({ roles: z.array(role).min(1, 'list at least one role') }),
-]);
+const access = z.union([z.enum(['public', 'authenticated', 'deny']), z.strictObject({ roles: z.array(role).min(1, 'list at least one role') })]);
 
 const route = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'route names use letters, digits and _ . -'),
@@ -74,7 +71,12 @@ const route = z.strictObject({
       .optional(),
     path: z.string().startsWith('/', 'a path pattern starts with /').default('/**'),
     methods: z
-      .array(z.string().regex(/^[A-Za-z]+$/, 'an HTTP method').transform((m) => m.toUpperCase()))
+      .array(
+        z
+          .string()
+          .regex(/^[A-Za-z]+$/, 'an HTTP method')
+          .transform((m) => m.toUpperCase()),
+      )
       .min(1)
       .optional(),
     /** Match the path case-sensitively. Default: case-folded, as IIS and Express read paths. */
@@ -157,7 +159,10 @@ export const configSchema = z
         database_url: z.string().min(1).default('sqlite:./data/portcullis.db'),
         redis_url: z.string().default(''),
         /** Prefix of every Redis key and channel (several gateways, or test runs, can share a Redis). */
-        redis_prefix: z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/, 'letters, digits and : _ . -').default('portcullis:'),
+        redis_prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9:_.-]{1,64}$/, 'letters, digits and : _ . -')
+          .default('portcullis:'),
       })
       .prefault({}),
     keys: z
@@ -168,7 +173,10 @@ export const configSchema = z
       .prefault({}),
     auth: z
       .strictObject({
-        prefix: z.string().regex(/^\/[A-Za-z0-9/_-]*[A-Za-z0-9_-]$/, 'a path such as /api/auth').default('/api/auth'),
+        prefix: z
+          .string()
+          .regex(/^\/[A-Za-z0-9/_-]*[A-Za-z0-9_-]$/, 'a path such as /api/auth')
+          .default('/api/auth'),
         access_ttl: duration.default(15 * 60_000),
         refresh_ttl: duration.default(7 * 86_400_000),
         session_max_age: duration.default(30 * 86_400_000),

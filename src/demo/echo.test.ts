@@ -26,7 +26,13 @@ describe('demo echo upstream', () => {
   afterAll(() => echo.close());
 
   it('answers JSON describing the request and the identity headers', async () => {
-    const res = await get(echo.url, '/some/path?a=1&b=2', { 'X-Auth-User': 'alice', 'X-Auth-User-Id': 'u1', 'X-Auth-Email': 'a@example.com', 'X-Auth-Roles': 'admin, ops' }, 'hello', 'POST');
+    const res = await get(
+      echo.url,
+      '/some/path?a=1&b=2',
+      { 'X-Auth-User': 'alice', 'X-Auth-User-Id': 'u1', 'X-Auth-Email': 'a@example.com', 'X-Auth-Roles': 'admin, ops' },
+      'hello',
+      'POST',
+    );
     expect(res.status).toBe(200);
     expect(res.headers['content-type']).toBe('application/json; charset=utf-8');
     const r = JSON.parse(res.text) as EchoReply;

@@ -97,7 +97,12 @@ function identityOf(req: http.IncomingMessage, names: EchoIdentityHeaders): Echo
     user: headerValue(req, names.user),
     user_id: headerValue(req, names.user_id),
     email: headerValue(req, names.email),
-    roles: roles ? roles.split(',').map((r) => r.trim()).filter(Boolean) : [],
+    roles: roles
+      ? roles
+          .split(',')
+          .map((r) => r.trim())
+          .filter(Boolean)
+      : [],
   };
 }
 
@@ -212,9 +217,7 @@ function handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, 
   }
   sockets.add(socket);
   socket.on('close', () => sockets.delete(socket));
-  socket.write(
-    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(key)}\r\n\r\n`,
-  );
+  socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(key)}\r\n\r\n`);
   const r = replyOf(req, 0, names);
   socket.write(encodeFrame(Opcode.text, JSON.stringify({ type: 'hello', path: r.path, query: r.query, identity: r.identity, headers: r.headers }), false));
   const parser = new FrameParser(1024 * 1024);

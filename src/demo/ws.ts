@@ -23,7 +23,9 @@ export interface WsFrame {
 
 /** `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`. */
 export function acceptKey(key: string): string {
-  return createHash('sha1').update(key + WS_GUID).digest('base64');
+  return createHash('sha1')
+    .update(key + WS_GUID)
+    .digest('base64');
 }
 
 /** Encodes one final frame; clients must mask (`mask: true`), servers must not. */

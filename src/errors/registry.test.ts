@@ -1,14 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import {
-  ERROR_DOCS_PAGE,
-  Errors,
-  GatewayError,
-  errorAnchor,
-  errorDef,
-  is,
-  unauthenticated,
-} from './index.js';
+import { ERROR_DOCS_PAGE, Errors, GatewayError, errorAnchor, errorDef, is, unauthenticated } from './index.js';
 
 /**
  * The whole registry, pinned: codes are public contract strings, and statuses and titles are
@@ -106,7 +98,6 @@ describe('the error registry', () => {
     expect(errorDef('constructor')).toBeUndefined();
     expect(errorDef('payload_too_large')).toBeUndefined();
   });
-
 });
 
 describe('GatewayError and is()', () => {

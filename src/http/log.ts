@@ -4,10 +4,31 @@ export type { Logger };
 
 /** Keys whose values never reach a log line. */
 const REDACT = [
-  'password', 'current_password', 'new_password', 'token', 'access_token', 'refresh_token', 'mfa_token', 'code',
-  'authorization', 'cookie', 'set-cookie',
-  '*.password', '*.current_password', '*.new_password', '*.token', '*.access_token', '*.refresh_token', '*.mfa_token',
-  '*.authorization', '*.cookie', '*["set-cookie"]', 'headers.authorization', 'headers.cookie', 'req.headers.authorization', 'req.headers.cookie',
+  'password',
+  'current_password',
+  'new_password',
+  'token',
+  'access_token',
+  'refresh_token',
+  'mfa_token',
+  'code',
+  'authorization',
+  'cookie',
+  'set-cookie',
+  '*.password',
+  '*.current_password',
+  '*.new_password',
+  '*.token',
+  '*.access_token',
+  '*.refresh_token',
+  '*.mfa_token',
+  '*.authorization',
+  '*.cookie',
+  '*["set-cookie"]',
+  'headers.authorization',
+  'headers.cookie',
+  'req.headers.authorization',
+  'req.headers.cookie',
 ];
 
 /**

@@ -89,7 +89,11 @@ export function createLimiter(o: LimiterOptions): Limiter {
       if (o.onStoreError === 'open') return true;
       // Logged just above, with the limiter's name: written without a second log line, and as
       // problem+json whatever the Accept (the responder would give a browser's GET a page).
-      writeError(req, res, new GatewayError(Errors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }));
+      writeError(
+        req,
+        res,
+        new GatewayError(Errors.service_unavailable, 'A backing service is unavailable; try again shortly.', { headers: { 'retry-after': '2' } }),
+      );
       return false;
     }
     try {

@@ -132,7 +132,21 @@ describe('safeRedirect decides on the final value (dot segments, decoding, colla
   });
 
   it('isSafeLocation refuses any value that is not already its own final form', () => {
-    for (const loc of ['//evil.example', '/\\evil.example', '/.//evil.example', '/a/..//evil', '/%2e//evil', '/.%2f/evil', '/a/../b', '/x y', 'https://evil.example/', 'https://gw.example.com/x', 'https://app.example.com', '', 'x']) {
+    for (const loc of [
+      '//evil.example',
+      '/\\evil.example',
+      '/.//evil.example',
+      '/a/..//evil',
+      '/%2e//evil',
+      '/.%2f/evil',
+      '/a/../b',
+      '/x y',
+      'https://evil.example/',
+      'https://gw.example.com/x',
+      'https://app.example.com',
+      '',
+      'x',
+    ]) {
       expect(isSafeLocation(loc, OWN, ALLOWED), loc).toBe(false);
     }
     for (const loc of ['/', '/app/x?y=1', '/api/auth/login?rd=%2Fapp%2Fx', 'https://app.example.com/']) {
@@ -141,7 +155,31 @@ describe('safeRedirect decides on the final value (dot segments, decoding, colla
   });
 
   it('property: random compositions of / . %2e %2f \\ %5c tab evil.example never yield a protocol-relative or non-fixpoint target', () => {
-    const parts = ['/', '/', '/', '.', '..', '%2e', '%2E', '%2f', '%2F', '%252f', '\\', '%5c', '%5C', '\t', '%09', '\n', 'evil.example', 'a', '?', '#', 'https:', ':', '@'];
+    const parts = [
+      '/',
+      '/',
+      '/',
+      '.',
+      '..',
+      '%2e',
+      '%2E',
+      '%2f',
+      '%2F',
+      '%252f',
+      '\\',
+      '%5c',
+      '%5C',
+      '\t',
+      '%09',
+      '\n',
+      'evil.example',
+      'a',
+      '?',
+      '#',
+      'https:',
+      ':',
+      '@',
+    ];
     // A seeded generator: a failure names the exact input and reproduces.
     let seed = 0x9e3779b9;
     const rand = () => {

@@ -29,21 +29,61 @@ export class Metrics {
     const registers = [this.registry];
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' });
     const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
-    this.httpRequests = new Counter({ name: 'portcullis_http_requests_total', help: 'Requests answered, by route (config name), method and status.', labelNames: ['route', 'method', 'status'], registers });
-    this.httpDuration = new Histogram({ name: 'portcullis_http_request_duration_seconds', help: 'Time from request to response end.', labelNames: ['route', 'method', 'status'], buckets, registers });
-    this.upstreamDuration = new Histogram({ name: 'portcullis_upstream_request_duration_seconds', help: 'Time spent waiting on upstreams.', labelNames: ['upstream', 'status'], buckets, registers });
-    this.upstreamErrors = new Counter({ name: 'portcullis_upstream_errors_total', help: 'Upstream failures by reason (refused, reset, timeout).', labelNames: ['upstream', 'reason'], registers });
-    this.authDecisions = new Counter({ name: 'portcullis_auth_decisions_total', help: 'Authorization decisions per route.', labelNames: ['route', 'decision'], registers });
+    this.httpRequests = new Counter({
+      name: 'portcullis_http_requests_total',
+      help: 'Requests answered, by route (config name), method and status.',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    });
+    this.httpDuration = new Histogram({
+      name: 'portcullis_http_request_duration_seconds',
+      help: 'Time from request to response end.',
+      labelNames: ['route', 'method', 'status'],
+      buckets,
+      registers,
+    });
+    this.upstreamDuration = new Histogram({
+      name: 'portcullis_upstream_request_duration_seconds',
+      help: 'Time spent waiting on upstreams.',
+      labelNames: ['upstream', 'status'],
+      buckets,
+      registers,
+    });
+    this.upstreamErrors = new Counter({
+      name: 'portcullis_upstream_errors_total',
+      help: 'Upstream failures by reason (refused, reset, timeout).',
+      labelNames: ['upstream', 'reason'],
+      registers,
+    });
+    this.authDecisions = new Counter({
+      name: 'portcullis_auth_decisions_total',
+      help: 'Authorization decisions per route.',
+      labelNames: ['route', 'decision'],
+      registers,
+    });
     this.loginAttempts = new Counter({ name: 'portcullis_login_attempts_total', help: 'Login attempts by result.', labelNames: ['result'], registers });
     this.lockouts = new Counter({ name: 'portcullis_lockouts_total', help: 'Usernames locked after repeated failures.', registers });
     this.mfaAttempts = new Counter({ name: 'portcullis_mfa_attempts_total', help: 'Second-factor attempts by result.', labelNames: ['result'], registers });
     this.tokenRefresh = new Counter({ name: 'portcullis_token_refresh_total', help: 'Refresh token uses by result.', labelNames: ['result'], registers });
     this.rateLimited = new Counter({ name: 'portcullis_rate_limited_total', help: 'Requests refused by a rate limiter.', labelNames: ['limiter'], registers });
     this.configReloads = new Counter({ name: 'portcullis_config_reloads_total', help: 'Config reloads by result.', labelNames: ['result'], registers });
-    this.dependencyUp = new Gauge({ name: 'portcullis_dependency_up', help: '1 when the dependency answered its last check.', labelNames: ['dependency'], registers });
+    this.dependencyUp = new Gauge({
+      name: 'portcullis_dependency_up',
+      help: '1 when the dependency answered its last check.',
+      labelNames: ['dependency'],
+      registers,
+    });
     // SPEC §12: argon2 work is bounded; a full queue answers 503 `busy` and is counted here.
-    this.passwordQueueRejections = new Counter({ name: 'portcullis_password_hash_queue_rejections_total', help: 'Password hash/verify runs refused because the argon2 queue was full (answered 503 busy).', registers });
-    this.passwordQueueDepth = new Gauge({ name: 'portcullis_password_hash_queue_depth', help: 'Password hash/verify runs waiting for an argon2 slot.', registers });
+    this.passwordQueueRejections = new Counter({
+      name: 'portcullis_password_hash_queue_rejections_total',
+      help: 'Password hash/verify runs refused because the argon2 queue was full (answered 503 busy).',
+      registers,
+    });
+    this.passwordQueueDepth = new Gauge({
+      name: 'portcullis_password_hash_queue_depth',
+      help: 'Password hash/verify runs waiting for an argon2 slot.',
+      registers,
+    });
   }
 
   private readonly requestChildren = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();

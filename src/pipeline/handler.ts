@@ -129,7 +129,17 @@ export function createGateway(d: GatewayDeps) {
     d.metrics.authDecisions.inc({ route: v.route.name, decision: v.decision as AuthDecision });
     if (v.decision !== 'allow') {
       d.log.info(
-        { event: 'access_denied', granted: false, route: v.route.name, decision: v.decision, reason: v.reason, method: req.method, path, user: identity?.username ?? null, ip: d.clientIp(req) },
+        {
+          event: 'access_denied',
+          granted: false,
+          route: v.route.name,
+          decision: v.decision,
+          reason: v.reason,
+          method: req.method,
+          path,
+          user: identity?.username ?? null,
+          ip: d.clientIp(req),
+        },
         'access denied',
       );
     }
@@ -140,7 +150,13 @@ export function createGateway(d: GatewayDeps) {
     | { ok: false; error: GatewayError; routeLabel: string; redirect?: string; setCookies?: string[]; answered?: boolean };
 
   /** Stages match → rate limit → authenticate → authorize, shared by requests and upgrades. */
-  async function authorize(req: IncomingMessage, facts: RequestFacts, parsed: ReturnType<typeof parseRequest>, res: ServerResponse, onRoute: (name: string) => void): Promise<Outcome> {
+  async function authorize(
+    req: IncomingMessage,
+    facts: RequestFacts,
+    parsed: ReturnType<typeof parseRequest>,
+    res: ServerResponse,
+    onRoute: (name: string) => void,
+  ): Promise<Outcome> {
     const st = d.state();
     if (isVerdict(parsed)) return { ok: false, error: verdictError(parsed, null), routeLabel: '_invalid' };
     const resolved = matchRequest(st.policy, parsed, facts);
@@ -166,7 +182,10 @@ export function createGateway(d: GatewayDeps) {
       const user = await d.auth.currentUser(a.identity).catch((e: unknown) => {
         // A failure here has no answer of its own (the redirect falls back to sign-in): its line.
         if (is(e, Errors.service_unavailable)) {
-          d.log.warn({ event: 'dependency_failure', err: (e.cause as Error | undefined)?.message }, 'could not read the user for the 2FA redirect; sending to sign-in');
+          d.log.warn(
+            { event: 'dependency_failure', err: (e.cause as Error | undefined)?.message },
+            'could not read the user for the 2FA redirect; sending to sign-in',
+          );
         }
         return null;
       });
@@ -183,7 +202,10 @@ export function createGateway(d: GatewayDeps) {
     const upstream = o.resolved.route.config.upstream!;
     const id = o.auth.identity;
     // A signed assertion is minted per request (60 s, aud = upstream) for upstreams that ask.
-    const assertion = id && config.upstreams[upstream]?.assertion ? await d.signAssertion({ sub: id.sub, username: id.username, email: id.email, roles: id.roles, upstream }) : undefined;
+    const assertion =
+      id && config.upstreams[upstream]?.assertion
+        ? await d.signAssertion({ sub: id.sub, username: id.username, email: id.email, roles: id.roles, upstream })
+        : undefined;
     return {
       upstream,
       identity: id,
@@ -292,7 +314,12 @@ export function createGateway(d: GatewayDeps) {
     if (!o.ok) {
       if (o.answered) {
         const retry = scratch.getHeader('retry-after');
-        writeProblemToSocket(socket, withExtra(new GatewayError(Errors.rate_limited, 'Too many requests; slow down.', { headers: retry === undefined ? {} : { 'retry-after': String(retry) } })));
+        writeProblemToSocket(
+          socket,
+          withExtra(
+            new GatewayError(Errors.rate_limited, 'Too many requests; slow down.', { headers: retry === undefined ? {} : { 'retry-after': String(retry) } }),
+          ),
+        );
         return;
       }
       fail(o.error, o.setCookies);

@@ -57,8 +57,24 @@ const ASSERTION_HEADER = 'X-Auth-Assertion';
  * `Authorization` carrying the gateway's own token, a second `Referer`…).
  */
 const FIRST_ONLY = new Set([
-  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since',
-  'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent',
+  'age',
+  'authorization',
+  'content-length',
+  'content-type',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-modified-since',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'referer',
+  'retry-after',
+  'server',
+  'user-agent',
 ]);
 /** Client-address claims other proxies and CDNs set: believed from `trust_proxy` peers only. */
 const CLIENT_IP_HEADERS = new Set(['x-real-ip', 'true-client-ip', 'client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip', 'fastly-client-ip']);
@@ -191,7 +207,7 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
       const name = raw[i];
       const value = raw[i + 1];
       const l = name.toLowerCase();
-      if (HOP_BY_HOP.has(l) || l === 'expect' || l === 'transfer-encoding' || (listed?.has(l))) continue;
+      if (HOP_BY_HOP.has(l) || l === 'expect' || l === 'transfer-encoding' || listed?.has(l)) continue;
       const d = l.includes('_') ? l.replace(/_/g, '-') : l;
       if (URL_OVERRIDE_HEADERS.has(d)) continue;
       if (!keepOverride && (METHOD_OVERRIDE_HEADERS as readonly string[]).includes(d)) continue;

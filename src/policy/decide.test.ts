@@ -1,8 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import type { RouteConfig } from '../config/schema.js';
-import { compileRoutes, decide, decisionError, isVerdict, policyContext, resolveRequest, type Decision, type Identity, type Resolved, type Verdict } from './index.js';
+import {
+  compileRoutes,
+  decide,
+  decisionError,
+  isVerdict,
+  policyContext,
+  resolveRequest,
+  type Decision,
+  type Identity,
+  type Resolved,
+  type Verdict,
+} from './index.js';
 import { route } from '../../test/support/routes.js';
-
 
 function compiled(name: string, rest: Partial<Omit<RouteConfig, 'name' | 'match'>>) {
   return compileRoutes([route(name, { path: '/**' }, rest)]).routes[0];
@@ -18,42 +28,12 @@ describe('decide', () => {
     ['public, anonymous', { access: 'public' }, null, 'allow', 'route "r" is public'],
     ['public, signed in', { access: 'public' }, user([]), 'allow', 'route "r" is public'],
     ['public ignores mfa', { access: 'public', mfa: true }, null, 'allow', 'route "r" is public'],
-    [
-      'authenticated, anonymous',
-      { access: 'authenticated' },
-      null,
-      'unauthenticated',
-      'route "r" requires authentication; request is not authenticated',
-    ],
+    ['authenticated, anonymous', { access: 'authenticated' }, null, 'unauthenticated', 'route "r" requires authentication; request is not authenticated'],
     ['authenticated, user without roles', { access: 'authenticated' }, user([]), 'allow', 'route "r": authenticated user'],
-    [
-      'roles, anonymous',
-      { access: { roles: ['admin'] } },
-      null,
-      'unauthenticated',
-      'route "r" requires one of roles [admin]; request is not authenticated',
-    ],
-    [
-      'roles, missing role',
-      { access: { roles: ['admin'] } },
-      user(['viewer']),
-      'forbidden',
-      'route "r" requires one of roles [admin]; user has [viewer]',
-    ],
-    [
-      'roles, no roles at all',
-      { access: { roles: ['admin', 'ops'] } },
-      user([]),
-      'forbidden',
-      'route "r" requires one of roles [admin, ops]; user has []',
-    ],
-    [
-      'roles are case-sensitive',
-      { access: { roles: ['admin'] } },
-      user(['Admin']),
-      'forbidden',
-      'route "r" requires one of roles [admin]; user has [Admin]',
-    ],
+    ['roles, anonymous', { access: { roles: ['admin'] } }, null, 'unauthenticated', 'route "r" requires one of roles [admin]; request is not authenticated'],
+    ['roles, missing role', { access: { roles: ['admin'] } }, user(['viewer']), 'forbidden', 'route "r" requires one of roles [admin]; user has [viewer]'],
+    ['roles, no roles at all', { access: { roles: ['admin', 'ops'] } }, user([]), 'forbidden', 'route "r" requires one of roles [admin, ops]; user has []'],
+    ['roles are case-sensitive', { access: { roles: ['admin'] } }, user(['Admin']), 'forbidden', 'route "r" requires one of roles [admin]; user has [Admin]'],
     ['roles, any one of them', { access: { roles: ['admin', 'ops'] } }, user(['viewer', 'ops']), 'allow', 'route "r": user has one of roles [admin, ops]'],
     [
       'forbidden comes before mfa_required',
@@ -84,7 +64,13 @@ describe('decide', () => {
       'allow',
       'route "r": user has one of roles [admin] with two-factor authentication',
     ],
-    ['mfa, authenticated, otp present', { access: 'authenticated', mfa: true }, user([], ['otp']), 'allow', 'route "r": authenticated user with two-factor authentication'],
+    [
+      'mfa, authenticated, otp present',
+      { access: 'authenticated', mfa: true },
+      user([], ['otp']),
+      'allow',
+      'route "r": authenticated user with two-factor authentication',
+    ],
   ];
 
   it.each(cases)('%s', (_, settings, identity, decision, reason) => {

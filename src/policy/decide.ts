@@ -175,7 +175,15 @@ export function parseRequest(ctx: Pick<PolicyContext, 'authPrefix'>, req: Reques
     // ordinary request for the routes): it is the gateway's own, not a case-folding upstream's.
     const p = normalized.path;
     if (p === ctx.authPrefix || p.startsWith(`${ctx.authPrefix}/`) || p === '/.well-known/jwks.json') {
-      return { decision: 'auth_api', status: 200, code: null, reason: `served by the gateway's own auth API (${p === '/.well-known/jwks.json' ? 'JWKS' : `auth.prefix ${ctx.authPrefix}`}); the endpoint answers for itself`, detail: '', route: null, authApi: normalized };
+      return {
+        decision: 'auth_api',
+        status: 200,
+        code: null,
+        reason: `served by the gateway's own auth API (${p === '/.well-known/jwks.json' ? 'JWKS' : `auth.prefix ${ctx.authPrefix}`}); the endpoint answers for itself`,
+        detail: '',
+        route: null,
+        authApi: normalized,
+      };
     }
     return { ok: true, method, normalized, key: matchKey(p) };
   } catch (e) {
@@ -221,7 +229,10 @@ export function matchRequest(ctx: PolicyContext, parsed: Parsed, req: RequestFac
     if (honours(asSent) || honours(asOverridden)) {
       if (REFUSED_METHODS.has(over)) return refuse(Errors.method_not_allowed, `the ${over} method is not accepted`);
       if (asOverridden === undefined || asSent === undefined) {
-        return { ...refuse(Errors.no_route, `no route matches ${asOverridden ? sent : over} ${normalized.path}`, null, 'no_route'), detail: 'No route matches this request.' };
+        return {
+          ...refuse(Errors.no_route, `no route matches ${asOverridden ? sent : over} ${normalized.path}`, null, 'no_route'),
+          detail: 'No route matches this request.',
+        };
       }
       // Both readings must send the request to the same upstream, one that honours overrides.
       if (asOverridden.config.upstream !== undefined && (!honours(asOverridden) || asOverridden.config.upstream !== asSent.config.upstream)) {
@@ -258,7 +269,11 @@ function queryMethods(query: string): string[] {
     if (nul >= 0) name = name.slice(0, nul);
     name = name.replace(/^ +/, '').replace(/[ .[]/g, '_').toLowerCase();
     if (name !== '_method') continue;
-    out.push(safeDecode(eq < 0 ? '' : pair.slice(eq + 1)).trim().toUpperCase());
+    out.push(
+      safeDecode(eq < 0 ? '' : pair.slice(eq + 1))
+        .trim()
+        .toUpperCase(),
+    );
   }
   return out;
 }
@@ -370,9 +385,16 @@ export function decisionError(d: Decision): ErrorDef | undefined {
 /** Builds the {@link PolicyContext} of a loaded config. */
 export function policyContext(
   table: RouteTable,
-  cfg: { readonly upstreams: Readonly<Record<string, { readonly method_override?: boolean }>>; readonly auth: { readonly prefix: string; readonly allowed_origins: readonly string[] } },
+  cfg: {
+    readonly upstreams: Readonly<Record<string, { readonly method_override?: boolean }>>;
+    readonly auth: { readonly prefix: string; readonly allowed_origins: readonly string[] };
+  },
   ownOrigin: string,
 ): PolicyContext {
-  const methodOverrideUpstreams = new Set(Object.entries(cfg.upstreams).filter(([, u]) => u.method_override === true).map(([n]) => n));
+  const methodOverrideUpstreams = new Set(
+    Object.entries(cfg.upstreams)
+      .filter(([, u]) => u.method_override === true)
+      .map(([n]) => n),
+  );
   return { table, methodOverrideUpstreams, authPrefix: cfg.auth.prefix, ownOrigin, allowedOrigins: cfg.auth.allowed_origins };
 }

@@ -103,7 +103,8 @@ export function explain(ctx: PolicyContext, req: ExplainRequest): ExplainResult 
       if (!r.matchesHost(host)) mismatches.push(`host ${host === undefined ? '(none)' : `"${host}"`} is not "${r.config.match.host}"`);
       const m = isVerdict(resolved) ? method : resolved.method;
       if (!r.matchesMethod(m)) mismatches.push(`method ${m} is not in [${(r.config.match.methods ?? []).join(', ')}]`);
-      if (!r.matchesKey(key)) mismatches.push(`path "${parsed.normalized.path}" does not match "${r.pathPattern}"${r.config.match.case_sensitive ? ' (case-sensitive)' : ''}`);
+      if (!r.matchesKey(key))
+        mismatches.push(`path "${parsed.normalized.path}" does not match "${r.pathPattern}"${r.config.match.case_sensitive ? ' (case-sensitive)' : ''}`);
       tried.push({ name: r.name, index: r.index, matched: r === found, mismatches });
       if (r === found) break;
     }

@@ -43,7 +43,6 @@ const keys: [string, string, string][] = [
   ['/%20a', '/ a', '/ a'],
   ['/%40admin/x', '/@admin/x', '/@admin/x'],
   ['/api/users%3Apurge', '/api/users:purge', '/api/users:purge'],
-
 ];
 
 describe('matchKey', () => {
@@ -97,9 +96,12 @@ describe('matchKey', () => {
 });
 
 describe('matchKey: Windows spellings no pattern could anticipate are refused', () => {
-  it.each(['/app/a.json::$DATA', '/admin::$INDEX_ALLOCATION/x', '/admin:$i30:$INDEX_ALLOCATION/x', '/admin::$DATA::$DATA/x', '/ADMINI~1/x', '/PROGRA~12.TXT'])('%s → 400', (p) => {
-    expect(() => matchKey(p)).toThrow(/NTFS stream|8\.3 short/);
-  });
+  it.each(['/app/a.json::$DATA', '/admin::$INDEX_ALLOCATION/x', '/admin:$i30:$INDEX_ALLOCATION/x', '/admin::$DATA::$DATA/x', '/ADMINI~1/x', '/PROGRA~12.TXT'])(
+    '%s → 400',
+    (p) => {
+      expect(() => matchKey(p)).toThrow(/NTFS stream|8\.3 short/);
+    },
+  );
   it('keeps colons and tildes that are no such thing', () => {
     expect(matchKey('/v1/users:purge').sensitive).toBe('/v1/users:purge');
     expect(matchKey('/~alice/notes').sensitive).toBe('/~alice/notes');

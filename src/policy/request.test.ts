@@ -125,7 +125,14 @@ describe('decideRequest: CSRF (cookie-authenticated requests)', () => {
     for (const origin of [OWN, 'HTTPS://GW.EXAMPLE.COM', 'https://gw.example.com:443', 'https://app.example.com']) {
       expect(evaluate(req('POST', '/app/x', { origin }), cookie()).decision, origin).toBe('allow');
     }
-    for (const origin of ['http://gw.example.com', 'https://gw.example.com:8443', 'https://gw.example.com.evil.example', 'https://sub.gw.example.com', 'garbage', '']) {
+    for (const origin of [
+      'http://gw.example.com',
+      'https://gw.example.com:8443',
+      'https://gw.example.com.evil.example',
+      'https://sub.gw.example.com',
+      'garbage',
+      '',
+    ]) {
       expect(evaluate(req('POST', '/app/x', { origin }), cookie()).decision, origin).toBe('csrf');
     }
   });
@@ -166,7 +173,10 @@ describe('method override', () => {
     const r = resolved(req('POST', '/legacy/admin/x', { methodOverrides: ['DELETE'] }));
     expect(r).toMatchObject({ method: 'DELETE', overrideHonoured: true });
     expect(r.route.name).toBe('legacy-admin');
-    expect(evaluate(req('POST', '/legacy/admin/x', { methodOverrides: ['delete'] }), bearer(staff))).toMatchObject({ decision: 'forbidden', route: { name: 'legacy-admin' } });
+    expect(evaluate(req('POST', '/legacy/admin/x', { methodOverrides: ['delete'] }), bearer(staff))).toMatchObject({
+      decision: 'forbidden',
+      route: { name: 'legacy-admin' },
+    });
     expect(evaluate(req('POST', '/legacy/admin/x', { methodOverrides: ['DELETE'] }), bearer(admin)).decision).toBe('allow');
     // without the header the same POST is an ordinary authenticated request
     expect(evaluate(req('POST', '/legacy/admin/x'), bearer(staff))).toMatchObject({ decision: 'allow', route: { name: 'legacy' } });
@@ -182,7 +192,11 @@ describe('method override', () => {
   // SPEC §3.1: the POST goes to "legacy", which honours overrides, so the overriding DELETE is the
   // method authorized, and the deny route for DELETE answers 403 (an earlier design ignored it).
   it('is judged by the overriding method when the sent one leads to an honouring upstream (deny → 403)', () => {
-    expect(evaluate(req('POST', '/files/x', { methodOverrides: ['DELETE'] }), bearer(admin))).toMatchObject({ decision: 'deny', status: 403, route: { name: 'nodelete' } });
+    expect(evaluate(req('POST', '/files/x', { methodOverrides: ['DELETE'] }), bearer(admin))).toMatchObject({
+      decision: 'deny',
+      status: 403,
+      route: { name: 'nodelete' },
+    });
     expect(evaluate(req('POST', '/files/x'), bearer(staff))).toMatchObject({ decision: 'allow', route: { name: 'files' } });
   });
 
@@ -205,19 +219,26 @@ describe('method override', () => {
     expect(r).toMatchObject({ method: 'DELETE', overrideHonoured: true });
   });
 
-  it.each([
-    [['DELETE', 'PUT']],
-    [['DELETE, PUT']],
-    [['GET', 'DELETE']],
-  ])('conflicting values %j are 400, whatever the upstream', (methodOverrides) => {
+  it.each([[['DELETE', 'PUT']], [['DELETE, PUT']], [['GET', 'DELETE']]])('conflicting values %j are 400, whatever the upstream', (methodOverrides) => {
     for (const target of ['/legacy/admin/x', '/app/x']) {
-      expect(evaluate(req('POST', target, { methodOverrides }), bearer(admin)), target).toMatchObject({ decision: 'bad_request', status: 400, code: 'bad_request' });
+      expect(evaluate(req('POST', target, { methodOverrides }), bearer(admin)), target).toMatchObject({
+        decision: 'bad_request',
+        status: 400,
+        code: 'bad_request',
+      });
     }
   });
 
-  it.each([[['']], [['DEL ETE']], [['DELETE;x']], [['GET/1.1']], [['x'.repeat(33)]], [['DÉLETE']], [['DELETE,']]])('the garbage value %j is 400', (methodOverrides) => {
-    expect(evaluate(req('POST', '/legacy/x', { methodOverrides }), bearer(admin))).toMatchObject({ decision: 'bad_request', status: 400, code: 'bad_request' });
-  });
+  it.each([[['']], [['DEL ETE']], [['DELETE;x']], [['GET/1.1']], [['x'.repeat(33)]], [['DÉLETE']], [['DELETE,']]])(
+    'the garbage value %j is 400',
+    (methodOverrides) => {
+      expect(evaluate(req('POST', '/legacy/x', { methodOverrides }), bearer(admin))).toMatchObject({
+        decision: 'bad_request',
+        status: 400,
+        code: 'bad_request',
+      });
+    },
+  );
 
   it.each(['TRACE', 'CONNECT', 'trace', 'TRACK'])('%s through an override is 405 on an overriding upstream', (over) => {
     expect(evaluate(req('POST', '/legacy/x', { methodOverrides: [over] }), bearer(admin))).toMatchObject({ status: 405, code: 'method_not_allowed' });

@@ -1,10 +1,8 @@
-
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/index.js';
 import { compileRoutes, matchKey, normalizePath } from './index.js';
 import { compilePathPattern } from './routes.js';
 import { route } from '../../test/support/routes.js';
-
 
 /** Does `pattern` match `path` (any host, any method)? */
 function pathMatches(pattern: string, path: string): boolean {
@@ -134,7 +132,12 @@ describe('path patterns', () => {
         if (i === segs.length) return j === parts.length;
         if (segs[i] === '**') return go(i + 1, j) || (j < parts.length && go(i, j + 1));
         if (j === parts.length) return false;
-        const re = new RegExp(`^${segs[i].split('*').map((l) => l.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+        const re = new RegExp(
+          `^${segs[i]
+            .split('*')
+            .map((l) => l.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+            .join('.*')}$`,
+        );
         return re.test(parts[j]) && go(i + 1, j + 1);
       };
       return go(0, 0);

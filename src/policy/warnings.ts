@@ -29,7 +29,10 @@ function weaker(a: CompiledRoute, b: CompiledRoute): boolean {
 
 /** A concrete request path the route's pattern matches (`*` → `x`, `**` → `x`). */
 function samplePath(r: CompiledRoute): string {
-  const segs = r.pathPattern.split('/').slice(1).filter((s) => s !== '');
+  const segs = r.pathPattern
+    .split('/')
+    .slice(1)
+    .filter((s) => s !== '');
   return `/${segs.map((s) => (s === '**' ? 'x' : s.replace(/\*/g, 'x'))).join('/')}`;
 }
 

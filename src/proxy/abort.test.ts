@@ -44,7 +44,11 @@ describe('forward: client aborts release upstream requests (http-proxy PR #1559)
 
     // Wait until the pool is saturated: max_sockets requests in flight at the upstream, the
     // rest queued in the agent.
-    const busy = await waitFor(() => stats(h), (s) => s.inFlight >= MAX_SOCKETS, 10_000);
+    const busy = await waitFor(
+      () => stats(h),
+      (s) => s.inFlight >= MAX_SOCKETS,
+      10_000,
+    );
     expect(busy.inFlight).toBe(MAX_SOCKETS);
     await new Promise((r) => setTimeout(r, 200));
     expect((await stats(h)).inFlight).toBe(MAX_SOCKETS); // still capped by the agent
@@ -113,7 +117,11 @@ describe('forward: client aborts release upstream requests (http-proxy PR #1559)
       req.on('error', () => undefined);
       req.end();
     });
-    const after = await waitFor(() => stats(h), (s) => s.inFlight === 0, 3_000);
+    const after = await waitFor(
+      () => stats(h),
+      (s) => s.inFlight === 0,
+      3_000,
+    );
     expect(after.inFlight).toBe(0);
     expect(after.openConnections).toBeLessThanOrEqual(Math.max(before.openConnections, MAX_SOCKETS + 1));
     expect(unhandled).toEqual([]);

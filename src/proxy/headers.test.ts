@@ -38,10 +38,18 @@ describe('request header edits on a real IncomingMessage', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const { port } = server.address() as AddressInfo;
     await new Promise<void>((resolve, reject) => {
-      const req = http.request({ port, host: '127.0.0.1', agent: false, headers: ['Host', 'x', 'X-Drop', '1', 'x-drop', '2', 'X-Set', 'old', 'X-Keep', 'k'] as unknown as http.OutgoingHttpHeaders }, (res) => {
-        res.resume();
-        res.on('end', resolve);
-      });
+      const req = http.request(
+        {
+          port,
+          host: '127.0.0.1',
+          agent: false,
+          headers: ['Host', 'x', 'X-Drop', '1', 'x-drop', '2', 'X-Set', 'old', 'X-Keep', 'k'] as unknown as http.OutgoingHttpHeaders,
+        },
+        (res) => {
+          res.resume();
+          res.on('end', resolve);
+        },
+      );
       req.on('error', reject);
       req.end();
     });
@@ -58,7 +66,14 @@ describe('request header edits on a real IncomingMessage', () => {
 describe('writeProblem', () => {
   it('builds RFC 9457 bodies whose fixed members cannot be overridden by extra', () => {
     const e = new GatewayError(Errors.upstream_timeout, 'slow', { extra: { code: 'spoof', hint: 1 } });
-    expect(problemBody(e)).toEqual({ hint: 1, type: 'https://portcullis.dev/problems/upstream-timeout', title: 'Upstream timed out', status: 504, detail: 'slow', code: 'upstream_timeout' });
+    expect(problemBody(e)).toEqual({
+      hint: 1,
+      type: 'https://portcullis.dev/problems/upstream-timeout',
+      title: 'Upstream timed out',
+      status: 504,
+      detail: 'slow',
+      code: 'upstream_timeout',
+    });
   });
 
   it('destroys a response whose headers were already sent', () => {

@@ -27,24 +27,46 @@ describe('forward: identity header hygiene', () => {
     const res = await send(h.url, {
       path: '/public/page',
       headers: [
-        'X-Auth-User', 'mallory',
-        'x-auth-user', 'mallory2',
-        'X-AUTH-ROLES', 'admin',
-        'x-auth-anything', 'x',
-        'X-Auth-Assertion', 'forged.jwt.value',
-        'X-Remote-User', 'root',
-        'x-remote-user', 'root2',
-        'X-Upstream-Mail', 'boss@example.com',
-        'Remote-Groups', 'admin',
-        'X_Auth_User', 'underscore',
-        'x_remote_user', 'underscore2',
-        'X-Keep-Me', 'yes',
+        'X-Auth-User',
+        'mallory',
+        'x-auth-user',
+        'mallory2',
+        'X-AUTH-ROLES',
+        'admin',
+        'x-auth-anything',
+        'x',
+        'X-Auth-Assertion',
+        'forged.jwt.value',
+        'X-Remote-User',
+        'root',
+        'x-remote-user',
+        'root2',
+        'X-Upstream-Mail',
+        'boss@example.com',
+        'Remote-Groups',
+        'admin',
+        'X_Auth_User',
+        'underscore',
+        'x_remote_user',
+        'underscore2',
+        'X-Keep-Me',
+        'yes',
       ],
     });
     expect(res.status).toBe(200);
     const r = res.json();
     const names = rawNames(r);
-    for (const n of ['x-auth-user', 'x-auth-roles', 'x-auth-anything', 'x-auth-assertion', 'x-remote-user', 'x-upstream-mail', 'remote-groups', 'x_auth_user', 'x_remote_user']) {
+    for (const n of [
+      'x-auth-user',
+      'x-auth-roles',
+      'x-auth-anything',
+      'x-auth-assertion',
+      'x-remote-user',
+      'x-upstream-mail',
+      'remote-groups',
+      'x_auth_user',
+      'x_remote_user',
+    ]) {
       expect(names, n).not.toContain(n);
       expect(r.headers[n], n).toBeUndefined();
     }
@@ -53,7 +75,11 @@ describe('forward: identity header hygiene', () => {
   });
 
   it('strips identity headers in headers, headersDistinct and rawHeaders alike', () => {
-    const req = { headers: { 'x-auth-email': 'a', 'x-auth-user': 'b', other: 'c' }, rawHeaders: ['X-Auth-Email', 'a', 'X-Auth-User', 'b', 'Other', 'c'], headersDistinct: { 'x-auth-email': ['a'], 'x-auth-user': ['b'], other: ['c'] } };
+    const req = {
+      headers: { 'x-auth-email': 'a', 'x-auth-user': 'b', other: 'c' },
+      rawHeaders: ['X-Auth-Email', 'a', 'X-Auth-User', 'b', 'Other', 'c'],
+      headersDistinct: { 'x-auth-email': ['a'], 'x-auth-user': ['b'], other: ['c'] },
+    };
     h.mutator.strip(req as unknown as http.IncomingMessage);
     expect(req.headers).toEqual({ other: 'c' });
     expect(req.rawHeaders).toEqual(['Other', 'c']);
@@ -70,7 +96,11 @@ describe('forward: identity header hygiene', () => {
     expect(r.headers['x-auth-roles']).toBe('admin,ops');
     expect(r.headers['x-auth-assertion']).toBe('signed.assertion.jwt');
     const names = rawNames(r);
-    for (const n of ['x-remote-user', 'x-auth-user-id', 'x-auth-email', 'x-auth-roles', 'x-auth-assertion']) expect(names.filter((x) => x === n), n).toHaveLength(1);
+    for (const n of ['x-remote-user', 'x-auth-user-id', 'x-auth-email', 'x-auth-roles', 'x-auth-assertion'])
+      expect(
+        names.filter((x) => x === n),
+        n,
+      ).toHaveLength(1);
   });
 
   it('uses per-upstream names over the global ones, omits a null email and sends empty roles as ""', async () => {
@@ -132,7 +162,7 @@ describe('forward: cookies, bearer, forwarding headers, path', () => {
           'X-Forwarded-Proto': 'https',
           'X-Forwarded-Host': 'evil.example',
           'X-Forwarded-Port': '1',
-          'X_Forwarded_For': '7.7.7.7',
+          X_Forwarded_For: '7.7.7.7',
           Forwarded: 'for=6.6.6.6',
           'X-Real-IP': '6.6.6.6',
         },
@@ -177,7 +207,15 @@ describe('forward: cookies, bearer, forwarding headers, path', () => {
     const r = (
       await send(h.url, {
         method: 'POST',
-        headers: { Connection: 'keep-alive, X-Drop-Me, Content-Length', 'X-Drop-Me': '1', 'Keep-Alive': 'timeout=99', Upgrade: 'h2c', 'Proxy-Authorization': 'Basic x', TE: 'trailers', 'Content-Length': '5' },
+        headers: {
+          Connection: 'keep-alive, X-Drop-Me, Content-Length',
+          'X-Drop-Me': '1',
+          'Keep-Alive': 'timeout=99',
+          Upgrade: 'h2c',
+          'Proxy-Authorization': 'Basic x',
+          TE: 'trailers',
+          'Content-Length': '5',
+        },
         body: 'hello',
       })
     ).json();
@@ -190,7 +228,14 @@ describe('forward: cookies, bearer, forwarding headers, path', () => {
     h.target = () => ({ path: '/exp', query: 'a=1' });
     const u = new URL(h.url);
     const r = await new Promise<EchoReply>((resolve, reject) => {
-      const req = http.request({ hostname: u.hostname, port: u.port, method: 'PUT', path: '/x', agent: false, headers: { Expect: '100-continue', 'Content-Length': '3' } });
+      const req = http.request({
+        hostname: u.hostname,
+        port: u.port,
+        method: 'PUT',
+        path: '/x',
+        agent: false,
+        headers: { Expect: '100-continue', 'Content-Length': '3' },
+      });
       req.on('continue', () => req.end('abc'));
       req.on('error', reject);
       req.on('response', (res) => {
@@ -228,7 +273,15 @@ describe('forward: X-Forwarded-* from a trusted peer', () => {
 
   it("appends the peer to the trusted proxy's X-Forwarded-For and keeps its Proto/Host", async () => {
     const r = (
-      await send(h.url, { headers: { Host: 'inner:8080', 'X-Forwarded-For': '203.0.113.7, 10.1.1.1', 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'gw.example.com', 'X-Forwarded-Port': '443' } })
+      await send(h.url, {
+        headers: {
+          Host: 'inner:8080',
+          'X-Forwarded-For': '203.0.113.7, 10.1.1.1',
+          'X-Forwarded-Proto': 'https',
+          'X-Forwarded-Host': 'gw.example.com',
+          'X-Forwarded-Port': '443',
+        },
+      })
     ).json();
     expect(r.headers['x-forwarded-for']).toBe('203.0.113.7, 10.1.1.1, 127.0.0.1');
     expect(r.headers['x-forwarded-proto']).toBe('https');
@@ -309,7 +362,8 @@ describe('forward: upstream failures', () => {
 
   it('a request queued behind max_sockets times out too (the wait counts), while a live slow one does not', async () => {
     // The first request holds the only socket for ~1.5 s but is never idle for 500 ms.
-    h.target = (req) => (req.url === '/first' ? { upstream: 'single', path: '/__echo/drip', query: 'bytes=15&interval=100' } : { upstream: 'single', path: '/fast', query: '' });
+    h.target = (req) =>
+      req.url === '/first' ? { upstream: 'single', path: '/__echo/drip', query: 'bytes=15&interval=100' } : { upstream: 'single', path: '/fast', query: '' };
     const first = send(h.url, { path: '/first' });
     await new Promise((r) => setTimeout(r, 100));
     const t0 = Date.now();

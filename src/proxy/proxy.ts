@@ -120,7 +120,6 @@ export interface GatewayProxy {
   closeSession(sessionId: string): void;
 }
 
-
 interface Upstream {
   readonly name: string;
   readonly cfg: UpstreamConfig;
@@ -169,7 +168,10 @@ const VALID_PATH = /^[\u0021-\u00ff]+$/;
 
 /** `name` without a `__Host-`/`__Secure-` prefix, lower-cased. */
 function cookieBase(name: string): string {
-  return name.trim().replace(/^__(?:host|secure)-/i, '').toLowerCase();
+  return name
+    .trim()
+    .replace(/^__(?:host|secure)-/i, '')
+    .toLowerCase();
 }
 
 /** True when a `Set-Cookie` value sets one of the reserved cookie names (any prefix or case). */
@@ -178,13 +180,19 @@ export function setsReservedCookie(setCookie: string, reserved: ReadonlySet<stri
   return reserved.has(cookieBase(eq < 0 ? setCookie : setCookie.slice(0, eq)));
 }
 
-
 /** Maps a Node/TLS error to a failure reason (timeouts we detect ourselves are marked before this). */
 export function classifyUpstreamError(err: unknown): UpstreamFailure {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return 'reset';
   if (REFUSED_CODES.has(code)) return 'refused';
-  if (code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
+  if (
+    code === 'ETIMEDOUT' ||
+    code === 'ESOCKETTIMEDOUT' ||
+    code === 'UND_ERR_CONNECT_TIMEOUT' ||
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'UND_ERR_BODY_TIMEOUT'
+  )
+    return 'timeout';
   // TLS handshake failures (bad certificate, wrong name, protocol): the upstream is unusable.
   if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || /CERT|SELF_SIGNED|UNABLE_TO_/.test(code)) return 'refused';
   return 'reset';
@@ -217,7 +225,6 @@ function overrideHeaderMap(map: http.IncomingHttpHeaders, headers: Readonly<Reco
   if (headers) for (const [k, v] of Object.entries(headers)) map[k.toLowerCase()] = v;
 }
 
-
 /** Ends `s` and destroys it once flushed (or after 5 s at the latest). */
 function closeSoon(s: Duplex): void {
   if (s.destroyed) return;
@@ -245,7 +252,6 @@ function hookedAgent(base: http.Agent, hook: (creq: http.ClientRequest, opts: Re
   };
   return a;
 }
-
 
 function resolveUpstream(name: string, cfg: UpstreamConfig, freeMs: number): Upstream {
   const u = new URL(cfg.url);
@@ -326,8 +332,6 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       log?.error({ event: 'proxy_callback_error', err: (e as Error).message }, 'onUpstreamResult threw');
     }
   }
-
-
 
   function pathFor(up: Upstream, t: ForwardTarget): string | null {
     const p = up.basePath + t.path + (t.query ? `?${t.query}` : '');
@@ -567,9 +571,7 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
 
   function upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, t: ForwardTarget): void {
     const up = upstreams.get(t.upstream);
-    const x: Exchange | undefined = up
-      ? { up, started: performance.now(), timedOut: false, clientGone: false, settled: false, upgraded: false }
-      : undefined;
+    const x: Exchange | undefined = up ? { up, started: performance.now(), timedOut: false, clientGone: false, settled: false, upgraded: false } : undefined;
     // After an upgrade Node no longer watches the socket: an unhandled 'error' would crash us.
     // http-proxy only end()s the upstream socket on a client error (#1510); destroy both.
     socket.on('error', () => {
@@ -629,7 +631,13 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
     // bytes of base64) there is nothing to verify, so the upstream is never asked.
     const wsKey = websocketKey(req);
     if (wsKey === null) {
-      respond.sendToSocket(req, socket, new GatewayError(Errors.bad_request, 'A WebSocket upgrade needs exactly one Sec-WebSocket-Key of 16 base64-encoded bytes.', { headers: { ...t.responseHeaders } }));
+      respond.sendToSocket(
+        req,
+        socket,
+        new GatewayError(Errors.bad_request, 'A WebSocket upgrade needs exactly one Sec-WebSocket-Key of 16 base64-encoded bytes.', {
+          headers: { ...t.responseHeaders },
+        }),
+      );
       return;
     }
     if (socket.destroyed) return;
@@ -643,7 +651,10 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
 
     const failWs = (reason: UpstreamFailure, err: unknown, more?: Record<string, unknown>): void => {
       report(x, null, reason);
-      const problem = problemFor(reason, t.responseHeaders, { cause: err ?? undefined, log: upstreamErrorLog(up.name, reason, err, { websocket: true, ...more }) });
+      const problem = problemFor(reason, t.responseHeaders, {
+        cause: err ?? undefined,
+        log: upstreamErrorLog(up.name, reason, err, { websocket: true, ...more }),
+      });
       respond.sendToSocket(req, socket, problem, { setCookies: t.setCookies });
       x.proxyReq?.destroy();
     };
@@ -655,7 +666,9 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
       if (!x.clientGone && !socket.destroyed) socket.resume();
       const detail = 'The upstream answered the WebSocket handshake without a valid Sec-WebSocket-Accept.';
       const fields = upstreamErrorLog(up.name, 'refused', { code: 'bad_websocket_accept' }, { websocket: true });
-      respond.sendToSocket(req, socket, new GatewayError(Errors.upstream_unavailable, detail, { headers: { ...t.responseHeaders }, log: fields }), { setCookies: t.setCookies });
+      respond.sendToSocket(req, socket, new GatewayError(Errors.upstream_unavailable, detail, { headers: { ...t.responseHeaders }, log: fields }), {
+        setCookies: t.setCookies,
+      });
     };
     /**
      * The upstream answered the upgrade with something other than 101: relay that answer
@@ -796,7 +809,10 @@ export function createProxy(opts: CreateProxyOptions): GatewayProxy {
 
   function dropped(t: ForwardTarget, setCookie: string): void {
     const eq = setCookie.indexOf('=');
-    log?.warn({ event: 'upstream_cookie_dropped', upstream: t.upstream, cookie: (eq < 0 ? setCookie : setCookie.slice(0, eq)).trim() }, 'upstream tried to set a gateway session cookie');
+    log?.warn(
+      { event: 'upstream_cookie_dropped', upstream: t.upstream, cookie: (eq < 0 ? setCookie : setCookie.slice(0, eq)).trim() },
+      'upstream tried to set a gateway session cookie',
+    );
   }
 
   function closeSession(sessionId: string): void {

@@ -103,12 +103,15 @@ describe('forward: bodies are streamed both ways', () => {
     const { value: reply, grew } = await measured(
       () =>
         new Promise<EchoReply>((resolve, reject) => {
-          const req = http.request({ hostname: u.hostname, port: u.port, method: 'POST', path: '/upload', agent: false, headers: { 'content-type': 'application/octet-stream' } }, (res) => {
-            let s = '';
-            res.setEncoding('utf8');
-            res.on('data', (c: string) => (s += c));
-            res.on('end', () => resolve(JSON.parse(s) as EchoReply));
-          });
+          const req = http.request(
+            { hostname: u.hostname, port: u.port, method: 'POST', path: '/upload', agent: false, headers: { 'content-type': 'application/octet-stream' } },
+            (res) => {
+              let s = '';
+              res.setEncoding('utf8');
+              res.on('data', (c: string) => (s += c));
+              res.on('end', () => resolve(JSON.parse(s) as EchoReply));
+            },
+          );
           req.on('error', reject);
           generated(SIZE).pipe(req);
         }),
@@ -124,11 +127,14 @@ describe('forward: bodies are streamed both ways', () => {
     const { value: reply, grew } = await measured(
       () =>
         new Promise<EchoReply>((resolve, reject) => {
-          const req = http.request({ hostname: u.hostname, port: u.port, method: 'PUT', path: '/upload', agent: false, headers: { 'content-length': String(SIZE) } }, (res) => {
-            let s = '';
-            res.on('data', (c: Buffer) => (s += c));
-            res.on('end', () => resolve(JSON.parse(s) as EchoReply));
-          });
+          const req = http.request(
+            { hostname: u.hostname, port: u.port, method: 'PUT', path: '/upload', agent: false, headers: { 'content-length': String(SIZE) } },
+            (res) => {
+              let s = '';
+              res.on('data', (c: Buffer) => (s += c));
+              res.on('end', () => resolve(JSON.parse(s) as EchoReply));
+            },
+          );
           req.on('error', reject);
           generated(SIZE).pipe(req);
         }),

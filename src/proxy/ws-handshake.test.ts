@@ -19,7 +19,15 @@ describe('WebSocket handshake verification (RFC 6455 §4)', () => {
 
   it('accepts only one key of 16 base64 bytes', () => {
     expect(websocketKey(msg({ 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' }))).toBe('dGhlIHNhbXBsZSBub25jZQ==');
-    for (const bad of [undefined, '', 'abc', 'dGhlIHNhbXBsZSBub25jZQ', 'dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==', Buffer.alloc(15).toString('base64'), Buffer.alloc(17).toString('base64')]) {
+    for (const bad of [
+      undefined,
+      '',
+      'abc',
+      'dGhlIHNhbXBsZSBub25jZQ',
+      'dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==',
+      Buffer.alloc(15).toString('base64'),
+      Buffer.alloc(17).toString('base64'),
+    ]) {
       expect(websocketKey(msg(bad === undefined ? {} : { 'sec-websocket-key': bad })), String(bad)).toBeNull();
     }
   });

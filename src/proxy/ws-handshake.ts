@@ -9,7 +9,9 @@ const KEY = /^[A-Za-z0-9+/]{22}==$/;
 
 /** base64(SHA-1(key + GUID)): the `Sec-WebSocket-Accept` an upstream must answer `key` with. */
 export function websocketAccept(key: string): string {
-  return createHash('sha1').update(key + WEBSOCKET_GUID).digest('base64');
+  return createHash('sha1')
+    .update(key + WEBSOCKET_GUID)
+    .digest('base64');
 }
 
 /**

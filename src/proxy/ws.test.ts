@@ -29,7 +29,12 @@ describe('upgrade: WebSocket proxying', () => {
   });
 
   it('round-trips messages and delivers identity headers, with spoofed ones stripped', async () => {
-    h.target = () => ({ path: '/chat', query: 'room=1', identity: { sub: 'u-1', username: 'alice', email: 'alice@example.com', roles: ['admin', 'ops'] }, gatewayCookieNames: ['pc_access'] });
+    h.target = () => ({
+      path: '/chat',
+      query: 'room=1',
+      identity: { sub: 'u-1', username: 'alice', email: 'alice@example.com', roles: ['admin', 'ops'] },
+      gatewayCookieNames: ['pc_access'],
+    });
     const ws = await connectWebSocket(`${h.url.replace('http:', 'ws:')}/raw/path`, {
       'X-Auth-User': 'mallory',
       'X-Auth-Anything': 'x',
@@ -61,7 +66,11 @@ describe('upgrade: WebSocket proxying', () => {
     await ws.next();
     expect((await stats(h)).webSockets).toBe(1);
     ws.socket.destroy(); // abrupt, no close frame
-    const s = await waitFor(() => stats(h), (x) => x.webSockets === 0, 3_000);
+    const s = await waitFor(
+      () => stats(h),
+      (x) => x.webSockets === 0,
+      3_000,
+    );
     expect(s.webSockets).toBe(0);
 
     // A client socket error (RST) destroys both sides instead of end()ing them (#1510).
@@ -69,7 +78,11 @@ describe('upgrade: WebSocket proxying', () => {
     await ws3.next();
     expect((await stats(h)).webSockets).toBe(1);
     (ws3.socket as net.Socket).resetAndDestroy();
-    const s3 = await waitFor(() => stats(h), (x) => x.webSockets === 0, 3_000);
+    const s3 = await waitFor(
+      () => stats(h),
+      (x) => x.webSockets === 0,
+      3_000,
+    );
     expect(s3.webSockets).toBe(0);
 
     const ws2 = await connectWebSocket(`${h.url.replace('http:', 'ws:')}/b`);
@@ -119,7 +132,11 @@ describe('upgrade: failures', () => {
     const closed = new Promise<void>((r) => ws.socket.once('close', () => r()));
     h2.proxy.close();
     await closed;
-    const s = await waitFor(() => stats(h2), (x) => x.webSockets === 0, 3_000);
+    const s = await waitFor(
+      () => stats(h2),
+      (x) => x.webSockets === 0,
+      3_000,
+    );
     expect(s.webSockets).toBe(0);
     await h2.close(); // would hang if a tunnel were left
   });
@@ -134,7 +151,11 @@ describe('upgrade: failures', () => {
     expect((err as WsHandshakeError).status).toBe(403);
     expect((err as WsHandshakeError).body).toBe('upgrade refused by the echo server\n');
     expect(h.results).toEqual([{ upstream: 'echo', status: 403, durationSeconds: expect.any(Number) }]);
-    const after = await waitFor(() => stats(h), (s) => s.openConnections <= before.openConnections, 3_000);
+    const after = await waitFor(
+      () => stats(h),
+      (s) => s.openConnections <= before.openConnections,
+      3_000,
+    );
     expect(after.openConnections).toBeLessThanOrEqual(before.openConnections);
   });
 
@@ -157,14 +178,24 @@ describe('upgrade: failures', () => {
     expect(JSON.parse(err.body)).toMatchObject({ code: 'upstream_timeout' });
     expect(Date.now() - t0).toBeLessThan(2_000);
     expect(h.results).toEqual([{ upstream: 'hung', status: null, reason: 'timeout', durationSeconds: expect.any(Number) }]);
-    const left = await waitFor(async () => silentSockets.size, (n) => n === 0, 2_000);
+    const left = await waitFor(
+      async () => silentSockets.size,
+      (n) => n === 0,
+      2_000,
+    );
     expect(left).toBe(0);
   });
 
   it('a non-WebSocket upgrade (h2c) is refused with 400', async () => {
     const u = new URL(h.url);
     const status = await new Promise<number>((resolve, reject) => {
-      const req = http.request({ hostname: u.hostname, port: u.port, path: '/', agent: false, headers: { Connection: 'Upgrade, HTTP2-Settings', Upgrade: 'h2c', 'HTTP2-Settings': 'AAMAAABkAAQAAP__' } });
+      const req = http.request({
+        hostname: u.hostname,
+        port: u.port,
+        path: '/',
+        agent: false,
+        headers: { Connection: 'Upgrade, HTTP2-Settings', Upgrade: 'h2c', 'HTTP2-Settings': 'AAMAAABkAAQAAP__' },
+      });
       req.on('response', (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);

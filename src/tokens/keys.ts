@@ -118,9 +118,7 @@ export async function loadKeySet(jwks: { keys: JWK[] }, source = 'signing keys')
       const imported = await importJWK({ kty: 'OKP', crv: 'Ed25519', x: jwk.x, d: jwk.d }, SIGNING_ALG);
       if (imported instanceof Uint8Array) throw new Error('not an asymmetric key');
       privateKey = imported;
-      const probe = await new CompactSign(new TextEncoder().encode('portcullis-key-check'))
-        .setProtectedHeader({ alg: SIGNING_ALG })
-        .sign(privateKey);
+      const probe = await new CompactSign(new TextEncoder().encode('portcullis-key-check')).setProtectedHeader({ alg: SIGNING_ALG }).sign(privateKey);
       await compactVerify(probe, await importJWK(publicJwk, SIGNING_ALG));
     } catch (cause) {
       throw new GatewayError(Errors.invalid_config, `${at}: not a valid Ed25519 key pair (x does not match d, or bad encoding)`, {

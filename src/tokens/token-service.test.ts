@@ -159,11 +159,7 @@ describe('access tokens: attacks, each answered with invalid_token', () => {
 
   it('HS256 signed with the public key bytes or the JWK x as the HMAC secret', async () => {
     const publicJwk = keySet.publicJwks().keys[0];
-    const secrets = [
-      base64url.decode(publicJwk.x!),
-      new TextEncoder().encode(publicJwk.x!),
-      new TextEncoder().encode(JSON.stringify(publicJwk)),
-    ];
+    const secrets = [base64url.decode(publicJwk.x!), new TextEncoder().encode(publicJwk.x!), new TextEncoder().encode(JSON.stringify(publicJwk))];
     for (const secret of secrets) {
       const token = await forge(ourHeader({ alg: 'HS256' }), goodPayload(), secret);
       await expectInvalid(svc.verifyAccess(token), 'algorithm not allowed');

@@ -60,7 +60,18 @@ export interface Harness {
  * Starts a real echo upstream and a real gateway on 127.0.0.1:0 with a fresh SQLite file (or
  * the given database URL) in its own temp dir.
  */
-export async function startHarness(opts: { extraYaml?: string; routes?: string; upstreamExtra?: string; databaseUrl?: string; redisUrl?: string; redisPrefix?: string; env?: NodeJS.ProcessEnv; now?: () => Date } = {}): Promise<Harness> {
+export async function startHarness(
+  opts: {
+    extraYaml?: string;
+    routes?: string;
+    upstreamExtra?: string;
+    databaseUrl?: string;
+    redisUrl?: string;
+    redisPrefix?: string;
+    env?: NodeJS.ProcessEnv;
+    now?: () => Date;
+  } = {},
+): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-test-'));
   const echo = await startEchoServer({ host: '127.0.0.1', port: 0 });
   const yaml = `
@@ -111,14 +122,23 @@ export const GOOD_PASSWORD = 'correct horse battery staple 42';
 
 /** Creates a user straight in the store. */
 export async function addUser(h: Harness, username: string, roles: string[] = [], opts: { email?: string; password?: string; disabled?: boolean } = {}) {
-  const u = await h.app.db.users.create({ username, email: opts.email ?? `${username}@example.com`, roles, passwordHash: await h.app.hasher.hash(opts.password ?? GOOD_PASSWORD) });
+  const u = await h.app.db.users.create({
+    username,
+    email: opts.email ?? `${username}@example.com`,
+    roles,
+    passwordHash: await h.app.hasher.hash(opts.password ?? GOOD_PASSWORD),
+  });
   if (opts.disabled) await h.app.db.users.update(u.id, { disabled: true });
   return u;
 }
 
 /** Logs in through HTTP and returns the access token. */
 export async function login(h: Harness, username: string, password = GOOD_PASSWORD): Promise<string> {
-  const res = await fetch(`${h.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }) });
+  const res = await fetch(`${h.url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username, password }),
+  });
   if (res.status !== 200) throw new Error(`login failed: ${res.status} ${await res.text()}`);
   return ((await res.json()) as { access_token: string }).access_token;
 }
@@ -188,7 +208,9 @@ export function sendRaw(url: string, method: string, target: string, headers: Re
 
 /** GET with a raw request target through a socket; `host` replaces the Host value (default: the URL's). */
 export function rawGet(url: string, target: string, headers: Record<string, string> = {}, host = new URL(url).host): Promise<RawResponse> {
-  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const extra = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   return rawRequest(url, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`);
 }
 

@@ -53,7 +53,8 @@ export interface HarnessOptions {
 export async function startProxyHarness(o: HarnessOptions = {}): Promise<ProxyHarness> {
   const echo = await startEchoServer({ host: '127.0.0.1', port: 0 });
   const upstreams: Record<string, UpstreamConfig> = { echo: upstreamConfig(echo.url, o.echo) };
-  for (const [name, u] of Object.entries(o.upstreams ?? {})) upstreams[name] = upstreamConfig(u.url.replace('{echo}', echo.url), { ...u, url: u.url.replace('{echo}', echo.url) });
+  for (const [name, u] of Object.entries(o.upstreams ?? {}))
+    upstreams[name] = upstreamConfig(u.url.replace('{echo}', echo.url), { ...u, url: u.url.replace('{echo}', echo.url) });
   const results: UpstreamResult[] = [];
   const logs: ProxyHarness['logs'] = [];
   // The app's logger (its redaction included), writing parsed lines here.

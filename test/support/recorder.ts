@@ -69,9 +69,18 @@ export interface RecorderOptions {
 }
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-const acceptOf = (key: string) => createHash('sha1').update(key + WS_GUID).digest('base64');
+const acceptOf = (key: string) =>
+  createHash('sha1')
+    .update(key + WS_GUID)
+    .digest('base64');
 
-const record = (req: http.IncomingMessage, upgrade: boolean, method = ''): Seen => ({ method: req.method ?? method, url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, upgrade });
+const record = (req: http.IncomingMessage, upgrade: boolean, method = ''): Seen => ({
+  method: req.method ?? method,
+  url: req.url ?? '',
+  headers: req.headers,
+  rawHeaders: req.rawHeaders,
+  upgrade,
+});
 
 /**
  * A recording upstream: a plain node:http keep-alive server on 127.0.0.1:0 that records every

@@ -8,7 +8,12 @@ export function route(
 ): RouteConfig {
   return {
     name,
-    match: { path: match.path ?? '/**', case_sensitive: match.case_sensitive ?? false, ...(match.host === undefined ? {} : { host: match.host }), ...(match.methods === undefined ? {} : { methods: match.methods }) },
+    match: {
+      path: match.path ?? '/**',
+      case_sensitive: match.case_sensitive ?? false,
+      ...(match.host === undefined ? {} : { host: match.host }),
+      ...(match.methods === undefined ? {} : { methods: match.methods }),
+    },
     upstream: 'app',
     access: 'public',
     mfa: false,

@@ -83,35 +83,40 @@ export function describePort<P>(
 
 /** The ports of one backend keep apart: the same name in two of them is two things. */
 export function describeStatePortsIsolation(name: string, makeHarness: () => Promise<StateHarness>): void {
-  describePort(`state ports on one backend keep apart: ${name}`, makeHarness, (p) => p, ({ port }) => {
-    it('unlocking a username does not forget its TOTP steps (an unlock must not re-open replays)', async () => {
-      const { lockouts, totpSteps } = port();
-      expect(await totpSteps.claim('u1', 100, LONG)).toBe(true);
-      await lockouts.recordFailure('u1', { maxFailures: 1, windowMs: LONG, durationMs: LONG });
-      expect(await lockouts.unlock('u1')).toBe(true);
-      await lockouts.clearFailures('u1');
-      expect(await totpSteps.claim('u1', 100, LONG)).toBe(false);
-    });
+  describePort(
+    `state ports on one backend keep apart: ${name}`,
+    makeHarness,
+    (p) => p,
+    ({ port }) => {
+      it('unlocking a username does not forget its TOTP steps (an unlock must not re-open replays)', async () => {
+        const { lockouts, totpSteps } = port();
+        expect(await totpSteps.claim('u1', 100, LONG)).toBe(true);
+        await lockouts.recordFailure('u1', { maxFailures: 1, windowMs: LONG, durationMs: LONG });
+        expect(await lockouts.unlock('u1')).toBe(true);
+        await lockouts.clearFailures('u1');
+        expect(await totpSteps.claim('u1', 100, LONG)).toBe(false);
+      });
 
-    it('the same name as a rate-limit client, an MFA token and a username is three things', async () => {
-      const { lockouts, mfaAttempts, rateLimits } = port();
-      expect((await rateLimits.hit('login', 'same', LONG)).count).toBe(1);
-      expect(await mfaAttempts.attempt('same', LONG)).toBe(1);
-      expect(await mfaAttempts.complete('same', LONG)).toBe(true);
-      expect(await lockouts.takeTurn('same', LONG)).toBe(true);
-      expect(await lockouts.recordFailure('same', { maxFailures: 10, windowMs: LONG, durationMs: LONG })).toEqual({ failures: 1, locked: false });
-      expect((await rateLimits.hit('login', 'same', LONG)).count).toBe(2);
-      expect(await mfaAttempts.attempt('same', LONG)).toBe(2);
-      expect(await lockouts.lockedFor('same')).toBe(0);
-    });
+      it('the same name as a rate-limit client, an MFA token and a username is three things', async () => {
+        const { lockouts, mfaAttempts, rateLimits } = port();
+        expect((await rateLimits.hit('login', 'same', LONG)).count).toBe(1);
+        expect(await mfaAttempts.attempt('same', LONG)).toBe(1);
+        expect(await mfaAttempts.complete('same', LONG)).toBe(true);
+        expect(await lockouts.takeTurn('same', LONG)).toBe(true);
+        expect(await lockouts.recordFailure('same', { maxFailures: 10, windowMs: LONG, durationMs: LONG })).toEqual({ failures: 1, locked: false });
+        expect((await rateLimits.hit('login', 'same', LONG)).count).toBe(2);
+        expect(await mfaAttempts.attempt('same', LONG)).toBe(2);
+        expect(await lockouts.lockedFor('same')).toBe(0);
+      });
 
-    it('one limiter\'s counts are not another\'s', async () => {
-      const { rateLimits } = port();
-      await rateLimits.hit('login', '198.51.100.1', LONG);
-      await rateLimits.hit('login', '198.51.100.1', LONG);
-      expect((await rateLimits.hit('auth_api', '198.51.100.1', LONG)).count).toBe(1);
-      expect((await rateLimits.hit('route:a', '198.51.100.1', LONG)).count).toBe(1);
-      expect((await rateLimits.hit('login', '198.51.100.1', LONG)).count).toBe(3);
-    });
-  });
+      it("one limiter's counts are not another's", async () => {
+        const { rateLimits } = port();
+        await rateLimits.hit('login', '198.51.100.1', LONG);
+        await rateLimits.hit('login', '198.51.100.1', LONG);
+        expect((await rateLimits.hit('auth_api', '198.51.100.1', LONG)).count).toBe(1);
+        expect((await rateLimits.hit('route:a', '198.51.100.1', LONG)).count).toBe(1);
+        expect((await rateLimits.hit('login', '198.51.100.1', LONG)).count).toBe(3);
+      });
+    },
+  );
 }

@@ -165,7 +165,12 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect((await db.users.findById(u.id))?.username).toBe('after-failure');
 
         // Fixing the migration lets it (and the rest) apply.
-        const fixed: Migration = { ...failing, async up(trx) { await trx.schema.createTable(`fail_${tag}`).addColumn('x', 'integer').execute(); } };
+        const fixed: Migration = {
+          ...failing,
+          async up(trx) {
+            await trx.schema.createTable(`fail_${tag}`).addColumn('x', 'integer').execute();
+          },
+        };
         expect(await db.migrateWith([...MIGRATIONS, ok, fixed, never])).toEqual([fixed.name, never.name]);
         expect(await tableExists(db, `fail_${tag}`)).toBe(true);
       });
@@ -239,7 +244,10 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
           await expect(old.recoveryCodes.replace(randomUUID(), [tokenHash()], new Date(T0))).rejects.toThrow();
           expect(await old.recoveryCodes.use(u.id, codes[0]!, new Date(T0 + 4 * MIN))).toBe(true);
           expect(await old.users.delete(u.id)).toBe(true);
-          const left = await old.kysely.selectFrom('recovery_codes').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
+          const left = await old.kysely
+            .selectFrom('recovery_codes')
+            .select((eb) => eb.fn.countAll().as('n'))
+            .executeTakeFirstOrThrow();
           expect(Number(left.n)).toBe(0);
         } finally {
           await old.close();
@@ -398,7 +406,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         await expect(db.sessions.create(newSession(randomUUID()))).rejects.toThrow();
       });
 
-      it('listActive: only the user\'s unrevoked, unexpired sessions, newest first', async () => {
+      it("listActive: only the user's unrevoked, unexpired sessions, newest first", async () => {
         const u = await db.users.create(newUser('hank'));
         const other = await db.users.create(newUser('ivy'));
         const s1 = await db.sessions.create(newSession(u.id));
@@ -582,7 +590,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(await db.refreshTokens.use(t.hash, at)).toEqual({ status: 'ok', record: { ...t, usedAt: at } });
       });
 
-      it('exactly one of 50 concurrent use() calls wins; the others see reuse at the winner\'s time', async () => {
+      it("exactly one of 50 concurrent use() calls wins; the others see reuse at the winner's time", async () => {
         const u = await db.users.create(newUser('tess'));
         const s = await db.sessions.create(newSession(u.id));
         const t = await newToken(s.id);
@@ -628,7 +636,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(await db.refreshTokens.hasSuccessor(other.id, new Date(T0 + 5 * MIN))).toBe(true);
       });
 
-      it('deleteForSession deletes that session\'s tokens, used or not, and counts them', async () => {
+      it("deleteForSession deletes that session's tokens, used or not, and counts them", async () => {
         const u = await db.users.create(newUser('walt'));
         const s = await db.sessions.create(newSession(u.id));
         const keep = await db.sessions.create(newSession(u.id));
@@ -676,7 +684,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect((await db.sessions.get(s.id))?.id).toBe(s.id);
       });
 
-      it('deleting a user deletes its sessions\' refresh tokens', async () => {
+      it("deleting a user deletes its sessions' refresh tokens", async () => {
         const u = await db.users.create(newUser('yuri'));
         const other = await db.users.create(newUser('zoe'));
         const s1 = await db.sessions.create(newSession(u.id));
@@ -713,7 +721,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect((await db.refreshTokens.use(tl.hash, new Date(T0 + MIN))).status).toBe('ok');
       });
 
-      it('revoking a session keeps its tokens (deleting them is the caller\'s choice)', async () => {
+      it("revoking a session keeps its tokens (deleting them is the caller's choice)", async () => {
         const u = await db.users.create(newUser('bea'));
         const s = await db.sessions.create(newSession(u.id));
         await newToken(s.id);
@@ -772,7 +780,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(await db.recoveryCodes.remaining(u.id)).toBe(2);
       });
 
-      it('another user\'s code is false; the same hash may exist for two users independently', async () => {
+      it("another user's code is false; the same hash may exist for two users independently", async () => {
         const a = await db.users.create(newUser('rc-dina'));
         const b = await db.users.create(newUser('rc-egon'));
         const [onlyA, shared] = hashes(2) as [string, string];
@@ -853,7 +861,7 @@ export function registerStoreContract(label: string, harness: StoreContractHarne
         expect(sets.some((set) => JSON.stringify([...set].sort()) === JSON.stringify(final))).toBe(true);
       });
 
-      it('deleteForUser deletes that user\'s codes, used or not, and counts them', async () => {
+      it("deleteForUser deletes that user's codes, used or not, and counts them", async () => {
         const u = await db.users.create(newUser('rc-kim'));
         const other = await db.users.create(newUser('rc-lou'));
         const codes = hashes(4);

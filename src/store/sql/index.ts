@@ -90,9 +90,7 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
     const { default: Sqlite } = await import('better-sqlite3');
     const sqlite = openSqliteFile(Sqlite, target.filename);
     const kysely = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
-    return new KyselyDatabase('sqlite', kysely, undefined, now, log, async (list) =>
-      runMigrations(kysely, 'sqlite', list, { log, now }),
-    );
+    return new KyselyDatabase('sqlite', kysely, undefined, now, log, async (list) => runMigrations(kysely, 'sqlite', list, { log, now }));
   }
 
   const { connectionString, schema } = target;

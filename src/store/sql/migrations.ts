@@ -60,9 +60,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
         .addUniqueConstraint('users_username_key', ['username'])
         .$call((b) =>
           dialect === 'sqlite'
-            ? b
-                .addCheckConstraint('users_disabled_bool', sql`disabled in (0, 1)`)
-                .addCheckConstraint('users_mfa_enabled_bool', sql`mfa_enabled in (0, 1)`)
+            ? b.addCheckConstraint('users_disabled_bool', sql`disabled in (0, 1)`).addCheckConstraint('users_mfa_enabled_bool', sql`mfa_enabled in (0, 1)`)
             : b,
         )
         .execute();
@@ -197,12 +195,7 @@ export async function runMigrations(
 }
 
 /** Runs `fn` in a write transaction holding the migration lock; rolls back on any error. */
-async function inTransaction<T>(
-  db: MigrationDb,
-  dialect: SqlDialect,
-  lockKey: string,
-  fn: (trx: MigrationDb) => Promise<T>,
-): Promise<T> {
+async function inTransaction<T>(db: MigrationDb, dialect: SqlDialect, lockKey: string, fn: (trx: MigrationDb) => Promise<T>): Promise<T> {
   if (dialect === 'postgres') {
     return db.transaction().execute(async (trx) => {
       await sql`select pg_advisory_xact_lock(hashtext(${lockKey}))`.execute(trx);

@@ -111,11 +111,7 @@ export class SqlSessionStore implements SessionStore {
    * monotonic). True whenever the session exists, even if the value was already `at`.
    */
   async touch(id: string, at: Date): Promise<boolean> {
-    const res = await this.db
-      .updateTable('sessions')
-      .set({ last_seen_at: at.getTime() })
-      .where('id', '=', id)
-      .executeTakeFirst();
+    const res = await this.db.updateTable('sessions').set({ last_seen_at: at.getTime() }).where('id', '=', id).executeTakeFirst();
     return Number(res.numUpdatedRows) > 0;
   }
 }

@@ -45,7 +45,9 @@ if (problem !== undefined && IN_CI) {
     });
   });
 } else if (problem !== undefined) {
-  console.warn(`\n[store.pg.test] SKIPPING PostgreSQL store tests: cannot reach ${redact(DATABASE_URL)} (${problem}). Set DATABASE_URL or start PostgreSQL; in CI (CI=true) this is a failure.\n`);
+  console.warn(
+    `\n[store.pg.test] SKIPPING PostgreSQL store tests: cannot reach ${redact(DATABASE_URL)} (${problem}). Set DATABASE_URL or start PostgreSQL; in CI (CI=true) this is a failure.\n`,
+  );
 } else {
   /** Schemas the contract asked for by name (`${SCHEMA}_${name}`). */
   const contractSchemas = new Set<string>();

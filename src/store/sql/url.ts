@@ -17,8 +17,7 @@ export type DatabaseTarget =
 
 /** The accepted URL forms, for error messages. */
 export const ACCEPTED_DATABASE_URLS =
-  'sqlite:./relative/file.db, sqlite:/absolute/file.db, sqlite::memory:, ' +
-  'postgres://user:pass@host:5432/db[?schema=name] or postgresql://…';
+  'sqlite:./relative/file.db, sqlite:/absolute/file.db, sqlite::memory:, ' + 'postgres://user:pass@host:5432/db[?schema=name] or postgresql://…';
 
 // A plain identifier: it ends up in a `-c search_path=` startup option and in DDL,
 // so nothing that needs quoting is accepted.
@@ -56,15 +55,11 @@ export function parseDatabaseUrl(url: string, cwd: string = process.cwd(), schem
     parsed.searchParams.delete('schema');
     const schema = schemaOverride ?? (fromUrl === '' ? undefined : fromUrl);
     if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
-      throw new Error(
-        `Invalid PostgreSQL schema name "${schema}": use lower-case letters, digits and _ (starting with a letter or _), at most 63 characters`,
-      );
+      throw new Error(`Invalid PostgreSQL schema name "${schema}": use lower-case letters, digits and _ (starting with a letter or _), at most 63 characters`);
     }
     return { dialect: 'postgres', connectionString: parsed.toString(), schema };
   }
   // Never echo a URL that may carry a password.
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(trimmed)?.[1];
-  throw new Error(
-    `Unsupported database URL${scheme ? ` scheme "${scheme}:"` : ''}. Accepted forms: ${ACCEPTED_DATABASE_URLS}`,
-  );
+  throw new Error(`Unsupported database URL${scheme ? ` scheme "${scheme}:"` : ''}. Accepted forms: ${ACCEPTED_DATABASE_URLS}`);
 }

@@ -66,11 +66,7 @@ export class SqlUserStore implements UserStore {
   }
 
   async findByUsername(username: string): Promise<UserRecord | undefined> {
-    const row = await this.db
-      .selectFrom('users')
-      .selectAll()
-      .where('username', '=', username.toLowerCase())
-      .executeTakeFirst();
+    const row = await this.db.selectFrom('users').selectAll().where('username', '=', username.toLowerCase()).executeTakeFirst();
     return row ? toUser(row) : undefined;
   }
 

@@ -159,7 +159,11 @@ export class RedisLockoutStore extends RedisAdapter implements LockoutStore {
     const t = this.now();
     // Two failures in the same millisecond are two members.
     const member = `${t}:${randomBytes(6).toString('hex')}`;
-    const reply = await RECORD_FAILURE.run(this.client, [this.failKey(username), this.lockKey(username)], [t, window, policy.maxFailures, duration, member, String(t + duration)]);
+    const reply = await RECORD_FAILURE.run(
+      this.client,
+      [this.failKey(username), this.lockKey(username)],
+      [t, window, policy.maxFailures, duration, member, String(t + duration)],
+    );
     const [failures, locked] = reply as [number, number];
     return { failures: Number(failures), locked: Number(locked) === 1 };
   }

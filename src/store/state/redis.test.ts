@@ -1,4 +1,4 @@
-import { spawnSync, } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { closeRedisClient, createRedisClient, redisReady, RedisRevocationBus } from './redis.js';
@@ -8,7 +8,7 @@ import { describeLockoutStoreContract } from '../../../test/support/lockout-stor
 import { describeTotpReplayGuardContract } from '../../../test/support/totp-replay-guard-contract.js';
 import { describeAttemptCounterContract } from '../../../test/support/attempt-counter-contract.js';
 import { describeRateLimitStoreContract } from '../../../test/support/rate-limit-store-contract.js';
-import { freePort, PrivateRedis, } from '../../../test/support/services.js';
+import { freePort, PrivateRedis } from '../../../test/support/services.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const IN_CI = process.env.CI === 'true';
@@ -180,7 +180,9 @@ withRedis('Redis', () => {
       await p.mfaAttempts.complete('j1', 60_000);
       const [, keys] = await admin!.scan('0', 'MATCH', `${prefix}*`, 'COUNT', 1000);
       expect(keys.sort()).toEqual(
-        ['lockout:fail:bob', 'lockout:lock:carl', 'lockout:turn:bob', 'mfa:attempts:j1', 'mfa:done:j1', 'ratelimit:login:203.0.113.9', 'totp:last:user-1'].map((k) => `${prefix}${k}`),
+        ['lockout:fail:bob', 'lockout:lock:carl', 'lockout:turn:bob', 'mfa:attempts:j1', 'mfa:done:j1', 'ratelimit:login:203.0.113.9', 'totp:last:user-1'].map(
+          (k) => `${prefix}${k}`,
+        ),
       );
       for (const k of keys) {
         const ttl = await admin!.pttl(k);
@@ -285,7 +287,15 @@ withRedis('Redis', () => {
       const b = await bus(prefix, logs);
       const raw = b.publisher;
       const channel = `${prefix}revocations`;
-      for (const junk of ['not json', 'null', '[]', '{"sessionId":5,"expiresAt":1}', '{"sessionId":"s"}', '{"sessionId":"","expiresAt":1}', '{"sessionId":"s","expiresAt":"soon"}']) {
+      for (const junk of [
+        'not json',
+        'null',
+        '[]',
+        '{"sessionId":5,"expiresAt":1}',
+        '{"sessionId":"s"}',
+        '{"sessionId":"","expiresAt":1}',
+        '{"sessionId":"s","expiresAt":"soon"}',
+      ]) {
         await raw.publish(channel, junk);
       }
       await raw.publish(channel, JSON.stringify({ sessionId: 'good', expiresAt: 2_000_000_000_000 }));
@@ -328,7 +338,13 @@ describe('fail-fast', () => {
     const client = createRedisClient(`redis://127.0.0.1:${port}`, { log: (m) => logs.push(m) });
     const p = redisPorts(client, 'pc-test-closed:');
     try {
-      for (const op of [() => p.rateLimits.hit('login', 'k', 1000), () => p.totpSteps.claim('u', 1, 1000), () => p.lockouts.lockedFor('f'), () => p.mfaAttempts.attempt('j', 1000), () => client.ping()]) {
+      for (const op of [
+        () => p.rateLimits.hit('login', 'k', 1000),
+        () => p.totpSteps.claim('u', 1, 1000),
+        () => p.lockouts.lockedFor('f'),
+        () => p.mfaAttempts.attempt('j', 1000),
+        () => client.ping(),
+      ]) {
         const start = Date.now();
         await expect(op()).rejects.toThrow();
         expect(Date.now() - start).toBeLessThan(1500);
