@@ -30,6 +30,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
+import { decodeJwt } from 'jose';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startEchoServer, type EchoReply } from '../src/demo/echo.js';
 import { connectWebSocket, WsHandshakeError } from '../src/demo/ws.js';
@@ -639,6 +640,8 @@ for (const kind of ['memory', 'redis'] as const) {
         clock.advance(1 * SEC);
         const ok = await loginReq(h, 'lena');
         expect(ok.status, ok.text).toBe(200);
+        // A plain password sign-in after the lock: the token says so.
+        expect(decodeJwt(ok.json().access_token).amr).toEqual(['pwd']);
         // A fresh count: four failures do not lock again.
         for (let i = 0; i < 4; i++) expect((await loginReq(h, 'lena', WRONG)).status).toBe(401);
         expect((await loginReq(h, 'lena')).status).toBe(200);
