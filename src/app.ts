@@ -168,8 +168,12 @@ export async function createApp(opts: AppOptions): Promise<App> {
       .redisReady(redis, 3000)
       .catch((e) => log.error({ event: 'state_store', err: (e as Error).message }, 'Redis is not reachable at start; sign-in will answer 503 until it is'));
   }
-  // Every state adapter reads the app's clock, Redis ones included (tests move it).
-  const stateClock: StateClock = () => now().getTime();
+  // Every state adapter reads one clock. Tests inject theirs (and move it). In production the
+  // Redis adapters read the Redis server's time, so replicas with drifting clocks still agree on
+  // every window and lock; in process there is only this process's clock.
+  const redisClock = redis && !opts.now ? new redisModule!.RedisTimeClock(redis) : undefined;
+  await redisClock?.start();
+  const stateClock: StateClock = redisClock ? redisClock.now : () => now().getTime();
   const shortLived: AppState = redis
     ? {
         backend: 'redis',
@@ -540,6 +544,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       admin.closeAllConnections();
       await demo?.close();
+      redisClock?.stop();
       await bus?.close();
       if (redis) await redisModule!.closeRedisClient(redis);
       await db.close();

@@ -9,7 +9,9 @@ import type { AttemptCounter, LockoutPolicy, LockoutStore, RateLimitStore, State
  * Time is the injected clock, passed to every script as an argument and kept in the data (an
  * entry's end is stored as an absolute time), so the same clock drives the memory and the
  * Redis adapters and tests move it instead of sleeping. Key expiry (PX/PEXPIRE) is only garbage
- * collection: it is set to the same span, so with the real clock both agree.
+ * collection: it is the span plus {@link GC_MARGIN_MS}, so the stored end time always decides,
+ * even when the clock runs behind Redis's. In production the clock is Redis's own time
+ * (`RedisTimeClock`), so replicas whose clocks differ still agree on every window and lock.
  *
  * Every read-modify-write is one Lua script (atomic across processes). Scripts run by EVALSHA
  * and fall back to EVAL when the server lost them.
@@ -33,11 +35,14 @@ class LuaScript {
   }
 }
 
+/** How long a key outlives its logical end before Redis drops it. */
+export const GC_MARGIN_MS = 60_000;
+
 // Absolute times are computed in JS and passed as strings: Lua would print a large number in
 // floating-point notation on older servers.
 
 // KEYS[1] = failure log (sorted set, scored by time), KEYS[2] = lock (its end time).
-// ARGV: now, window ms, max failures, lock ms, a unique member, lock end.
+// ARGV: now, window ms, max failures, lock key expiry ms, a unique member, lock end, failure log expiry ms.
 const RECORD_FAILURE = new LuaScript(`
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -45,7 +50,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[5])
 local failures = redis.call('ZCARD', KEYS[1])
 if failures < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[1], window)
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
   return {failures, 0}
 end
 redis.call('DEL', KEYS[1])
@@ -63,7 +68,7 @@ if lockedUntil and lockedUntil > tonumber(ARGV[1]) then return 1 end
 return 0
 `);
 
-// KEYS[1] = a claim (its end time); ARGV: now, end, ttl ms. 1 when taken, 0 while another holds it.
+// KEYS[1] = a claim (its end time); ARGV: now, end, key expiry ms. 1 when taken, 0 while another holds it.
 const CLAIM_UNTIL = new LuaScript(`
 local heldUntil = tonumber(redis.call('GET', KEYS[1]))
 if heldUntil and heldUntil > tonumber(ARGV[1]) then return 0 end
@@ -71,7 +76,7 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `);
 
-// KEYS[1] = last step (hash: step, until); ARGV: now, step, end, ttl ms. Accept only a greater step.
+// KEYS[1] = last step (hash: step, until); ARGV: now, step, end, key expiry ms. Accept only a greater step.
 const CLAIM_TOTP_STEP = new LuaScript(`
 local last = redis.call('HMGET', KEYS[1], 'step', 'until')
 if last[1] and last[2] and tonumber(last[2]) > tonumber(ARGV[1]) and tonumber(last[1]) >= tonumber(ARGV[2]) then return 0 end
@@ -80,7 +85,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `);
 
-// KEYS[1] = a fixed-window counter (hash: count, reset); ARGV: now, the end of a window starting now.
+// KEYS[1] = a fixed-window counter (hash: count, reset); ARGV: now, the end of a window starting
+// now, the garbage-collection margin ms.
 // The window starts at the first hit and later hits do not extend it.
 const HIT_WINDOW = new LuaScript(`
 local now = tonumber(ARGV[1])
@@ -97,7 +103,7 @@ if not reset then
 end
 local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
 local left = tonumber(reset) - now
-redis.call('PEXPIRE', KEYS[1], left)
+redis.call('PEXPIRE', KEYS[1], left + tonumber(ARGV[3]))
 return {count, left}
 `);
 
@@ -124,14 +130,14 @@ abstract class RedisAdapter {
   protected async claimUntil(key: string, ttlMs: number): Promise<boolean> {
     const ttl = ms(ttlMs, 'ttlMs');
     const t = this.now();
-    return Number(await CLAIM_UNTIL.run(this.client, [key], [t, String(t + ttl), ttl])) === 1;
+    return Number(await CLAIM_UNTIL.run(this.client, [key], [t, String(t + ttl), ttl + GC_MARGIN_MS])) === 1;
   }
 
   /** Counts one hit in a fixed window (see HIT_WINDOW). */
   protected async hitWindow(key: string, windowMs: number): Promise<{ count: number; resetMs: number }> {
     const window = ms(windowMs, 'windowMs');
     const t = this.now();
-    const [count, resetMs] = (await HIT_WINDOW.run(this.client, [key], [t, String(t + window)])) as [number, number];
+    const [count, resetMs] = (await HIT_WINDOW.run(this.client, [key], [t, String(t + window), GC_MARGIN_MS])) as [number, number];
     return { count: Number(count), resetMs: Number(resetMs) };
   }
 }
@@ -162,7 +168,7 @@ export class RedisLockoutStore extends RedisAdapter implements LockoutStore {
     const reply = await RECORD_FAILURE.run(
       this.client,
       [this.failKey(username), this.lockKey(username)],
-      [t, window, policy.maxFailures, duration, member, String(t + duration)],
+      [t, window, policy.maxFailures, duration + GC_MARGIN_MS, member, String(t + duration), window + GC_MARGIN_MS],
     );
     const [failures, locked] = reply as [number, number];
     return { failures: Number(failures), locked: Number(locked) === 1 };
@@ -197,7 +203,7 @@ export class RedisTotpReplayGuard extends RedisAdapter implements TotpReplayGuar
     if (!Number.isSafeInteger(step)) throw new RangeError(`TOTP step must be an integer, got ${step}`);
     const ttl = ms(ttlMs, 'ttlMs');
     const t = this.now();
-    return Number(await CLAIM_TOTP_STEP.run(this.client, [`${this.prefix}totp:last:${userId}`], [t, step, String(t + ttl), ttl])) === 1;
+    return Number(await CLAIM_TOTP_STEP.run(this.client, [`${this.prefix}totp:last:${userId}`], [t, step, String(t + ttl), ttl + GC_MARGIN_MS])) === 1;
   }
 }
 

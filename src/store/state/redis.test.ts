@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { closeRedisClient, createRedisClient, redisReady, RedisRevocationBus } from './redis.js';
-import { RedisAttemptCounter, RedisLockoutStore, RedisRateLimitStore, RedisTotpReplayGuard } from './redis-stores.js';
+import { closeRedisClient, createRedisClient, RedisTimeClock, redisReady, RedisRevocationBus } from './redis.js';
+import { GC_MARGIN_MS, RedisAttemptCounter, RedisLockoutStore, RedisRateLimitStore, RedisTotpReplayGuard } from './redis-stores.js';
 import { describeStatePortsIsolation, type StateHarness, type StatePorts } from '../../../test/support/state-contract.js';
 import { describeLockoutStoreContract } from '../../../test/support/lockout-store-contract.js';
 import { describeTotpReplayGuardContract } from '../../../test/support/totp-replay-guard-contract.js';
@@ -187,7 +187,8 @@ withRedis('Redis', () => {
       for (const k of keys) {
         const ttl = await admin!.pttl(k);
         expect(ttl, k).toBeGreaterThan(0);
-        expect(ttl, k).toBeLessThanOrEqual(60_000);
+        // The logical span plus the garbage-collection margin, never unbounded.
+        expect(ttl, k).toBeLessThanOrEqual(60_000 + GC_MARGIN_MS);
       }
       expect(await admin!.hget(`${prefix}totp:last:user-1`, 'step')).toBe('5');
     });
@@ -203,6 +204,34 @@ withRedis('Redis', () => {
       expect(await admin!.pttl(`${prefix}lockout:lock:lee`)).toBeGreaterThan(50_000);
       expect(await p.lockouts.lockedFor('lee')).toBe(0);
       expect(await p.totpSteps.claim('lee', 7, 60_000)).toBe(true);
+    });
+
+    it('a key outlives its logical end by the margin, so a clock behind real time still decides', async () => {
+      const prefix = await fresh();
+      const p = redisPorts(client!, prefix, () => 1_000_000);
+      await p.lockouts.recordFailure('lou', { maxFailures: 1, windowMs: 200, durationMs: 200 });
+      expect(await admin!.pttl(`${prefix}lockout:lock:lou`)).toBeGreaterThan(200 + GC_MARGIN_MS - 5_000);
+      expect(await p.lockouts.lockedFor('lou')).toBe(200);
+    });
+
+    it('RedisTimeClock reads the time of the Redis server, not of this process', async () => {
+      await fresh();
+      const server = await client!.time();
+      const serverMs = Number(server[0]) * 1000 + Math.floor(Number(server[1]) / 1000);
+      // A server whose clock is 20 minutes ahead of ours: the clock follows the server.
+      const ahead = { time: async () => [String(Math.floor((Date.now() + 1_200_000) / 1000)), '0'] } as unknown as Redis;
+      const skewed = new RedisTimeClock(ahead);
+      await skewed.sync();
+      expect(Math.abs(skewed.now() - (Date.now() + 1_200_000))).toBeLessThan(2_000);
+      // The real server on this machine agrees with the local clock within a second.
+      const real = new RedisTimeClock(client!);
+      await real.sync();
+      expect(Math.abs(real.now() - serverMs)).toBeLessThan(1_000);
+      // A failed sync keeps the last offset.
+      const broken = { time: async () => Promise.reject(new Error('down')) } as unknown as Redis;
+      const kept = new RedisTimeClock(broken);
+      await expect(kept.sync()).rejects.toThrow('down');
+      expect(Math.abs(kept.now() - Date.now())).toBeLessThan(1_000);
     });
 
     it('gives a counter left without an end a window instead of counting forever', async () => {

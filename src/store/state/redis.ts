@@ -61,6 +61,45 @@ export function createRedisClient(url: string, opts: RedisClientOptions = {}): R
   return client;
 }
 
+/**
+ * The Redis server's time, read through this process's clock: the offset between the two is
+ * measured with `TIME` (halving the round trip) at start and every `intervalMs`. Every replica's
+ * Redis state adapters read it, so windows, locks and TOTP steps are judged on one shared time
+ * even when the replicas' own clocks drift apart. A failed measurement keeps the last offset.
+ */
+export class RedisTimeClock {
+  private offset = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  /** @param intervalMs how often the offset is measured again. @default 30000 */
+  constructor(
+    private readonly client: Pick<Redis, 'time'>,
+    private readonly intervalMs = 30_000,
+  ) {}
+
+  /** Milliseconds since the epoch, by the Redis server's clock. */
+  readonly now = (): number => Date.now() + this.offset;
+
+  /** Measures the offset once. */
+  async sync(): Promise<void> {
+    const before = Date.now();
+    const [seconds, micros] = await this.client.time();
+    const after = Date.now();
+    this.offset = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Math.round((before + after) / 2);
+  }
+
+  /** Measures now (best effort) and then every `intervalMs` until {@link stop}. */
+  async start(): Promise<void> {
+    await this.sync().catch(() => undefined);
+    this.timer = setInterval(() => void this.sync().catch(() => undefined), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
 /** Resolves once `client` is ready to take commands; rejects after `timeoutMs` (the client keeps trying). */
 export function redisReady(client: Redis, timeoutMs = 3000): Promise<void> {
   if (client.status === 'ready') return Promise.resolve();
