@@ -201,6 +201,22 @@ describe('4xx: logged once, at info, without a stack', () => {
     expect(JSON.stringify(lines)).not.toContain('not-the-password-4471');
   });
 
+  it('credential leak into logs: an absolute-form target with userinfo, a path parameter and a query are never logged', async () => {
+    const lines = await logsOf(async () => {
+      // Both are refused (absolute-form targets and `;` are 400) and logged by the responder.
+      const a = await sendRaw(h.url, 'GET', 'http://alice:hunter2@gw.example/app/x?access_token=tok-9931', { Host: 'gw.example' });
+      expect(a.status).toBe(400);
+      const b = await sendRaw(h.url, 'GET', '/app/y;jsessionid=sess-0042?access_token=tok-9931', { Host: 'gw.example' });
+      expect(b.status).toBe(400);
+      const c = await sendRaw(h.url, 'GET', '/app/z%3Bjsessionid=sess-0042', { Host: 'gw.example' });
+      expect(c.status).toBe(400);
+    });
+    const logged = errorLines(lines);
+    expect(logged.map((l) => l.path)).toEqual(['/app/x', '/app/y', '/app/z']);
+    const text = JSON.stringify(lines);
+    for (const secret of ['hunter2', 'alice', 'tok-9931', 'sess-0042']) expect(text, secret).not.toContain(secret);
+  });
+
   it('raw-socket answers: CONNECT, a refused WebSocket upgrade, a request Node cannot parse', async () => {
     const lines = await logsOf(async () => {
       expect((await sendRaw(h.url, 'CONNECT', 'example.com:443', { Host: 'example.com:443' })).status).toBe(405);

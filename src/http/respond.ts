@@ -78,13 +78,28 @@ export function writeError(req: IncomingMessage, res: ServerResponse, e: unknown
 /** Longest path kept in a log line. */
 const MAX_LOGGED_PATH = 1024;
 
-/** The request path without its query string (queries may carry tokens). */
+/**
+ * The path of the request target, and nothing that may carry a secret: no query string or
+ * fragment (tokens), no `;` (or `%3B`) parameters (session ids), and for an absolute-form target
+ * (`http://user:pass@host/path`) no scheme, userinfo or authority.
+ */
+export function loggablePath(target: string): string {
+  let path = target;
+  if (!path.startsWith('/')) {
+    // Absolute form (or garbage): keep what follows the authority, if anything.
+    const scheme = path.indexOf('://');
+    const slash = scheme === -1 ? -1 : path.indexOf('/', scheme + 3);
+    path = slash === -1 ? '' : path.slice(slash);
+  }
+  const end = path.search(/[?#;]|%3b/i);
+  return (end === -1 ? path : path.slice(0, end)).slice(0, MAX_LOGGED_PATH);
+}
+
+/** The loggable path of `req` (see {@link loggablePath}). */
 function pathOf(req: IncomingMessage | undefined): string | undefined {
   if (!req) return undefined;
   // express keeps the path the gateway handed it in originalUrl while its routers rewrite url.
-  const url = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '';
-  const q = url.indexOf('?');
-  return (q === -1 ? url : url.slice(0, q)).slice(0, MAX_LOGGED_PATH);
+  return loggablePath((req as { originalUrl?: string }).originalUrl ?? req.url ?? '');
 }
 
 /** Creates the responder. */
