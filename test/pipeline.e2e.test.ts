@@ -467,6 +467,18 @@ describe('logs', () => {
     const events = h.logs.slice(before).filter((l) => l.event === 'access_denied');
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ event: 'access_denied', granted: false, route: 'closed', decision: 'deny', user: 'root', ip: '127.0.0.1' });
+    // One line for the deny: the audit event is the responder's line (status and code on it).
+    const about = h.logs.slice(before).filter((l) => l.path === '/internal/logged');
+    expect(about).toHaveLength(1);
+    expect(about[0]).toMatchObject({ status: 403, error_code: 'access_denied' });
+  });
+
+  it('a browser sent to sign-in (302) still leaves its access_denied line', async () => {
+    const before = h.logs.length;
+    const r = await send(h, { target: '/app/browse', token: 'none', accept: 'text/html' });
+    expect(r.status).toBe(302);
+    const events = h.logs.slice(before).filter((l) => l.event === 'access_denied');
+    expect(events.map((e) => [e.route, e.decision, e.path])).toEqual([['app', 'unauthenticated', '/app/browse']]);
   });
 
   it('unauthenticated and forbidden are logged with their decision', async () => {

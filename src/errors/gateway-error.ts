@@ -54,6 +54,11 @@ export class GatewayError extends Error {
   withHeaders(headers: Readonly<Record<string, string>>): GatewayError {
     return new GatewayError(this.def, this.message, { extra: this.extra, headers: { ...headers, ...this.headers }, cause: this.cause, log: this.log });
   }
+
+  /** The same error with `fields` added to its log fields (see {@link GatewayErrorOptions.log}). */
+  withLog(fields: Readonly<Record<string, unknown>>): GatewayError {
+    return new GatewayError(this.def, this.message, { extra: this.extra, headers: this.headers, cause: this.cause, log: { ...this.log, ...fields } });
+  }
 }
 
 /** True when `e` is a {@link GatewayError} of the given definition: branch on identity, never on status numbers. */

@@ -123,26 +123,27 @@ export function createGateway(d: GatewayDeps) {
     });
   }
 
-  /** Every authorization outcome on a route: one metric and, for denials, one log event. */
-  function audit(v: Verdict, req: IncomingMessage, path: string, identity: TokenIdentity | null) {
-    if (!v.route || !DECISION_LABELS.has(v.decision)) return;
+  /**
+   * Every authorization outcome on a route: one metric and, for a denial, the fields of its
+   * `access_denied` event. The event is not written here: it rides on the error, so the
+   * responder's one line for the refusal carries it (a redirect, which has no error answer,
+   * writes it itself).
+   */
+  function audit(v: Verdict, req: IncomingMessage, path: string, identity: TokenIdentity | null): Record<string, unknown> | undefined {
+    if (!v.route || !DECISION_LABELS.has(v.decision)) return undefined;
     d.metrics.authDecisions.inc({ route: v.route.name, decision: v.decision as AuthDecision });
-    if (v.decision !== 'allow') {
-      d.log.info(
-        {
-          event: 'access_denied',
-          granted: false,
-          route: v.route.name,
-          decision: v.decision,
-          reason: v.reason,
-          method: req.method,
-          path,
-          user: identity?.username ?? null,
-          ip: d.clientIp(req),
-        },
-        'access denied',
-      );
-    }
+    if (v.decision === 'allow') return undefined;
+    return {
+      event: 'access_denied',
+      granted: false,
+      route: v.route.name,
+      decision: v.decision,
+      reason: v.reason,
+      method: req.method,
+      path,
+      user: identity?.username ?? null,
+      ip: d.clientIp(req),
+    };
   }
 
   type Outcome =
@@ -173,7 +174,7 @@ export function createGateway(d: GatewayDeps) {
     // Authenticated even on deny routes, so the audit log says who knocked.
     const a = await d.authenticate(req);
     const v = decideRequest(st.policy, resolved, { identity: a.identity, via: a.via, invalidToken: a.bearerError !== null }, facts);
-    audit(v, req, resolved.normalized.path, a.identity);
+    const denied = audit(v, req, resolved.normalized.path, a.identity);
     if (v.decision === 'allow') return { ok: true, resolved, auth: a };
     let redirect = v.redirect;
     if (v.decision === 'mfa_required' && redirect !== undefined && a.identity) {
@@ -193,7 +194,9 @@ export function createGateway(d: GatewayDeps) {
     } else if (v.decision === 'mfa_required') {
       redirect = undefined;
     }
-    return { ok: false, error: verdictError(v, a), routeLabel: route.name, redirect, setCookies: a.setCookies };
+    const error = verdictError(v, a);
+    if (denied && redirect !== undefined) d.log.info(denied, 'access denied');
+    return { ok: false, error: denied ? error.withLog(denied) : error, routeLabel: route.name, redirect, setCookies: a.setCookies };
   }
 
   /** Stage "mutate": the header plan of an allowed request. */
