@@ -441,6 +441,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
     dependencies: () => dependencies,
     ready: () => configLoaded,
     unlock: adminToken ? { token: adminToken, run: (u) => lockout.unlock(u) } : undefined,
+    log,
   });
   applyListenerLimits(admin, config.limits);
   let demo: Awaited<ReturnType<typeof startEchoServer>> | undefined;

@@ -201,6 +201,27 @@ describe('4xx: logged once, at info, without a stack', () => {
     expect(JSON.stringify(lines)).not.toContain('not-the-password-4471');
   });
 
+  it('the admin listener logs a failure of its own (/metrics 500) once, at error, with the stack', async () => {
+    const lines = await logsOf(() =>
+      broken(
+        h.app.metrics,
+        'render',
+        async () => {
+          throw new Error('registry exploded marker-7731');
+        },
+        async () => {
+          const r = await fetch(`${h.adminUrl}/metrics`);
+          expect(r.status).toBe(500);
+          expect(await r.text()).not.toContain('marker-7731');
+        },
+      ),
+    );
+    const about = lines.filter((l) => l.event === 'admin_error');
+    expect(about).toHaveLength(1);
+    expect(about[0]).toMatchObject({ level: 'error', what: 'metrics' });
+    expect(String(about[0].stack)).toContain('marker-7731');
+  });
+
   it('credential leak into logs: an absolute-form target with userinfo, a path parameter and a query are never logged', async () => {
     const lines = await logsOf(async () => {
       // Both are refused (absolute-form targets and `;` are 400) and logged by the responder.

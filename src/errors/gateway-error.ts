@@ -1,4 +1,4 @@
-import { Errors, type ErrorDef } from './registry.js';
+import { Errors, errorDef, type ErrorDef } from './registry.js';
 
 /** Options of a {@link GatewayError}. */
 export interface GatewayErrorOptions {
@@ -40,6 +40,9 @@ export class GatewayError extends Error {
   /** `detail` is the problem+json `detail` (what the client is told); it defaults to the title. */
   constructor(def: ErrorDef, detail?: string, opts: GatewayErrorOptions = {}) {
     super(detail ?? def.title, opts.cause === undefined ? undefined : { cause: opts.cause });
+    // The type brand stops inline definitions at compile time; a spread copy (`{...Errors.x,
+    // code: 'new'}`) gets past it, so the registry row itself is required at run time too.
+    if (errorDef(def.code) !== def) throw new TypeError(`unregistered error definition "${def.code}": add it to src/errors/registry.ts`);
     this.name = 'GatewayError';
     this.def = def;
     this.code = def.code;

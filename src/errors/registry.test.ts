@@ -101,6 +101,12 @@ describe('the error registry', () => {
 });
 
 describe('GatewayError and is()', () => {
+  it('refuses a definition that is not the registry row itself (an inline or spread copy)', () => {
+    expect(() => new GatewayError({ ...Errors.bad_request, code: 'made_up_inline' } as typeof Errors.bad_request)).toThrow(TypeError);
+    expect(() => new GatewayError({ ...Errors.bad_request } as typeof Errors.bad_request)).toThrow(/unregistered/);
+    expect(new GatewayError(Errors.bad_request).code).toBe('bad_request');
+  });
+
   it('carries its definition, and is() branches on identity', () => {
     const e = new GatewayError(Errors.account_locked, 'Try again in 60 s.', { headers: { 'retry-after': '60' } });
     expect(e).toMatchObject({

@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { Metrics } from '../metrics/index.js';
@@ -43,7 +44,14 @@ export function createAdminServer(opts: {
   ready: () => boolean;
   /** `POST /unlock {username}` for `portcullis user unlock` when lockout state is in process. */
   unlock?: { token: string; run: (username: string) => Promise<boolean> };
+  /** Where a failure of the listener's own (a 5xx it answers) is logged, with its stack. */
+  log?: Pick<Logger, 'error'>;
 }): Server {
+  /** The admin listener answers in its own small JSON, but a 5xx of its own still leaves a line. */
+  const failed = (what: string, e: unknown): void => {
+    const err = e instanceof Error ? e : new Error(String(e));
+    opts.log?.error({ event: 'admin_error', what, err: err.message, stack: err.stack }, `admin listener: ${what} failed`);
+  };
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, body: unknown) => {
@@ -73,7 +81,10 @@ export function createAdminServer(opts: {
         if (typeof username !== 'string') return send(400, { status: 'bad_request' });
         unlock.run(username).then(
           (wasLocked) => send(200, { status: 'ok', was_locked: wasLocked }),
-          () => send(503, { status: 'unavailable' }),
+          (e: unknown) => {
+            failed('unlock', e);
+            send(503, { status: 'unavailable' });
+          },
         );
       });
       return;
@@ -96,7 +107,10 @@ export function createAdminServer(opts: {
           res.writeHead(200, { 'content-type': contentType });
           res.end(body);
         })
-        .catch(() => send(500, { status: 'error' }));
+        .catch((e: unknown) => {
+          failed('metrics', e);
+          send(500, { status: 'error' });
+        });
       return;
     }
     send(404, { status: 'not_found' });

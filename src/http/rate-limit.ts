@@ -109,8 +109,8 @@ export function createLimiter(o: LimiterOptions): Limiter {
       o.respond(req, res, new GatewayError(Errors.rate_limited, 'Too many requests; slow down.', { log: { event: 'rate_limited', limiter: o.name } }));
       return false;
     } catch (e) {
-      o.log.error({ event: 'rate_limit_error', limiter: o.name, err: (e as Error).message }, 'rate limiter failed');
-      writeError(req, res, e);
+      // The responder's one line: 500 at error, with the cause's stack.
+      o.respond(req, res, new GatewayError(Errors.internal_error, undefined, { cause: e, log: { event: 'rate_limit_error', limiter: o.name } }));
       return false;
     }
   };

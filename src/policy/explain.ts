@@ -1,4 +1,5 @@
 import { decideRequest, isVerdict, matchRequest, parseRequest, type PolicyContext, type PolicyDecision, type Verdict } from './decide.js';
+import { Errors } from '../errors/index.js';
 import type { NormalizedTarget } from './normalize.js';
 
 /** Input of {@link explain}, as given to `portcullis policy explain`. */
@@ -85,7 +86,7 @@ export function explain(ctx: PolicyContext, req: ExplainRequest): ExplainResult 
   const amr = req.mfa ? ['pwd', 'otp'] : ['pwd'];
   const split = splitUrl(req.url);
   if (typeof split === 'string') {
-    const v: ExplainVerdict = { outcome: 'bad_request', status: 400, code: 'bad_path', reason: split };
+    const v: ExplainVerdict = { outcome: 'bad_request', status: Errors.bad_path.status, code: Errors.bad_path.code, reason: split };
     return { method, host: req.host, target: req.url, normalized: undefined, tried: [], route: undefined, anonymous: v, identity: { roles, amr, verdict: v } };
   }
   const host = req.host ?? split.host;
