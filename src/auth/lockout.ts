@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Errors, GatewayError } from '../errors/index.js';
 import type { Metrics } from '../metrics/index.js';
@@ -39,7 +40,9 @@ export class Lockout {
     // Real time, not the store's clock: this waits for another request to finish its check,
     // which takes real time whatever a test's clock says (a frozen clock would wait forever).
     const until = Date.now() + TURN_WAIT_MS;
-    while (!(await this.store.takeTurn(username, TURN_TTL_MS))) {
+    // Who holds the turn: a guess that overran its ttl must not free the next guess's turn.
+    const holder = randomUUID();
+    while (!(await this.store.takeTurn(username, holder, TURN_TTL_MS))) {
       if (Date.now() >= until) {
         throw new GatewayError(Errors.rate_limited, 'Another attempt for this account is being checked; try again in a moment.', {
           headers: { 'retry-after': '1' },
@@ -48,7 +51,7 @@ export class Lockout {
       await new Promise((r) => setTimeout(r, TURN_POLL_MS));
     }
     const release = async (): Promise<void> => {
-      await this.store.releaseTurn(username).catch(() => undefined);
+      await this.store.releaseTurn(username, holder).catch(() => undefined);
     };
     try {
       await this.assertUnlocked(username);

@@ -191,12 +191,16 @@ export interface LockoutStore {
   /** Clears the lock and the failures; true when a live lock was cleared. One atomic step. */
   unlock(username: string): Promise<boolean>;
   /**
-   * Takes the username's turn for `ttlMs` unless another live turn holds it; true for the one
-   * caller that took it. The ttl frees a turn whose holder died mid-check.
+   * Takes the username's turn for `holder` (a value unique to the caller) for `ttlMs` unless
+   * another live turn holds it; true for the one caller that took it. The ttl frees a turn whose
+   * holder died mid-check.
    */
-  takeTurn(username: string, ttlMs: number): Promise<boolean>;
-  /** Gives the turn back. */
-  releaseTurn(username: string): Promise<void>;
+  takeTurn(username: string, holder: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Gives the turn back, only if `holder` still holds it: a holder that overran its ttl cannot
+   * free the turn of the next one.
+   */
+  releaseTurn(username: string, holder: string): Promise<void>;
 }
 
 /** TOTP replay prevention: each time step is accepted once per user, and never an older one. */

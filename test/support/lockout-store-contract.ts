@@ -98,29 +98,41 @@ export function describeLockoutStoreContract(name: string, makeHarness: () => Pr
 
       it('a turn is taken once until given back, or until its ttl ends', async () => {
         const store = port();
-        expect(await store.takeTurn('t', SHORT)).toBe(true);
-        expect(await store.takeTurn('t', SHORT)).toBe(false);
-        expect(await store.takeTurn('other', SHORT)).toBe(true);
-        await store.releaseTurn('t');
-        expect(await store.takeTurn('t', SHORT)).toBe(true);
+        expect(await store.takeTurn('t', 'h1', SHORT)).toBe(true);
+        expect(await store.takeTurn('t', 'h2', SHORT)).toBe(false);
+        expect(await store.takeTurn('other', 'h2', SHORT)).toBe(true);
+        await store.releaseTurn('t', 'h1');
+        expect(await store.takeTurn('t', 'h3', SHORT)).toBe(true);
         harness().advance(SHORT - 1);
-        expect(await store.takeTurn('t', SHORT)).toBe(false);
+        expect(await store.takeTurn('t', 'h4', SHORT)).toBe(false);
         harness().advance(1);
-        expect(await store.takeTurn('t', SHORT)).toBe(true);
+        expect(await store.takeTurn('t', 'h4', SHORT)).toBe(true);
         // Giving back a turn nobody holds is harmless.
-        await store.releaseTurn('nobody');
+        await store.releaseTurn('nobody', 'h1');
+      });
+
+      it('a holder that overran its ttl cannot give back the next holder\'s turn', async () => {
+        const store = port();
+        expect(await store.takeTurn('slow', 'first', SHORT)).toBe(true);
+        harness().advance(SHORT);
+        expect(await store.takeTurn('slow', 'second', SHORT)).toBe(true);
+        // The first holder finishes late and gives back "its" turn: the second keeps it.
+        await store.releaseTurn('slow', 'first');
+        expect(await store.takeTurn('slow', 'third', SHORT)).toBe(false);
+        await store.releaseTurn('slow', 'second');
+        expect(await store.takeTurn('slow', 'third', SHORT)).toBe(true);
       });
 
       it("a username's turn, lock and failures are separate", async () => {
         const store = port();
-        expect(await store.takeTurn('same', LONG)).toBe(true);
+        expect(await store.takeTurn('same', 'h1', LONG)).toBe(true);
         expect(await store.lockedFor('same')).toBe(0);
         await fail('same', 3);
-        expect(await store.takeTurn('same', LONG)).toBe(false);
-        await store.releaseTurn('same');
+        expect(await store.takeTurn('same', 'h2', LONG)).toBe(false);
+        await store.releaseTurn('same', 'h1');
         expect(await store.lockedFor('same')).toBe(LONG);
         expect(await store.unlock('same')).toBe(true);
-        expect(await store.takeTurn('same', LONG)).toBe(true);
+        expect(await store.takeTurn('same', 'h3', LONG)).toBe(true);
       });
 
       it('race: 50 concurrent failures, from several replicas → counts are exactly 1..50', async () => {
@@ -139,7 +151,7 @@ export function describeLockoutStoreContract(name: string, makeHarness: () => Pr
 
       it('race: 50 concurrent turns, from several replicas → exactly one is taken', async () => {
         const stores = await replicas(5);
-        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => stores[i % stores.length].takeTurn('turn-race', LONG)));
+        const results = await Promise.all(Array.from({ length: 50 }, (_, i) => stores[i % stores.length].takeTurn('turn-race', `h${i}`, LONG)));
         expect(results.filter(Boolean)).toHaveLength(1);
       });
     },

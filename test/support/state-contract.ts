@@ -102,7 +102,7 @@ export function describeStatePortsIsolation(name: string, makeHarness: () => Pro
         expect((await rateLimits.hit('login', 'same', LONG)).count).toBe(1);
         expect(await mfaAttempts.attempt('same', LONG)).toBe(1);
         expect(await mfaAttempts.complete('same', LONG)).toBe(true);
-        expect(await lockouts.takeTurn('same', LONG)).toBe(true);
+        expect(await lockouts.takeTurn('same', 'h1', LONG)).toBe(true);
         expect(await lockouts.recordFailure('same', { maxFailures: 10, windowMs: LONG, durationMs: LONG })).toEqual({ failures: 1, locked: false });
         expect((await rateLimits.hit('login', 'same', LONG)).count).toBe(2);
         expect(await mfaAttempts.attempt('same', LONG)).toBe(2);

@@ -52,7 +52,7 @@ export class MemoryLockoutStore implements LockoutStore {
   /** Failure times per username (newest last); the entry ends one window after the newest. */
   private readonly failures: ExpiringMap<number[]>;
   private readonly locks: ExpiringMap<true>;
-  private readonly turns: ExpiringMap<true>;
+  private readonly turns: ExpiringMap<string>;
 
   constructor(private readonly now: StateClock = Date.now) {
     this.failures = new ExpiringMap(now);
@@ -90,12 +90,15 @@ export class MemoryLockoutStore implements LockoutStore {
     return wasLocked;
   }
 
-  async takeTurn(username: string, ttlMs: number): Promise<boolean> {
-    return claimUntil(this.turns, username, ttlMs, this.now());
+  async takeTurn(username: string, holder: string, ttlMs: number): Promise<boolean> {
+    const t = this.now();
+    if (this.turns.get(username, t)) return false;
+    this.turns.set(username, holder, t + ttlMs, t);
+    return true;
   }
 
-  async releaseTurn(username: string): Promise<void> {
-    this.turns.delete(username);
+  async releaseTurn(username: string, holder: string): Promise<void> {
+    if (this.turns.get(username)?.value === holder) this.turns.delete(username);
   }
 }
 

@@ -76,6 +76,24 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `);
 
+// KEYS[1] = a turn ("<end>:<holder>"); ARGV: now, the new value, key expiry ms. 1 when taken.
+const TAKE_TURN = new LuaScript(`
+local held = redis.call('GET', KEYS[1])
+if held then
+  local heldUntil = tonumber(string.match(held, '^(%d+):'))
+  if heldUntil and heldUntil > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`);
+
+// KEYS[1] = a turn; ARGV[1] = the holder. Deletes it only while that holder holds it.
+const RELEASE_TURN = new LuaScript(`
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, -string.len(ARGV[1]) - 1) == ':' .. ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+`);
+
 // KEYS[1] = last step (hash: step, until); ARGV: now, step, end, key expiry ms. Accept only a greater step.
 const CLAIM_TOTP_STEP = new LuaScript(`
 local last = redis.call('HMGET', KEYS[1], 'step', 'until')
@@ -188,12 +206,14 @@ export class RedisLockoutStore extends RedisAdapter implements LockoutStore {
     return Number(await UNLOCK.run(this.client, [this.lockKey(username), this.failKey(username)], [this.now()])) === 1;
   }
 
-  async takeTurn(username: string, ttlMs: number): Promise<boolean> {
-    return this.claimUntil(this.turnKey(username), ttlMs);
+  async takeTurn(username: string, holder: string, ttlMs: number): Promise<boolean> {
+    const ttl = ms(ttlMs, 'ttlMs');
+    const t = this.now();
+    return Number(await TAKE_TURN.run(this.client, [this.turnKey(username)], [t, `${t + ttl}:${holder}`, ttl + GC_MARGIN_MS])) === 1;
   }
 
-  async releaseTurn(username: string): Promise<void> {
-    await this.client.del(this.turnKey(username));
+  async releaseTurn(username: string, holder: string): Promise<void> {
+    await RELEASE_TURN.run(this.client, [this.turnKey(username)], [holder]);
   }
 }
 

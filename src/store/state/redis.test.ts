@@ -174,7 +174,7 @@ withRedis('Redis', () => {
       await p.rateLimits.hit('login', '203.0.113.9', 60_000);
       await p.lockouts.recordFailure('bob', { maxFailures: 5, windowMs: 60_000, durationMs: 60_000 });
       await p.lockouts.recordFailure('carl', { maxFailures: 1, windowMs: 60_000, durationMs: 60_000 });
-      await p.lockouts.takeTurn('bob', 5000);
+      await p.lockouts.takeTurn('bob', 'h1', 5000);
       await p.totpSteps.claim('user-1', 5, 60_000);
       await p.mfaAttempts.attempt('j1', 60_000);
       await p.mfaAttempts.complete('j1', 60_000);
@@ -250,7 +250,7 @@ withRedis('Redis', () => {
       const p = redisPorts(client!, prefix);
       await expect(p.totpSteps.claim('u', 1.5, 1000)).rejects.toThrow(RangeError);
       await expect(p.rateLimits.hit('login', 'k', Number.NaN)).rejects.toThrow(RangeError);
-      await expect(p.lockouts.takeTurn('k', Number.POSITIVE_INFINITY)).rejects.toThrow(RangeError);
+      await expect(p.lockouts.takeTurn('k', 'h1', Number.POSITIVE_INFINITY)).rejects.toThrow(RangeError);
       await expect(p.lockouts.recordFailure('k', { maxFailures: 5, windowMs: Number.NaN, durationMs: 1000 })).rejects.toThrow(RangeError);
       await expect(p.mfaAttempts.attempt('k', Number.NaN)).rejects.toThrow(RangeError);
     });
