@@ -1,13 +1,11 @@
 // The TLS boundary (SPEC §3.1): TLS 1.2+ only, forward-secret AEAD suites by default, HSTS on
 // every response under TLS (proxied ones included), `tls.min_version` / `tls.ciphers`.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { request } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions, type TlsOptions } from 'node:tls';
 import { ConfigError, parseConfig } from '../src/config/index.js';
@@ -22,33 +20,7 @@ if (!haveSslscan && process.env.CI === 'true') throw new Error(`sslscan is not i
 const TLS_SCAN = fileURLToPath(new URL('../scripts/tls-scan.sh', import.meta.url));
 
 /** A self-signed RSA certificate: static-RSA key exchange is only possible with an RSA key. */
-function selfSignedRsa(): { cert: string; key: string; dir: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-tls-rsa-'));
-  const cert = join(dir, 'tls.crt');
-  const key = join(dir, 'tls.key');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ],
-    { stdio: 'ignore' },
-  );
-  return { cert, key, dir };
-}
+const selfSignedRsa = () => selfSigned({ rsa: true });
 
 type Handshake = { ok: true; protocol: string | null; cipher: string } | { ok: false; code: string };
 

@@ -1,11 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { send, startProxyHarness, type ProxyHarness } from '../../test/support/proxy.js';
+import { selfSigned } from '../../test/support/services.js';
 
 function hasOpenssl(): boolean {
   try {
@@ -22,34 +21,12 @@ describe.skipIf(!hasOpenssl())('forward: https upstreams', () => {
   let h: ProxyHarness;
   const sni: string[] = [];
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'portcullis-tls-'));
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost',
-        '-keyout',
-        join(dir, 'key.pem'),
-        '-out',
-        join(dir, 'cert.pem'),
-      ],
-      { stdio: 'ignore' },
-    );
+    const tls = selfSigned({ host: 'localhost' });
+    dir = tls.dir;
     upstream = https.createServer(
       {
-        key: readFileSync(join(dir, 'key.pem')),
-        cert: readFileSync(join(dir, 'cert.pem')),
+        key: readFileSync(tls.key),
+        cert: readFileSync(tls.cert),
         SNICallback: (name, cb) => {
           sni.push(name);
           cb(null, undefined); // the default context

@@ -109,33 +109,23 @@ export async function redisReachable(url: string): Promise<boolean> {
   }
 }
 
-/** A self-signed certificate for 127.0.0.1, made fresh for this run. */
-export function selfSigned(): { cert: string; key: string; dir: string } {
+/**
+ * A self-signed certificate made fresh for this run: an EC P-256 key for 127.0.0.1 by default;
+ * `rsa` for an RSA key (static-RSA key exchange needs one), `host` for a DNS name instead.
+ */
+export function selfSigned(opts: { rsa?: boolean; host?: string } = {}): { cert: string; key: string; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-tls-'));
   const cert = join(dir, 'tls.crt');
   const key = join(dir, 'tls.key');
+  const host = opts.host ?? '127.0.0.1';
+  const keyArgs = opts.rsa ? ['-newkey', 'rsa:2048'] : ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
+  const san = /^[\d.]+$/.test(host) ? `IP:${host}` : `DNS:${host}`;
   execFileSync(
     'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ],
-    { stdio: 'ignore' },
+    ['req', '-x509', ...keyArgs, '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${host}`, '-addext', `subjectAltName=${san}`],
+    {
+      stdio: 'ignore',
+    },
   );
   return { cert, key, dir };
 }
