@@ -111,7 +111,7 @@ export function describeLockoutStoreContract(name: string, makeHarness: () => Pr
         await store.releaseTurn('nobody', 'h1');
       });
 
-      it('a holder that overran its ttl cannot give back the next holder\'s turn', async () => {
+      it("a holder that overran its ttl cannot give back the next holder's turn", async () => {
         const store = port();
         expect(await store.takeTurn('slow', 'first', SHORT)).toBe(true);
         harness().advance(SHORT);
