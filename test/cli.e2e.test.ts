@@ -5,7 +5,7 @@ import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadKeySet } from '../src/tokens/index.js';
+import { readKeyFile } from '../src/tokens/index.js';
 import { startEchoServer, type EchoServer } from '../src/demo/echo.js';
 import { GOOD_PASSWORD, runCli, runCliInProcess } from './support/helpers.js';
 
@@ -212,13 +212,19 @@ describe('portcullis policy explain / keys generate', () => {
     expect(JSON.parse(host.stdout)).toMatchObject({ decision: 'bad_request', status: 405, code: 'method_not_allowed' });
   });
 
-  it('prints a usable private signing key', async () => {
+  it('prints a key set usable as signing_keys_file as is ({"keys":[…]}, one private Ed25519 key)', async () => {
     const r = await run(['keys', 'generate']);
     expect(r.code).toBe(0);
-    const jwk = JSON.parse(r.stdout);
+    const out = JSON.parse(r.stdout);
+    expect(Object.keys(out)).toEqual(['keys']);
+    expect(out.keys).toHaveLength(1);
+    const [jwk] = out.keys;
     expect(jwk).toMatchObject({ kty: 'OKP', crv: 'Ed25519', alg: 'EdDSA' });
     expect(typeof jwk.d).toBe('string');
-    const set = await loadKeySet({ keys: [jwk] });
+    // Written to a file unchanged, it is a signing key file the gateway reads.
+    const file = join(mkdtempSync(join(tmpdir(), 'portcullis-keys-')), 'signing-keys.json');
+    writeFileSync(file, r.stdout, { mode: 0o600 });
+    const set = await readKeyFile(file);
     expect(set.publicJwks().keys[0].kid).toBe(jwk.kid);
   });
 });

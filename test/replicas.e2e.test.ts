@@ -314,7 +314,7 @@ describe.runIf(up)('three replicas on one PostgreSQL and one Redis', () => {
     const gen = await runCliInProcess(['keys', 'generate']);
     expect(gen.code).toBe(0);
     keysFile = join(work, 'signing-keys.json');
-    writeFileSync(keysFile, JSON.stringify({ keys: [JSON.parse(gen.stdout)] }), { mode: 0o600 });
+    writeFileSync(keysFile, gen.stdout, { mode: 0o600 });
     await pgTool('createdb', [...connArgs(), DB_NAME]);
 
     configA = writeConfig('a', { database: DB_NAME, prefix: PREFIX, loginLimit: 100_000 });

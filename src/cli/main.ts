@@ -44,7 +44,7 @@ const USAGE = `usage: portcullis <command> [options]
   user set-roles NAME R... | user disable NAME | user enable NAME | user delete NAME
   user passwd NAME --password-stdin | user unlock NAME | user reset-2fa NAME
   policy explain --method M --url URL [--host H] [--roles a,b] [--mfa] [--json]
-  keys generate                                  print a new signing key (JWK)
+  keys generate                                  print a new signing key set ({"keys":[…]}, a signing_keys_file)
 
 The config comes from --config, else PORTCULLIS_CONFIG, else config/gateway.yaml.
 Add --debug to any command for stack traces.`;
@@ -153,7 +153,8 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
     case 'keys': {
       if (sub !== 'generate') throw new UsageError('usage: portcullis keys generate');
       parseArgs(rest, {});
-      io.out(`${JSON.stringify(await generateSigningJwk())}\n`);
+      // A key set, so the output is a `signing_keys_file` as is (SPEC §1).
+      io.out(`${JSON.stringify({ keys: [await generateSigningJwk()] }, null, 2)}\n`);
       return 0;
     }
     default:
