@@ -67,6 +67,14 @@ describe('the real binary (smoke tests: a new process each)', () => {
     expect(r.stderr).toBe('');
   });
 
+  it('--version prints the package version and exits 0', async () => {
+    const r = await runCli(['--version']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    expect(r.stdout).toBe(`portcullis ${pkg.version}\n`);
+  });
+
   it('user add reads the password from a pipe (--password-stdin), writes the database and exits 0', async () => {
     const r = await runCli(['user', 'add', 'smoke', '--password-stdin', ...c()], { stdin: `${GOOD_PASSWORD}\n` });
     expect(r.stderr).toBe('');
@@ -187,6 +195,29 @@ describe('portcullis user …', () => {
     const o = await run(['user', 'list', '--colour', ...c()]);
     expect(o.code).toBe(2);
     expect(o.stderr).toBe('portcullis: unknown option --colour\n');
+  });
+});
+
+describe('portcullis <command> --help', () => {
+  // Every command of the usage, with its sub-command where it has them.
+  const commands = [['serve'], ['config', 'check'], ['migrate'], ['user', 'add'], ['user', 'list'], ['user', 'unlock'], ['policy', 'explain'], ['keys', 'generate']];
+  for (const cmd of commands) {
+    it(`${cmd.join(' ')} --help prints its usage on stdout and exits 0 (nothing run)`, async () => {
+      for (const flag of ['--help', '-h']) {
+        const r = await run([...cmd, flag, ...c()]);
+        expect(r.stderr, flag).toBe('');
+        expect(r.code, flag).toBe(0);
+        expect(r.stdout, flag).toMatch(new RegExp(`^usage: portcullis ${cmd[0]}`));
+      }
+    });
+  }
+
+  it('a command without its sub-command and with --help prints that command group\'s usage (exit 0)', async () => {
+    for (const group of ['user', 'config', 'policy', 'keys']) {
+      const r = await run([group, '--help']);
+      expect(r.code, group).toBe(0);
+      expect(r.stdout, group).toMatch(new RegExp(`^usage: portcullis ${group}`));
+    }
   });
 });
 

@@ -46,8 +46,49 @@ const USAGE = `usage: portcullis <command> [options]
   policy explain --method M --url URL [--host H] [--roles a,b] [--mfa] [--json]
   keys generate                                  print a new signing key set ({"keys":[…]}, a signing_keys_file)
 
+  --version                                      print the version
+  <command> --help                               that command's usage
+
 The config comes from --config, else PORTCULLIS_CONFIG, else config/gateway.yaml.
 Add --debug to any command for stack traces.`;
+
+const FOOTER = `The config comes from --config, else PORTCULLIS_CONFIG, else config/gateway.yaml.
+Add --debug for stack traces.`;
+
+/** `portcullis <command> --help`: each command group's own usage (printed on stdout, exit 0). */
+const COMMAND_HELP: Readonly<Record<string, string>> = {
+  serve: `usage: portcullis serve [--config FILE]
+
+Runs the gateway (and applies pending migrations first). SIGTERM drains and stops, SIGHUP reloads
+the config.`,
+  config: `usage: portcullis config check [--config FILE]
+
+Validates the config: every problem as file:line: key.path: message, exit 2 if any; warnings
+for policies that are legal but likely wrong, exit 0.`,
+  migrate: `usage: portcullis migrate [--config FILE]
+
+Applies pending database migrations (forward-only, each in a transaction).`,
+  user: `usage: portcullis user <sub-command> [--config FILE]
+
+  user add NAME [--email E] [--role R]... --password-stdin   create a user (password policy enforced)
+  user list [--json] | user show NAME                        inspect
+  user set-roles NAME R...                                   replace the roles (sessions revoked)
+  user disable NAME | user enable NAME | user delete NAME    manage (disable and delete revoke sessions)
+  user passwd NAME --password-stdin                          set the password (other sessions revoked)
+  user unlock NAME                                           clear a lockout
+  user reset-2fa NAME                                        turn 2FA off (the secret is cleared)`,
+  policy: `usage: portcullis policy explain --method M --url URL [--host H] [--roles a,b] [--mfa] [--json] [--config FILE]
+
+Which route matches, which rule decides, and why: by the very function the gateway uses.`,
+  keys: `usage: portcullis keys generate
+
+Prints a new signing key set ({"keys":[…]}, one private Ed25519 key): a signing_keys_file as is.`,
+};
+
+/** The package version (package.json sits two folders up from src/cli/ and from dist/cli/ alike). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
 
 const configPath = (p: Parsed, io: Io) => opt(p, 'config') ?? io.env.PORTCULLIS_CONFIG ?? 'config/gateway.yaml';
 
@@ -87,6 +128,15 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
 
 async function dispatch(argv: string[], io: Io): Promise<number> {
   const [cmd, sub, ...rest] = argv;
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+    io.out(`portcullis ${packageVersion()}\n`);
+    return 0;
+  }
+  // `<command> --help` anywhere on the line: that command's usage, and nothing is run.
+  if (cmd !== undefined && Object.hasOwn(COMMAND_HELP, cmd) && (argv.includes('--help') || argv.includes('-h'))) {
+    io.out(`${COMMAND_HELP[cmd]}\n\n${FOOTER}\n`);
+    return 0;
+  }
   switch (cmd) {
     case undefined:
     case 'help':
