@@ -200,7 +200,16 @@ describe('portcullis user …', () => {
 
 describe('portcullis <command> --help', () => {
   // Every command of the usage, with its sub-command where it has them.
-  const commands = [['serve'], ['config', 'check'], ['migrate'], ['user', 'add'], ['user', 'list'], ['user', 'unlock'], ['policy', 'explain'], ['keys', 'generate']];
+  const commands = [
+    ['serve'],
+    ['config', 'check'],
+    ['migrate'],
+    ['user', 'add'],
+    ['user', 'list'],
+    ['user', 'unlock'],
+    ['policy', 'explain'],
+    ['keys', 'generate'],
+  ];
   for (const cmd of commands) {
     it(`${cmd.join(' ')} --help prints its usage on stdout and exits 0 (nothing run)`, async () => {
       for (const flag of ['--help', '-h']) {
@@ -212,7 +221,7 @@ describe('portcullis <command> --help', () => {
     });
   }
 
-  it('a command without its sub-command and with --help prints that command group\'s usage (exit 0)', async () => {
+  it("a command without its sub-command and with --help prints that command group's usage (exit 0)", async () => {
     for (const group of ['user', 'config', 'policy', 'keys']) {
       const r = await run([group, '--help']);
       expect(r.code, group).toBe(0);

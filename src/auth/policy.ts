@@ -91,7 +91,7 @@ export class PasswordPolicy {
       if (result.score < minScore) {
         const hints = [result.feedback.warning, ...result.feedback.suggestions].filter((s): s is string => !!s);
         reasons.push(
-          `Password is too easy to guess (strength ${result.score} of 4, at least ${minScore} required).` + (hints.length ? ` ${hints.join(' ')}` : ''),
+          `Password is too easy to guess (strength ${result.score} of 4, at least ${minScore} required).${hints.length ? ` ${hints.join(' ')}` : ''}`,
         );
       }
     }

@@ -302,7 +302,8 @@ export async function runCli(args: string[], opts: { stdin?: string; env?: NodeJ
  * of the server start the real command.
  */
 export async function runCliInProcess(args: string[], opts: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
-  if (args[0] === 'serve' && !args.includes('--help') && !args.includes('-h')) throw new Error('runCliInProcess: start `serve` as a real process (runCli or spawn)');
+  if (args[0] === 'serve' && !args.includes('--help') && !args.includes('-h'))
+    throw new Error('runCliInProcess: start `serve` as a real process (runCli or spawn)');
   let stdout = '';
   let stderr = '';
   const code = await cliMain(args, {
