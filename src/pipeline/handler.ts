@@ -15,7 +15,7 @@ import {
   type RouteTable,
   type Verdict,
 } from '../policy/index.js';
-import type { GatewayProxy } from '../proxy/index.js';
+import type { ForwardTarget, GatewayProxy } from '../proxy/index.js';
 import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
 import { checkFraming } from './framing.js';
 import { methodOverrideValues, type HeaderMutator, type HeaderPlan } from './mutate.js';
@@ -223,6 +223,28 @@ export function createGateway(d: GatewayDeps) {
     };
   }
 
+  /** What the transport gets for an allowed request or upgrade (tunnels are tracked by session). */
+  async function target(
+    req: IncomingMessage,
+    st: GatewayState,
+    o: Extract<Outcome, { ok: true }>,
+    websocket: boolean,
+    responseHeaders: Readonly<Record<string, string>> | undefined,
+  ): Promise<ForwardTarget> {
+    const p = await plan(o, websocket);
+    const n = o.resolved.normalized;
+    return {
+      upstream: p.upstream,
+      path: n.path,
+      query: n.query,
+      headers: st.mutator.headersFor(req, p),
+      setCookies: o.auth.setCookies,
+      responseHeaders,
+      sessionId: websocket ? o.auth.identity?.sid : undefined,
+      reservedCookies: d.reservedCookies,
+    };
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     let routeLabel = '_invalid';
@@ -271,17 +293,7 @@ export function createGateway(d: GatewayDeps) {
     // Set now so an upstream failure (502/504) still hands the browser its rotated cookies;
     // on success the proxy appends them to the upstream's own.
     if (o.auth.setCookies.length) res.setHeader('set-cookie', o.auth.setCookies);
-    const p = await plan(o, false);
-    const n = o.resolved.normalized;
-    d.proxy.forward(req, res, {
-      upstream: p.upstream,
-      path: n.path,
-      query: n.query,
-      headers: st.mutator.headersFor(req, p),
-      setCookies: o.auth.setCookies,
-      responseHeaders: extra,
-      reservedCookies: d.reservedCookies,
-    });
+    d.proxy.forward(req, res, await target(req, st, o, false, extra));
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -328,18 +340,7 @@ export function createGateway(d: GatewayDeps) {
       fail(o.error, o.setCookies);
       return;
     }
-    const p = await plan(o, true);
-    const n = o.resolved.normalized;
-    d.proxy.upgrade(req, socket, head, {
-      upstream: p.upstream,
-      path: n.path,
-      query: n.query,
-      headers: st.mutator.headersFor(req, p),
-      setCookies: o.auth.setCookies,
-      responseHeaders: extra,
-      sessionId: o.auth.identity?.sid,
-      reservedCookies: d.reservedCookies,
-    });
+    d.proxy.upgrade(req, socket, head, await target(req, st, o, true, extra));
   }
 
   return {
