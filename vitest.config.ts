@@ -49,5 +49,7 @@ export default defineConfig({
     // by createApp per test), and each file closes what it opened.
     isolate: false,
     sequence: { sequencer: LongestFirst },
+    // The real `portcullis` command runs dist/: compile it first (incremental, ~2–4 s).
+    globalSetup: ['test/support/build-dist.ts'],
   },
 });

@@ -1,7 +1,12 @@
 #!/usr/bin/env node
-// Entry point for the `portcullis` command. Runs the TypeScript sources through tsx so the
-// command works straight after `npm ci`; the container image runs the compiled dist/ instead.
-import { register } from 'tsx/esm/api';
-
-register();
-await import('../src/cli/bin.ts');
+// Entry point of the `portcullis` command: the compiled JavaScript in dist/ (built by
+// `npm run build`, which `npm ci` runs through the `prepare` script). No TypeScript at run time.
+try {
+  await import('../dist/cli/bin.js');
+} catch (e) {
+  if (e?.code === 'ERR_MODULE_NOT_FOUND' && String(e.message).includes('dist/cli/bin.js')) {
+    process.stderr.write('portcullis: dist/ is missing: run `npm run build` (npm ci does it for you)\n');
+    process.exit(1);
+  }
+  throw e;
+}

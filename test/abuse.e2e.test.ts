@@ -1011,7 +1011,7 @@ routes:
       const p = spawnCli(['serve', '--config', file], { PORTCULLIS_BOOTSTRAP_ADMIN_PASSWORD: GOOD_PASSWORD });
       let pids: number[] = [];
       try {
-        // Both workers start (tsx compiles in each: allow a slow machine plenty of time).
+        // Both workers start (allow a slow, loaded machine plenty of time).
         const deadline = Date.now() + 120_000;
         while (jsonLines(p.stdout).filter((l) => l.event === 'listening').length < 2) {
           if (p.child.exitCode !== null) throw new Error(`portcullis exited (${p.child.exitCode})\nstdout: ${p.stdout}\nstderr: ${p.stderr}`);

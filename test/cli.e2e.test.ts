@@ -189,6 +189,22 @@ describe('portcullis user …', () => {
     expect((await run(['user', 'show', 'alice', ...c()])).code).toBe(2);
   }, 120_000);
 
+  it('set-roles with no role is a usage error (nothing changes); removing every role takes --none', async () => {
+    expect((await run(['user', 'add', 'rolf', '--role', 'ops', '--password-stdin', ...c()], { stdin: 'violet tangerine moonbeam 4471 harbour' })).code).toBe(0);
+    const none = await run(['user', 'set-roles', 'rolf', ...c()]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/^portcullis: usage: portcullis user set-roles NAME R\.\.\. \(at least one role; --none/);
+    expect(none.stderr.trim().split('\n')).toHaveLength(1);
+    expect(JSON.parse((await run(['user', 'show', 'rolf', ...c()])).stdout).roles).toEqual(['ops']);
+    // Both at once is as ambiguous as neither.
+    expect((await run(['user', 'set-roles', 'rolf', 'ops', '--none', ...c()])).code).toBe(2);
+    const cleared = await run(['user', 'set-roles', 'rolf', '--none', ...c()]);
+    expect(cleared.code).toBe(0);
+    expect(cleared.stdout).toMatch(/roles of rolf: \(none\)/);
+    expect(JSON.parse((await run(['user', 'show', 'rolf', ...c()])).stdout).roles).toEqual([]);
+    expect((await run(['user', 'delete', 'rolf', ...c()])).code).toBe(0);
+  }, 60_000);
+
   it('rejects unknown subcommands and options with one line and exit 2', async () => {
     const r = await run(['user', 'frobnicate', ...c()]);
     expect(r.code).toBe(2);
@@ -294,11 +310,12 @@ async function serve(
 
 describe('portcullis serve (the real binary: signals and exit codes of its own process)', () => {
   // Also the smoke test of a refusal: the real binary turns bad input into exit 2.
-  it('refuses to start in production without configured keys (exit 2, one line)', async () => {
+  it('refuses to start in production without public_url, signing keys and the encryption key (exit 2, one line naming each)', async () => {
     const r = await runCli(['serve', ...c()], { env: { NODE_ENV: 'production' } });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^portcullis: NODE_ENV=production needs signing keys/);
+    expect(r.stderr).toMatch(/^portcullis: NODE_ENV=production refuses to start without public_url .*; signing keys .*; the encryption key /);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stdout).toBe('');
   });
 
   describe('one running gateway: SIGHUP reloads, then SIGTERM drains and ends it', () => {

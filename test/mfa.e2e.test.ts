@@ -939,11 +939,11 @@ describe('2FA secrets: encryption key rotation and production keys', () => {
     });
   });
 
-  it('NODE_ENV=production without PORTCULLIS_ENCRYPTION_KEY: createApp refuses with missing_keys', async () => {
+  it('NODE_ENV=production without PORTCULLIS_ENCRYPTION_KEY: createApp refuses (invalid_config) naming it alone, and writes no key file', async () => {
     const prodDir = mkdtempSync(join(tmpdir(), 'portcullis-prod-'));
     try {
       const jwk = await generateSigningJwk();
-      const yaml = `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\ndata_dir: ${prodDir}\nstorage: { database_url: "sqlite:${join(prodDir, 'prod.db')}" }\n`;
+      const yaml = `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\npublic_url: https://gw.example.com\ndata_dir: ${prodDir}\nstorage: { database_url: "sqlite:${join(prodDir, 'prod.db')}" }\n`;
       const env = { NODE_ENV: 'production', PORTCULLIS_SIGNING_KEYS: JSON.stringify({ keys: [jwk] }) };
       const config = parseConfig(yaml, join(prodDir, 'gateway.yaml'), env);
       const lines: string[] = [];
@@ -964,8 +964,9 @@ describe('2FA secrets: encryption key rotation and production keys', () => {
         err = e;
       }
       expect(err, 'createApp should refuse').toBeDefined();
-      expect(err.code).toBe('missing_keys');
+      expect(err.code).toBe('invalid_config');
       expect(err.message).toMatch(/PORTCULLIS_ENCRYPTION_KEY/);
+      expect(err.message).not.toMatch(/public_url|signing keys/);
       expect(existsSync(join(prodDir, 'encryption.key'))).toBe(false);
       expect(existsSync(join(prodDir, 'signing-keys.json'))).toBe(false);
     } finally {
@@ -977,7 +978,8 @@ describe('2FA secrets: encryption key rotation and production keys', () => {
     const jwk = await generateSigningJwk();
     const h = await startHarness({
       now: clock.now,
-      extraYaml: authYaml(),
+      // Production needs a public_url: the token issuer every replica shares.
+      extraYaml: `${authYaml()}public_url: http://gw.mfa.test\n`,
       env: { NODE_ENV: 'production', PORTCULLIS_SIGNING_KEYS: JSON.stringify({ keys: [jwk] }), PORTCULLIS_ENCRYPTION_KEY: keyA.toString('hex') },
     });
     try {

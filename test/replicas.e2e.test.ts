@@ -125,6 +125,8 @@ interface Replica {
 }
 
 const running = new Set<Replica>();
+/** Every replica behind one load balancer has the same public_url (production refuses to start without one). */
+const PUBLIC_URL = 'http://gw.replicas.test';
 
 /** Writes a replica's config file (its own data_dir) and returns its path. */
 function writeConfig(name: string, o: { database: string; prefix: string; loginLimit: number }): string {
@@ -136,6 +138,7 @@ function writeConfig(name: string, o: { database: string; prefix: string; loginL
     `name: Portcullis
 listen: 127.0.0.1:0
 admin: { listen: 127.0.0.1:0 }
+public_url: ${PUBLIC_URL}
 data_dir: ${dir}
 log_level: info
 shutdown_grace: 2s

@@ -146,10 +146,10 @@ export class MfaService {
     this.d.log.info({ event: 'mfa_disabled', user_id: user.id }, 'two-factor authentication disabled');
   }
 
-  /** Clears the secret and the recovery codes (also `portcullis user reset-2fa`). */
-  async reset(userId: string): Promise<void> {
+  /** Clears the secret and the recovery codes (also `portcullis user reset-2fa`); returns how many codes went. */
+  async reset(userId: string): Promise<number> {
     await dependency(() => this.d.db.users.update(userId, { mfaEnabled: false, totpSecret: null }));
-    await dependency(() => this.d.db.recoveryCodes.deleteForUser(userId));
+    return dependency(() => this.d.db.recoveryCodes.deleteForUser(userId));
   }
 
   /**

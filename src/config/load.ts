@@ -116,6 +116,9 @@ export function parseConfig(text: string, file: string, env: Env = process.env, 
   });
 
   const raw = doc.toJS() ?? {};
+  // `public_url: ${PORTCULLIS_PUBLIC_URL:-}` with the variable unset means "not set" (derived
+  // from listen in embedded mode, refused in production), not an invalid URL.
+  if (typeof raw === 'object' && raw.public_url === '') delete raw.public_url;
   const result = configSchema.safeParse(raw);
   if (!result.success) {
     for (const issue of result.error.issues) {

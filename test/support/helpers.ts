@@ -273,8 +273,8 @@ export interface CliRun {
 }
 
 /**
- * Runs the real `portcullis` command (bin/portcullis.js, a new Node process through tsx, about
- * 1.5–2 s each) with a minimal environment. Keep it for what needs a process of its own
+ * Runs the real `portcullis` command (bin/portcullis.js, a new Node process running the compiled
+ * dist/, which vitest's globalSetup builds) with a minimal environment. Keep it for what needs a process of its own
  * (signals, exit codes of the real binary, replicas); everything else uses
  * {@link runCliInProcess}.
  */
