@@ -1,0 +1,114 @@
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateSigningJwk } from '../src/tokens/index.js';
+import { freePort } from './support/services.js';
+import { runCli, runCliInProcess, startHarness } from './support/helpers.js';
+
+/**
+ * Production mode (SPEC §1): NODE_ENV=production refuses to start without public_url, signing
+ * keys and the encryption key, naming exactly what is missing in one line (exit 2); `config
+ * check` refuses alike; the demo app never runs.
+ */
+let dir: string;
+let keys: string;
+const ENCRYPTION_KEY = Buffer.alloc(32, 7).toString('base64');
+
+function configFile(name: string, body: string): string {
+  const file = join(dir, name);
+  writeFileSync(file, `listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\ndata_dir: ${join(dir, 'data')}\n${body}`);
+  return file;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'portcullis-prod-'));
+  keys = JSON.stringify({ keys: [await generateSigningJwk()] });
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('NODE_ENV=production refuses to start on guesses', () => {
+  const full = { NODE_ENV: 'production', PORTCULLIS_SIGNING_KEYS: '', PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY };
+  const cases: { missing: string; yaml: string; env: Record<string, string> }[] = [
+    { missing: 'public_url', yaml: '', env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY } },
+    { missing: 'signing keys', yaml: 'public_url: https://gw.example.com\n', env: { PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY, PORTCULLIS_SIGNING_KEYS: '' } },
+    { missing: 'the encryption key', yaml: 'public_url: https://gw.example.com\n', env: {} },
+  ];
+  for (const k of cases) {
+    it(`config check names ${k.missing} alone, in one line, exit 2`, async () => {
+      const file = configFile(`only-${k.missing.replace(/ /g, '-')}.yaml`, k.yaml);
+      const env = { ...full, PORTCULLIS_SIGNING_KEYS: keys, ...k.env };
+      if (k.env.PORTCULLIS_ENCRYPTION_KEY === undefined) delete (env as Record<string, string>).PORTCULLIS_ENCRYPTION_KEY;
+      const r = await runCliInProcess(['config', 'check', '--config', file], { env });
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(new RegExp(`^portcullis: NODE_ENV=production refuses to start without ${k.missing} `));
+      for (const other of ['public_url', 'signing keys', 'the encryption key'].filter((o) => o !== k.missing)) expect(r.stderr).not.toContain(other);
+      expect(r.stdout).toBe('');
+    });
+  }
+
+  it('with all three given, config check passes, and the same file in embedded mode needs none of them', async () => {
+    const file = configFile('complete.yaml', 'public_url: https://gw.example.com\n');
+    expect((await runCliInProcess(['config', 'check', '--config', file], { env: { ...full, PORTCULLIS_SIGNING_KEYS: keys } })).code).toBe(0);
+    expect((await runCliInProcess(['config', 'check', '--config', configFile('bare.yaml', '')], { env: {} })).code).toBe(0);
+  });
+
+  it('the shipped config reads public_url from PORTCULLIS_PUBLIC_URL: unset means unset (embedded: derived; production: refused)', async () => {
+    const shipped = ['config', 'check', '--config', 'config/gateway.yaml'];
+    expect((await runCliInProcess(shipped, { env: {} })).code).toBe(0);
+    const prod = await runCliInProcess(shipped, { env: { ...full, PORTCULLIS_SIGNING_KEYS: keys } });
+    expect(prod.code).toBe(2);
+    expect(prod.stderr).toMatch(/without public_url \(.*PORTCULLIS_PUBLIC_URL/);
+    const given = await runCliInProcess(shipped, { env: { ...full, PORTCULLIS_SIGNING_KEYS: keys, PORTCULLIS_PUBLIC_URL: 'https://gw.example.com' } });
+    expect(given.code, given.stderr).toBe(0);
+  });
+
+  it('serve with workers: 2 refuses in the primary, before forking a worker (one line, exit 2)', async () => {
+    const file = configFile('workers.yaml', 'workers: 2\nstorage: { redis_url: "redis://127.0.0.1:1" }\n');
+    const r = await runCli(['serve', '--config', file], { env: { NODE_ENV: 'production' } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).not.toMatch(/started \d+ workers/);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^portcullis: NODE_ENV=production refuses to start without public_url/)]);
+  });
+});
+
+describe('the demo app never runs in production', () => {
+  it('a demo_upstream key is ignored with a warning: nothing listens on its port, no key file is written', async () => {
+    const demoPort = await freePort();
+    const h = await startHarness({
+      extraYaml: `public_url: https://gw.example.com\ndemo_upstream: { listen: "127.0.0.1:${demoPort}" }\n`,
+      env: { NODE_ENV: 'production', PORTCULLIS_SIGNING_KEYS: keys, PORTCULLIS_ENCRYPTION_KEY: ENCRYPTION_KEY },
+    });
+    try {
+      expect(h.logs.filter((l) => l.event === 'demo_upstream_ignored')).toHaveLength(1);
+      expect(h.logs.find((l) => l.event === 'listening')?.demo).toBeUndefined();
+      const refused = await new Promise<string>((resolve) => {
+        const s = connect(demoPort, '127.0.0.1');
+        s.once('connect', () => {
+          s.destroy();
+          resolve('connected');
+        });
+        s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+      });
+      expect(refused).toBe('ECONNREFUSED');
+      expect(readdirSync(h.dir).filter((f) => /key/.test(f))).toEqual([]);
+      // The issuer is public_url, not the address this replica happens to listen on.
+      expect(h.app.config.issuer).toBe('https://gw.example.com');
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('outside production the same key runs the demo app', async () => {
+    const demoPort = await freePort();
+    const h = await startHarness({ extraYaml: `demo_upstream: { listen: "127.0.0.1:${demoPort}" }\n` });
+    try {
+      expect(h.logs.filter((l) => l.event === 'demo_upstream_ignored')).toHaveLength(0);
+      expect((await fetch(`http://127.0.0.1:${demoPort}/`)).status).toBe(200);
+    } finally {
+      await h.close();
+    }
+  });
+});
