@@ -154,7 +154,8 @@ export async function openServices(opts: ServicesOptions): Promise<Services> {
   // ioredis is loaded only when Redis is configured (it costs ~8 MB of RSS).
   const redisModule = config.storage.redis_url ? await import('./store/state/redis.js') : undefined;
   const redis: Redis | undefined = redisModule?.createRedisClient(config.storage.redis_url, {
-    log: (msg, extra) => log.warn(extra ?? {}, msg),
+    // A command reports its own failure in one line; a server logs each outage once.
+    log: role === 'command' ? undefined : (msg, extra) => log.warn(extra ?? {}, msg),
     lazyConnect: role === 'command',
   });
   const prefix = config.storage.redis_prefix;
