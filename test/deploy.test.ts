@@ -780,6 +780,7 @@ describe('deploy/compose.yaml', () => {
     expect(sd.names).toEqual(['gateway']);
     const cfg = loadConfig(at('deploy/compose/gateway.yaml'), { ...rendered.services.gateway.environment });
     expect(sd.port).toBe(cfg.admin.listen.port);
+    expect(rendered.services.gateway.healthcheck.test.join(' ')).toContain(`127.0.0.1:${cfg.admin.listen.port}/readyz`);
   });
 
   it('nginx -t accepts the load balancer config', (ctx) => {
@@ -788,8 +789,14 @@ describe('deploy/compose.yaml', () => {
     try {
       // `gateway` only resolves on the compose network: point it at loopback for the syntax check.
       const conf = read('deploy/compose/nginx.conf');
-      expect(conf).toMatch(/server gateway:8080\b/);
-      writeFileSync(join(dir, 'nginx.conf'), conf.replace(/server gateway:8080\b/, 'server 127.0.0.1:8080'));
+      const gateway = loadConfig(at('deploy/compose/gateway.yaml'), {
+        PORTCULLIS_PUBLIC_URL: 'http://localhost:8080',
+        DATABASE_URL: 'postgres://portcullis:x@postgres:5432/portcullis',
+        REDIS_URL: 'redis://redis:6379',
+      });
+      const upstream = `server gateway:${gateway.listen.port}`;
+      expect(conf, 'nginx sends to the port the replicas listen on').toContain(upstream);
+      writeFileSync(join(dir, 'nginx.conf'), conf.replace(upstream, `server 127.0.0.1:${gateway.listen.port}`));
       const r = run(nginx, ['-t', '-p', dir, '-c', join(dir, 'nginx.conf')]);
       expect(r.err).toMatch(/test is successful/);
     } finally {
@@ -814,6 +821,8 @@ describe('read-only root filesystem (compiled gateway, container config, uid 100
   let redis: PrivateRedis | undefined;
   let keysJson = '';
   let unavailable: string | undefined;
+  /** Gateways started here: killed in afterAll should a test fail before stopping its own. */
+  const started = new Set<ChildProcess>();
 
   beforeAll(async () => {
     const missing = ['unshare', 'setpriv', 'mount'].filter((c) => !which(c));
@@ -847,6 +856,14 @@ describe('read-only root filesystem (compiled gateway, container config, uid 100
   }, 120_000);
 
   afterAll(async () => {
+    for (const child of started) {
+      if (child.pid === undefined || (child.exitCode !== null && child.signalCode === null)) continue;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // the group is gone already
+      }
+    }
     await echo?.close();
     await redis?.kill();
     if (work) rmSync(work, { recursive: true, force: true });
@@ -884,8 +901,11 @@ describe('read-only root filesystem (compiled gateway, container config, uid 100
           ...env,
         },
         stdio: ['ignore', 'pipe', 'pipe'],
+        // Its own process group, so that cleanup can reach the gateway behind the script too.
+        detached: true,
       },
     );
+    started.add(child);
     let output = '';
     child.stdout?.on('data', (d) => {
       output += d;
