@@ -43,7 +43,9 @@ const NODE_LTS_MAJOR = 26;
 
 function which(cmd: string): string | undefined {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
-  return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : undefined;
+  if (r.status === 0 && r.stdout.trim()) return r.stdout.trim();
+  // nginx lives in /usr/sbin, which a non-login PATH may lack.
+  return ['/usr/sbin', '/sbin'].map((d) => join(d, cmd)).find((p) => existsSync(p));
 }
 
 /** The tool's path; without it, a skip with the reason, or a failure under CI. */
