@@ -1,6 +1,7 @@
 import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
+import { redisUrlProblem } from './redis-url.js';
 
 /**
  * The default `tls.ciphers`: forward-secret AEAD suites only. TLS 1.3 (all AEAD + ephemeral
@@ -157,7 +158,14 @@ export const configSchema = z
     storage: z
       .strictObject({
         database_url: z.string().min(1).default('sqlite:./data/portcullis.db'),
-        redis_url: z.string().default(''),
+        /** Empty: in-process state. Else redis://, rediss://, a socket path, or redis+sentinel:// (see config/redis-url.ts). */
+        redis_url: z
+          .string()
+          .superRefine((url, ctx) => {
+            const problem = redisUrlProblem(url);
+            if (problem) ctx.addIssue({ code: 'custom', message: problem });
+          })
+          .default(''),
         /** Prefix of every Redis key and channel (several gateways, or test runs, can share a Redis). */
         redis_prefix: z
           .string()
