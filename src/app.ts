@@ -56,6 +56,8 @@ export interface App {
   stop(graceMs?: number): Promise<void>;
   /** Applies a new config's routes, upstreams and headers; keeps the old one on failure. */
   reload(file?: string): { ok: true } | { ok: false; error: string };
+  /** The config in force now (the last successful reload's; `config` is the one it started with). */
+  currentConfig(): Config;
 }
 
 /** Keys whose change a reload cannot apply to a running process. */
@@ -78,12 +80,25 @@ export async function createApp(opts: AppOptions): Promise<App> {
   if (config.demo_upstream && !demoListen)
     log.warn({ event: 'demo_upstream_ignored' }, 'demo_upstream is ignored in production (NODE_ENV=production): the demo app does not run');
 
+  if (isProduction(env) && config.public_url?.startsWith('http:'))
+    log.warn(
+      { event: 'public_url_insecure', public_url: config.publicUrl },
+      'public_url is http:// in production: cookies are not Secure and tokens name an http issuer; put TLS in front and use https://',
+    );
+
   /** Set at the first moment of a shutdown: /readyz answers 503 from then on. */
   let draining = false;
   // In-process lockout state lives in this process only: the CLI reaches it through the admin
   // listener with a token it reads from the data directory.
   const adminToken = svc.state.backend === 'memory' ? randomBytes(32).toString('base64url') : undefined;
-  const servers = createServers(svc, { ready: () => !draining, adminUnlockToken: adminToken });
+  let servers: ReturnType<typeof createServers>;
+  try {
+    servers = createServers(svc, { ready: () => !draining, adminUnlockToken: adminToken });
+  } catch (e) {
+    // E.g. an unreadable TLS certificate: what was opened is closed again, then the error goes on.
+    await svc.close();
+    throw e;
+  }
   const { server, admin } = servers;
   let demo: Awaited<ReturnType<typeof startEchoServer>> | undefined;
   let stopping: Promise<void> | undefined;
@@ -153,6 +168,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       stopping ??= drainAndClose(graceMs);
       return stopping;
     },
+    currentConfig: () => config,
     reload(file = config.source) {
       try {
         const next = loadConfig(file, env, [routePatternCheck]);

@@ -1,19 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
 import type { Config } from './config/index.js';
-import { assertProductionReady, isProduction } from './config/production.js';
-import { Errors, GatewayError, is } from './errors/index.js';
+import { assertProductionReady } from './config/production.js';
+import { configuredKeys } from './preflight.js';
+import { Errors, is } from './errors/index.js';
 import { Metrics } from './metrics/index.js';
 import { openDatabase } from './store/sql/index.js';
 import type { AttemptCounter, Database, LockoutStore, RateLimitStore, RevocationList, StateClock, TotpReplayGuard } from './store/ports.js';
 import { MemoryRevocationList, RevocationSync } from './store/state/revocations.js';
 import { MemoryAttemptCounter, MemoryLockoutStore, MemoryRateLimitStore, MemoryTotpReplayGuard } from './store/state/memory.js';
 import { RedisAttemptCounter, RedisLockoutStore, RedisRateLimitStore, RedisTotpReplayGuard } from './store/state/redis-stores.js';
-import { TokenService, generateSigningJwk, loadKeySet, loadOrCreateKeyFile, readKeyFile, type KeySet } from './tokens/index.js';
+import { TokenService, generateSigningJwk, loadKeySet, loadOrCreateKeyFile, type KeySet } from './tokens/index.js';
 import { Lockout, MfaService, SecretBox, loadSecretBox, passwordTools, type PasswordHasher, type PasswordPolicy } from './auth/index.js';
 import { AuthService } from './auth/login-flow.js';
 import { UserAdmin } from './auth/user-admin.js';
@@ -91,30 +91,17 @@ export interface Services {
   close(): Promise<void>;
 }
 
-/** Reads signing keys: configured file, `PORTCULLIS_SIGNING_KEYS` (JWKS JSON), or embedded generation. */
-async function loadKeys(config: Config, env: NodeJS.ProcessEnv, log: Logger, role: 'gateway' | 'command'): Promise<KeySet> {
-  if (config.keys.signing_keys_file) return readKeyFile(config.keys.signing_keys_file);
-  if (env.PORTCULLIS_SIGNING_KEYS) {
-    let jwks: unknown;
-    try {
-      jwks = JSON.parse(env.PORTCULLIS_SIGNING_KEYS);
-    } catch {
-      throw new GatewayError(Errors.missing_keys, 'PORTCULLIS_SIGNING_KEYS is not valid JSON (expected a JWKS with private keys).');
-    }
-    return loadKeySet(jwks as Parameters<typeof loadKeySet>[0]);
-  }
-  const file = join(config.data_dir, 'signing-keys.json');
-  // A command signs no token: it reads the embedded key file when there is one, and otherwise
-  // holds a throwaway key in memory rather than create files (and warnings) as a side effect.
-  if (role === 'command' && !existsSync(file)) return loadKeySet({ keys: [await generateSigningJwk()] });
-  return loadOrCreateKeyFile(file, (msg: string) => log.warn({ event: 'keys_generated' }, msg));
-}
-
-/** The encryption key of TOTP secrets; a command without one (embedded, first run) gets a throwaway key and writes nothing. */
-function loadBox(config: Config, env: NodeJS.ProcessEnv, log: Logger, role: 'gateway' | 'command'): SecretBox {
-  const file = join(config.data_dir, 'encryption.key');
-  if (role === 'command' && !env.PORTCULLIS_ENCRYPTION_KEY && !isProduction(env) && !existsSync(file)) return new SecretBox(randomBytes(32).toString('base64'));
-  return loadSecretBox(env, file, (msg) => log.warn({ event: 'keys_generated' }, msg));
+/**
+ * Signing keys and the encryption key of TOTP secrets. A gateway reads the configured ones, or
+ * in embedded mode generates them into `data_dir` (with a warning). A command signs no token
+ * and decrypts no secret: it gets throwaway keys in memory and touches no key file, so
+ * `migrate` or `user list` need neither the keys nor a writable `data_dir`.
+ */
+async function loadSecrets(config: Config, env: NodeJS.ProcessEnv, log: Logger, role: 'gateway' | 'command'): Promise<{ keySet: KeySet; box: SecretBox }> {
+  if (role === 'command') return { keySet: await loadKeySet({ keys: [await generateSigningJwk()] }), box: new SecretBox(randomBytes(32).toString('base64')) };
+  const warn = (msg: string) => log.warn({ event: 'keys_generated' }, msg);
+  const keySet = (await configuredKeys(config, env)) ?? (await loadOrCreateKeyFile(join(config.data_dir, 'signing-keys.json'), warn));
+  return { keySet, box: loadSecretBox(env, join(config.data_dir, 'encryption.key'), warn) };
 }
 
 /** How long close() waits for revocation broadcasts still in flight. */
@@ -128,11 +115,10 @@ export async function openServices(opts: ServicesOptions): Promise<Services> {
   const now = opts.now ?? (() => new Date());
   const log = opts.logger ?? createLogger(config.log_level);
   // Production refuses to guess: one line naming everything missing, before anything is opened.
-  assertProductionReady(config, env);
+  // (A command needs none of it: it signs nothing and decrypts nothing.)
+  if (role === 'gateway') assertProductionReady(config, env);
   const metrics = new Metrics();
-
-  const keySet = await loadKeys(config, env, log, role);
-  const box = loadBox(config, env, log, role);
+  const { keySet, box } = await loadSecrets(config, env, log, role);
   const db = await openDatabase(config.storage.database_url, {
     log: (msg, extra) => (msg === 'migration applied' ? log.info(extra ?? {}, msg) : log.warn(extra ?? {}, msg)),
   });

@@ -37,14 +37,14 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function serve(): Promise<{ child: ChildProcess; url: URL; admin: string; out: () => string }> {
+async function serve(grace = `${GRACE_MS}ms`): Promise<{ child: ChildProcess; url: URL; admin: string; out: () => string }> {
   const file = join(dir, 'gateway.yaml');
   writeFileSync(
     file,
     `listen: 127.0.0.1:0
 admin: { listen: 127.0.0.1:0 }
 data_dir: ${dir}
-shutdown_grace: ${GRACE_MS}ms
+shutdown_grace: ${grace}
 storage: { database_url: "sqlite:${join(dir, 'g.db')}" }
 upstreams:
   stuck: { url: "${stuckUrl}", timeout: 5m }
@@ -140,6 +140,27 @@ describe('SIGTERM on the real binary', () => {
       expect(took).toBeLessThan(GRACE_MS + 4000);
       await Promise.all([ws.closed, inFlight.closed, half.closed]);
       expect(s.out()).toMatch(/"event":"stopped"/);
+    } finally {
+      if (s.child.exitCode === null) s.child.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('a second SIGTERM while draining exits at once, with 0 (the grace is 30 s and a request is stuck)', async () => {
+    const s = await serve('30s');
+    try {
+      const stuckReq = await rawSocket(s.url, `GET /stuck/long HTTP/1.1\r\nHost: ${s.url.host}\r\n\r\n`);
+      await new Promise((r) => setTimeout(r, 200));
+      const exited = once(s.child, 'exit');
+      s.child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(s.child.exitCode).toBeNull();
+      const t0 = Date.now();
+      s.child.kill('SIGTERM');
+      const [code] = await exited;
+      expect(code).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(s.out()).toMatch(/"event":"shutdown_forced"/);
+      await stuckReq.closed;
     } finally {
       if (s.child.exitCode === null) s.child.kill('SIGKILL');
     }

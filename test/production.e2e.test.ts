@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,12 +65,67 @@ describe('NODE_ENV=production refuses to start on guesses', () => {
     expect(given.code, given.stderr).toBe(0);
   });
 
-  it('serve with workers: 2 refuses in the primary, before forking a worker (one line, exit 2)', async () => {
+  it('config check parses the keys as serve does: an empty key set, a JWKS that is not one, a bad encryption key, each one line, exit 2', async () => {
+    const file = configFile('keys.yaml', 'public_url: https://gw.example.com\n');
+    const bad: [Record<string, string>, RegExp][] = [
+      [{ PORTCULLIS_SIGNING_KEYS: '{}' }, /PORTCULLIS_SIGNING_KEYS.*expected a JWKS object/],
+      [{ PORTCULLIS_SIGNING_KEYS: '{"keys":[]}' }, /the key set is empty/],
+      [{ PORTCULLIS_SIGNING_KEYS: 'not json' }, /PORTCULLIS_SIGNING_KEYS is not valid JSON/],
+      [{ PORTCULLIS_ENCRYPTION_KEY: 'too-short' }, /PORTCULLIS_ENCRYPTION_KEY/],
+    ];
+    for (const [env, message] of bad) {
+      const r = await runCliInProcess(['config', 'check', '--config', file], { env: { ...full, PORTCULLIS_SIGNING_KEYS: keys, ...env } });
+      expect(r.code, JSON.stringify(env)).toBe(2);
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(message)]);
+    }
+    const emptyFile = join(dir, 'empty-keys.json');
+    writeFileSync(emptyFile, '{}');
+    const r = await runCliInProcess(
+      ['config', 'check', '--config', configFile('keyfile.yaml', `public_url: https://gw.example.com\nkeys: { signing_keys_file: ${emptyFile} }\n`)],
+      {
+        env: { ...full },
+      },
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/expected a JWKS object/);
+  });
+
+  it('config check refuses workers: 2 without redis_url, as serve does', async () => {
+    const r = await runCliInProcess(['config', 'check', '--config', configFile('workers-memory.yaml', 'workers: 2\n')], { env: {} });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^portcullis: workers: 2 needs storage.redis_url/);
+  });
+
+  it('commands need none of it: migrate and user list run in production with only a database, and write no key file', async () => {
+    const data = join(dir, 'cmd-data');
+    const file = join(dir, 'cmd.yaml');
+    writeFileSync(file, `data_dir: ${data}\nstorage: { database_url: "sqlite:${join(dir, 'cmd.db')}" }\n`);
+    const env = { NODE_ENV: 'production' };
+    const m = await runCliInProcess(['migrate', '--config', file], { env });
+    expect(m.code, m.stderr).toBe(0);
+    expect(m.stdout).toMatch(/^applied: /);
+    const l = await runCliInProcess(['user', 'list', '--config', file], { env });
+    expect(l.code, l.stderr).toBe(0);
+    expect(l.stderr).toBe('');
+    expect(existsSync(data)).toBe(false);
+  });
+
+  it('serve with workers: 2 refuses in the primary, before forking a worker (one line, exit 2): a gap, or a key that does not parse', async () => {
     const file = configFile('workers.yaml', 'workers: 2\nstorage: { redis_url: "redis://127.0.0.1:1" }\n');
     const r = await runCli(['serve', '--config', file], { env: { NODE_ENV: 'production' } });
     expect(r.code).toBe(2);
     expect(r.stderr).not.toMatch(/started \d+ workers/);
     expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^portcullis: NODE_ENV=production refuses to start without public_url/)]);
+    // Present but unusable: refused before forking too (a worker refusing would be restarted forever).
+    const bad = await runCli(
+      ['serve', '--config', configFile('workers-bad.yaml', 'workers: 2\npublic_url: https://gw.example.com\nstorage: { redis_url: "redis://127.0.0.1:1" }\n')],
+      {
+        env: { ...full, PORTCULLIS_SIGNING_KEYS: keys, PORTCULLIS_ENCRYPTION_KEY: 'bad' },
+      },
+    );
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).not.toMatch(/started \d+ workers/);
+    expect(bad.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^portcullis: .*PORTCULLIS_ENCRYPTION_KEY/)]);
   });
 });
 

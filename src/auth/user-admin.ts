@@ -1,4 +1,3 @@
-import { dependency } from './login-flow.js';
 import { validateUsername } from './username.js';
 import type { AuthService } from './login-flow.js';
 import type { Lockout } from './lockout.js';
@@ -22,22 +21,24 @@ export interface UserAdminDeps {
  * own endpoints. The password policy applies, and every change that a token carries or that
  * ends the account's right to a session (roles, disable, delete, password) revokes the
  * account's sessions through the one revocation path: durably, locally, and to every replica.
+ * Database calls are not given sign-in's short deadline: an administrator's command may wait
+ * for a slow database, and its errors reach the command as they are.
  */
 export class UserAdmin {
   constructor(private readonly d: UserAdminDeps) {}
 
   /** The account of a username (case-insensitive), or undefined. Throws for an invalid name. */
   find(name: string): Promise<UserRecord | undefined> {
-    return dependency(() => this.d.db.users.findByUsername(validateUsername(name)));
+    return this.d.db.users.findByUsername(validateUsername(name));
   }
 
   list(): Promise<UserRecord[]> {
-    return dependency(() => this.d.db.users.list());
+    return this.d.db.users.list();
   }
 
   /** How many sessions of the account are live now. */
   async activeSessions(user: UserRecord): Promise<number> {
-    return (await dependency(() => this.d.db.sessions.listActive(user.id, this.d.now()))).length;
+    return (await this.d.db.sessions.listActive(user.id, this.d.now())).length;
   }
 
   /** Creates an account; the password policy applies. */
@@ -45,32 +46,32 @@ export class UserAdmin {
     const username = validateUsername(input.username);
     this.d.policy.assert(input.password, { username, email: input.email });
     const passwordHash = await this.d.hasher.hash(input.password);
-    return dependency(() => this.d.db.users.create({ username, email: input.email, roles: [...new Set(input.roles)], passwordHash }));
+    return this.d.db.users.create({ username, email: input.email, roles: [...new Set(input.roles)], passwordHash });
   }
 
   /** Replaces the roles; tokens carry roles, so the account's sessions end (revoked ids returned). */
   async setRoles(user: UserRecord, roles: readonly string[]): Promise<string[]> {
-    await dependency(() => this.d.db.users.update(user.id, { roles: [...new Set(roles)] }));
+    await this.d.db.users.update(user.id, { roles: [...new Set(roles)] });
     return this.d.auth.revokeUserSessions(user.id, 'roles_changed');
   }
 
   /** Disables (sessions revoked) or enables an account. */
   async setDisabled(user: UserRecord, disabled: boolean): Promise<string[]> {
-    await dependency(() => this.d.db.users.update(user.id, { disabled }));
+    await this.d.db.users.update(user.id, { disabled });
     return disabled ? this.d.auth.revokeUserSessions(user.id, 'user_disabled') : [];
   }
 
   /** Deletes an account after revoking its sessions. */
   async delete(user: UserRecord): Promise<void> {
     await this.d.auth.revokeUserSessions(user.id, 'user_deleted');
-    await dependency(() => this.d.db.users.delete(user.id));
+    await this.d.db.users.delete(user.id);
   }
 
   /** Sets a new password (policy applies); every session of the account ends. */
   async setPassword(user: UserRecord, password: string): Promise<string[]> {
     this.d.policy.assert(password, { username: user.username, email: user.email });
     const passwordHash = await this.d.hasher.hash(password);
-    await dependency(() => this.d.db.users.update(user.id, { passwordHash }));
+    await this.d.db.users.update(user.id, { passwordHash });
     return this.d.auth.revokeUserSessions(user.id, 'password_changed');
   }
 

@@ -92,11 +92,16 @@ async function report(e: unknown, io: Io, debug: boolean): Promise<number> {
     return 2;
   }
   if (e instanceof GatewayError) {
-    const reasons =
+    // Details the message does not already say (a weak password's reasons are often in it).
+    const reasons = (
       (e.extra?.reasons as string[] | undefined) ??
-      (e.extra?.errors as { field: string; message: string }[] | undefined)?.map((x) => `${x.field}: ${x.message}`);
-    io.err(`portcullis: ${e.message}${reasons?.length ? ` (${reasons.join('; ')})` : ''}\n`);
-    if (debug) io.err(`${e.stack}\n`);
+      (e.extra?.errors as { field: string; message: string }[] | undefined)?.map((x) => `${x.field}: ${x.message}`) ??
+      []
+    ).filter((r) => !e.message.includes(r));
+    // What lay under it (the unreachable database, say): a command's user needs it to act.
+    const cause = e.cause instanceof Error && !e.message.includes(e.cause.message) ? `: ${e.cause.message.split('\n')[0]}` : '';
+    io.err(`portcullis: ${e.message}${cause}${reasons.length ? ` (${reasons.join('; ')})` : ''}\n`);
+    if (debug) io.err(`${e.stack}\n${e.cause instanceof Error ? `caused by: ${e.cause.stack}\n` : ''}`);
     // Bad input exits 2: any client-class error (a 4xx status, e.g. a weak password), and an
     // unusable configuration (invalid, production gaps, or missing keys).
     return (e.status >= 400 && e.status < 500) || is(e, Errors.invalid_config) || is(e, Errors.missing_keys) ? 2 : 1;

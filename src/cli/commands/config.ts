@@ -1,5 +1,5 @@
 import { loadConfig, locateInFile, formatProblem } from '../../config/index.js';
-import { assertProductionReady } from '../../config/production.js';
+import { preflight } from '../../preflight.js';
 import { compileRoutes, methodFallthroughWarnings, routePatternCheck } from '../../policy/index.js';
 import { UsageError, parseArgs } from '../args.js';
 import { configPath, type Io } from '../io.js';
@@ -10,8 +10,9 @@ export async function run(sub: string | undefined, rest: string[], io: Io): Prom
   const p = parseArgs(rest, { valued: ['config'] });
   const file = configPath(p, io);
   const c = loadConfig(file, io.env, [routePatternCheck]);
-  // Production mode's own refusal (public_url, keys, encryption key), as serve would refuse.
-  assertProductionReady(c, io.env);
+  // What serve checks before it opens anything: production's requirements, the keys parsed,
+  // the workers rule.
+  await preflight(c, io.env);
   // Warnings: legal, likely wrong, never fatal (exit 0).
   for (const w of locateInFile(file, methodFallthroughWarnings(compileRoutes(c.routes))))
     io.err(`${formatProblem({ ...w, message: `warning: ${w.message}` })}\n`);
