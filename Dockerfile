@@ -16,9 +16,10 @@ RUN apt-get update \
 # The sources come in before `npm ci`: a `prepare` script (if package.json has one) compiles
 # them during the install.
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY scripts/build.mjs ./scripts/build.mjs
 COPY src ./src
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
-# Build explicitly (harmless when `prepare` already did), then keep production dependencies only.
+# Build explicitly (nothing to do when `prepare` already did), then keep production dependencies only.
 RUN npm run build \
  && rm -f dist/.tsbuildinfo \
  && npm prune --omit=dev --no-audit --no-fund

@@ -219,6 +219,15 @@ describe('Dockerfile', () => {
     );
     expect(copies.join('\n')).toMatch(/COPY .*tsconfig\.build\.json/);
     expect(copies.join('\n')).toMatch(/COPY src /);
+    // Every file the lifecycle scripts run during `npm ci` (prepare, build) is copied before it
+    // and let through .dockerignore.
+    const scripts = JSON.parse(read('package.json')).scripts as Record<string, string>;
+    const files = [scripts.prepare, scripts.build].flatMap((cmd) => [...(cmd ?? '').matchAll(/\bnode\s+(\S+\.m?js)/g)].map((m) => m[1]));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) {
+      expect(copies.join('\n'), `${f} is copied before npm ci`).toContain(f);
+      expect(read('.dockerignore'), `${f} is let into the build context`).toContain(`!${f}`);
+    }
   });
 
   it('runs as a non-root numeric user, in production mode, the compiled CLI with the container config', () => {
