@@ -1,3 +1,4 @@
+import { METHODS } from 'node:http';
 import { Errors, GatewayError, type ErrorDef } from '../errors/index.js';
 import { validHost } from './host.js';
 import { matchKey, normalizePath, type MatchKey, type NormalizedTarget } from './normalize.js';
@@ -147,6 +148,13 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Methods never forwarded: TRACE reflects headers (cookies included), CONNECT opens tunnels. */
 const REFUSED_METHODS = new Set(['TRACE', 'CONNECT', 'TRACK']);
 const METHOD_TOKEN = /^[A-Za-z]{1,32}$/;
+/**
+ * The methods the gateway's listener can receive at all: Node's HTTP parser (llhttp) answers
+ * any other request line (`FOO`, `TRACK`, `PRI`, RTSP's `DESCRIBE`) with a bare 400 before the
+ * pipeline sees it. Checked here too, so `policy explain` and `policy test` say what the
+ * gateway says for such a method instead of deciding it by the routes.
+ */
+const LISTENER_METHODS: ReadonlySet<string> = new Set(METHODS);
 
 function refuse(def: ErrorDef, reason: string, route: CompiledRoute | null = null, decision: PolicyDecision = 'bad_request'): Verdict {
   return { decision, status: def.status, code: def.code, reason, detail: reason, route };
@@ -162,11 +170,13 @@ export interface Parsed {
 }
 
 /**
- * Stage "normalize" (pure): refuses TRACE/CONNECT (405), an invalid Host (400 `bad_host`) and a
- * bad path (400 `bad_path`); normalizes the target and derives its matching key.
+ * Stage "normalize" (pure): refuses a method the listener cannot parse (400 `bad_request`),
+ * TRACE/CONNECT (405), an invalid Host (400 `bad_host`) and a bad path (400 `bad_path`);
+ * normalizes the target and derives its matching key.
  */
 export function parseRequest(ctx: Pick<PolicyContext, 'authPrefix'>, req: RequestFacts): Parsed | Verdict {
   const method = req.method.toUpperCase();
+  if (!LISTENER_METHODS.has(method)) return refuse(Errors.bad_request, `${JSON.stringify(req.method)} is not an HTTP method the gateway accepts`);
   if (REFUSED_METHODS.has(method)) return refuse(Errors.method_not_allowed, `the ${method} method is not accepted`);
   if (req.host !== undefined && !validHost(req.host)) return refuse(Errors.bad_host, 'the Host header is not a valid host[:port]');
   try {

@@ -45,14 +45,15 @@ describe('explain', () => {
     expect(r.identity.verdict).toEqual({ outcome: 'allow', status: 200, code: null, reason: 'route "reports": authenticated user' });
   });
 
-  it('reports a host mismatch, and a bare path has no host', () => {
+  it("reports a host mismatch; a bare path is judged at the gateway's own host (public_url)", () => {
     const r = explain(ctx, { method: 'GET', url: '/reports/1', roles: [], mfa: false });
-    expect(r.host).toBeUndefined();
+    expect(r.host).toBe('gw.example.com');
+    expect(r.hostDefaulted).toBe(true);
     expect(r.tried[2]).toEqual({
       name: 'reports',
       index: 2,
       matched: false,
-      mismatches: ['host (none) is not "reports.example.com"'],
+      mismatches: ['host "gw.example.com" is not "reports.example.com"'],
     });
     expect(r.route).toBeUndefined();
     expect(r.anonymous).toEqual({ outcome: 'no_route', status: 404, code: 'no_route', reason: 'no route matches this request' });
@@ -139,6 +140,32 @@ describe("explain: the gateway's own decision (SPEC §3.1)", () => {
     expect(explain(ctx, { method: 'GET', url: '/legacy/a%3bx', roles: [], mfa: false }).identity.verdict.outcome).toBe('allow');
   });
 
+  it("a route for the gateway's own host matches a bare path, as it does for every real client", () => {
+    const own = ctxOf(compileRoutes([route('own', { host: 'GW.example.com', path: '/**' }, { upstream: 'crm', access: 'public' })]));
+    const r = explain(own, { method: 'GET', url: '/x', roles: [], mfa: false });
+    expect(r.route?.name).toBe('own');
+    expect(r.anonymous.outcome).toBe('allow');
+    expect(formatExplain(r).split('\n')[0]).toBe("request:    GET /x  (host gw.example.com: the gateway's own, from public_url; --host to change)");
+    // A Host given (in the URL or as --host) is taken as is.
+    expect(explain(own, { method: 'GET', url: 'https://other.example.com/x', roles: [], mfa: false })).toMatchObject({
+      hostDefaulted: false,
+      route: undefined,
+    });
+  });
+
+  it('a method the listener cannot parse is 400 bad_request, as the gateway answers it (not decided by a route)', () => {
+    for (const m of ['FOO', 'TRACK', 'PRI', 'DESCRIBE', 'GET2']) {
+      const r = explain(ctx, { method: m, url: '/static/x', roles: [], mfa: false });
+      expect(r.anonymous, m).toMatchObject({ outcome: 'bad_request', status: 400, code: 'bad_request' });
+      expect(r.identity.verdict, m).toEqual(r.anonymous);
+      expect(r.route, m).toBeUndefined();
+    }
+    // Every method Node's parser accepts reaches the routes (WebDAV, QUERY, M-SEARCH included).
+    for (const m of ['PROPFIND', 'QUERY', 'M-SEARCH', 'PURGE', 'OPTIONS', 'HEAD']) {
+      expect(explain(ctx, { method: m, url: '/static/x', roles: [], mfa: false }).anonymous.outcome, m).toBe('allow');
+    }
+  });
+
   it('takes the Host header over the URL host', () => {
     const r = explain(ctx, { method: 'GET', url: '/reports/1', host: 'REPORTS.example.com.', roles: [], mfa: false });
     expect(r.host).toBe('REPORTS.example.com.');
@@ -199,13 +226,20 @@ describe('formatExplain', () => {
   it('renders a rejection and a miss', () => {
     expect(formatExplain(explain(ctx, { method: 'GET', url: '/a/../../b', roles: [], mfa: false }))).toBe(
       // The outcome word is now bad_request (code bad_path).
-      ['request:    GET /a/../../b', 'rejected:   bad_request (400): ".." climbs above the root of the path'].join('\n'),
+      [
+        "request:    GET /a/../../b  (host gw.example.com: the gateway's own, from public_url; --host to change)",
+        'rejected:   bad_request (400): ".." climbs above the root of the path',
+      ].join('\n'),
     );
     const miss = formatExplain(explain(ctxOf(compileRoutes([])), { method: 'GET', url: '/x', roles: [], mfa: false }));
     expect(miss).toBe(
-      ['request:    GET /x', 'path:       /x', 'routes tried:', '  (no routes configured)', 'result:     no_route (404): no route matches this request'].join(
-        '\n',
-      ),
+      [
+        "request:    GET /x  (host gw.example.com: the gateway's own, from public_url; --host to change)",
+        'path:       /x',
+        'routes tried:',
+        '  (no routes configured)',
+        'result:     no_route (404): no route matches this request',
+      ].join('\n'),
     );
   });
 });

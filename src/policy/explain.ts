@@ -7,7 +7,10 @@ export interface ExplainRequest {
   readonly method: string;
   /** `https://host/path?query` or `/path?query`. */
   readonly url: string;
-  /** The `Host` header; overrides the URL's host. */
+  /**
+   * The `Host` header; overrides the URL's host. With neither, the request is judged as sent to
+   * the gateway's own host (the host of `public_url`), as every real client sends one.
+   */
   readonly host?: string;
   /** Roles of the hypothetical signed-in user. */
   readonly roles: readonly string[];
@@ -38,8 +41,10 @@ export interface ExplainVerdict {
 /** The result of {@link explain}. */
 export interface ExplainResult {
   readonly method: string;
-  /** Host taken from an absolute URL; `undefined` for a bare path (host rules then never match). */
+  /** The `Host` judged: `--host`, else the URL's, else the gateway's own (see `hostDefaulted`). */
   readonly host: string | undefined;
+  /** True when no Host was given and the gateway's own (from `public_url`) was used. */
+  readonly hostDefaulted: boolean;
   /** The request-target as it would arrive (path and query). */
   readonly target: string;
   /** The normalization result; `undefined` when the path was rejected. */
@@ -69,6 +74,15 @@ function splitUrl(url: string): { host: string | undefined; target: string } | s
   return 'give an absolute http(s):// URL or a path starting with "/"';
 }
 
+/** The host (with port) of the gateway's own origin, or `undefined` if it is not a URL. */
+function ownHost(origin: string): string | undefined {
+  try {
+    return new URL(origin).host || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function verdict(v: Verdict): ExplainVerdict {
   return { outcome: v.decision, status: v.status, code: v.code, reason: v.reason };
 }
@@ -87,9 +101,22 @@ export function explain(ctx: PolicyContext, req: ExplainRequest): ExplainResult 
   const split = splitUrl(req.url);
   if (typeof split === 'string') {
     const v: ExplainVerdict = { outcome: 'bad_request', status: Errors.bad_path.status, code: Errors.bad_path.code, reason: split };
-    return { method, host: req.host, target: req.url, normalized: undefined, tried: [], route: undefined, anonymous: v, identity: { roles, amr, verdict: v } };
+    return {
+      method,
+      host: req.host,
+      hostDefaulted: false,
+      target: req.url,
+      normalized: undefined,
+      tried: [],
+      route: undefined,
+      anonymous: v,
+      identity: { roles, amr, verdict: v },
+    };
   }
-  const host = req.host ?? split.host;
+  // Every request the gateway decides carries a Host (one without is refused before matching):
+  // without one given, the client is taken to have asked the gateway's own host.
+  const given = req.host ?? split.host;
+  const host = given ?? ownHost(ctx.ownOrigin);
   const facts = { method, target: split.target, host };
   // The gateway's own stages: a request refused before matching tried no route at all.
   const parsed = parseRequest(ctx, facts);
@@ -113,7 +140,17 @@ export function explain(ctx: PolicyContext, req: ExplainRequest): ExplainResult 
   const route = found ? { name: found.name, index: found.index, upstream: found.config.upstream } : undefined;
   const anonymous = verdict(decideRequest(ctx, resolved, { identity: null, via: null }, facts));
   const signedIn = verdict(decideRequest(ctx, resolved, { identity: { sub: 'explain', username: 'explain', roles, amr }, via: 'bearer' }, facts));
-  return { method, host, target: split.target, normalized, tried, route, anonymous, identity: { roles, amr, verdict: signedIn } };
+  return {
+    method,
+    host,
+    hostDefaulted: given === undefined && host !== undefined,
+    target: split.target,
+    normalized,
+    tried,
+    route,
+    anonymous,
+    identity: { roles, amr, verdict: signedIn },
+  };
 }
 
 function verdictLine(v: ExplainVerdict): string {
@@ -124,7 +161,8 @@ function verdictLine(v: ExplainVerdict): string {
 /** Renders an {@link ExplainResult} as readable multi-line text (no trailing newline). */
 export function formatExplain(r: ExplainResult): string {
   const lines: string[] = [];
-  lines.push(`request:    ${r.method} ${r.target}${r.host === undefined ? '' : `  (host ${r.host})`}`);
+  const hostNote = r.host === undefined ? '' : `  (host ${r.host}${r.hostDefaulted ? ": the gateway's own, from public_url; --host to change" : ''})`;
+  lines.push(`request:    ${r.method} ${r.target}${hostNote}`);
   if (r.normalized === undefined) {
     if (r.anonymous.outcome === 'auth_api') lines.push(`served by:  ${r.anonymous.reason}`);
     else lines.push(`rejected:   ${verdictLine(r.anonymous)}`);
