@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { loadConfig, type Config } from './config/index.js';
+import { ConfigError, formatProblem, loadConfig, type Config } from './config/index.js';
 import { isProduction } from './config/production.js';
 import type { Metrics } from './metrics/index.js';
 import { routePatternCheck } from './policy/index.js';
@@ -15,6 +15,7 @@ import type { AuthService } from './auth/login-flow.js';
 import { startEchoServer } from './demo/echo.js';
 import { openServices, type AppState } from './services.js';
 import { createServers } from './servers.js';
+import { watchConfigFile } from './watch.js';
 
 export type { AppState } from './services.js';
 export { applyListenerLimits } from './servers.js';
@@ -102,6 +103,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const { server, admin } = servers;
   let demo: Awaited<ReturnType<typeof startEchoServer>> | undefined;
   let stopping: Promise<void> | undefined;
+  let watcher: { close(): void } | undefined;
 
   const listen = (s: Server, host: string, port: number) =>
     new Promise<AddressInfo>((resolve, reject) => {
@@ -113,7 +115,29 @@ export async function createApp(opts: AppOptions): Promise<App> {
     });
   const urlOf = (scheme: string, a: AddressInfo) => `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
 
+  function reload(file = config.source): { ok: true } | { ok: false; error: string } {
+    try {
+      const next = loadConfig(file, env, [routePatternCheck]);
+      servers.reload(next); // compiles the routes: throws before anything changes
+      for (const key of RESTART_KEYS) {
+        if (JSON.stringify(next[key]) !== JSON.stringify(config[key]))
+          log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
+      }
+      config = next;
+      metrics.configReloads.inc({ result: 'success' });
+      log.info({ event: 'config_reloaded', result: 'success', routes: next.routes.length }, 'config reloaded');
+      return { ok: true };
+    } catch (e) {
+      metrics.configReloads.inc({ result: 'failure' });
+      // Each problem as file:line: key.path: message, as `config check` prints it.
+      const problems = e instanceof ConfigError ? e.problems.map(formatProblem) : undefined;
+      log.error({ event: 'config_reloaded', result: 'failure', error: (e as Error).message, problems }, 'config reload failed; keeping the old config');
+      return { ok: false, error: (e as Error).message };
+    }
+  }
+
   async function drainAndClose(graceMs: number): Promise<void> {
+    watcher?.close();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
     const deadline = Date.now() + graceMs;
@@ -159,6 +183,14 @@ export async function createApp(opts: AppOptions): Promise<App> {
       const out = { url: urlOf(config.tls ? 'https' : 'http', a), adminUrl: urlOf('http', b), demoUrl: demo?.url };
       if (!config.public_url) servers.setOrigin(new URL(out.url).origin);
       if (adminToken) writeAdminToken(join(config.data_dir, 'admin.token'), out.adminUrl, adminToken);
+      // Reload when the file changes on disk, as on SIGHUP (debounced; an invalid file keeps the old config).
+      watcher = watchConfigFile(config.source, {
+        onChange: () => {
+          log.info({ event: 'config_changed', file: config.source }, 'config file changed on disk; reloading');
+          reload();
+        },
+        onError: (e) => log.warn({ event: 'config_watch_failed', file: config.source, err: e.message }, 'cannot watch the config file; reload with SIGHUP'),
+      });
       log.info({ event: 'listening', url: out.url, admin: out.adminUrl, demo: out.demoUrl }, 'portcullis is listening');
       return out;
     },
@@ -169,24 +201,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       return stopping;
     },
     currentConfig: () => config,
-    reload(file = config.source) {
-      try {
-        const next = loadConfig(file, env, [routePatternCheck]);
-        servers.reload(next); // compiles the routes: throws before anything changes
-        for (const key of RESTART_KEYS) {
-          if (JSON.stringify(next[key]) !== JSON.stringify(config[key]))
-            log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
-        }
-        config = next;
-        metrics.configReloads.inc({ result: 'success' });
-        log.info({ event: 'config_reloaded', result: 'success', routes: next.routes.length }, 'config reloaded');
-        return { ok: true };
-      } catch (e) {
-        metrics.configReloads.inc({ result: 'failure' });
-        log.error({ event: 'config_reloaded', result: 'failure', error: (e as Error).message }, 'config reload failed; keeping the old config');
-        return { ok: false, error: (e as Error).message };
-      }
-    },
+    reload,
   };
 }
 
