@@ -12,12 +12,15 @@ const USAGE = `usage: portcullis <command> [options]
 
   serve [--config FILE]                          run the gateway
   config check [--config FILE]                   validate the config (exit 2 if invalid)
+  config schema                                  print the JSON Schema of the config file
   migrate [--config FILE]                        apply database migrations
   user add NAME [--email E] [--role R]... --password-stdin
   user list [--json] | user show NAME
   user set-roles NAME R...|--none | user disable NAME | user enable NAME | user delete NAME
   user passwd NAME --password-stdin | user unlock NAME | user reset-2fa NAME
   policy explain --method M --url URL [--host H] [--roles a,b] [--mfa] [--json]
+  policy test FILE... [--json]                   run YAML policy cases (exit 0 all pass, 1 any fails)
+  routes [--json]                                the compiled route table, in match order
   keys generate                                  print a new signing key set ({"keys":[…]}, a signing_keys_file)
 
   --version                                      print the version
@@ -36,9 +39,11 @@ const COMMAND_HELP: Readonly<Record<string, string>> = {
 Runs the gateway (and applies pending migrations first). SIGTERM drains and stops, SIGHUP reloads
 the config.`,
   config: `usage: portcullis config check [--config FILE]
+       portcullis config schema
 
-Validates the config: every problem as file:line: key.path: message, exit 2 if any; warnings
-for policies that are legal but likely wrong, exit 0.`,
+config check validates the config: every problem as file:line: key.path: message, exit 2 if
+any; warnings for policies that are legal but likely wrong, exit 0.
+config schema prints the JSON Schema of the config file.`,
   migrate: `usage: portcullis migrate [--config FILE]
 
 Applies pending database migrations (forward-only, each in a transaction).`,
@@ -52,8 +57,23 @@ Applies pending database migrations (forward-only, each in a transaction).`,
   user unlock NAME                                           clear a lockout
   user reset-2fa NAME                                        turn 2FA off (the secret is cleared)`,
   policy: `usage: portcullis policy explain --method M --url URL [--host H] [--roles a,b] [--mfa] [--json] [--config FILE]
+       portcullis policy test FILE... [--json] [--config FILE]
 
-Which route matches, which rule decides, and why: by the very function the gateway uses.`,
+policy explain: which route matches, which rule decides, and why, for an anonymous caller and
+for a user with --roles (and a second factor with --mfa). Without --host (or a host in the URL)
+the request goes to the host of public_url. --json prints
+{"route","decision","status","code","reason","anonymous":{...}}.
+
+policy test: runs YAML cases (- name, request: {method, url, host?}, as: {roles, mfa} |
+anonymous, expect: allow | unauthenticated | forbidden | mfa_required | deny | no_route |
+bad_request | auth_api, route?) against the config. Prints each failure with its file:line and a
+summary line. Exit 0 when all pass, 1 when any fails, 2 for a malformed file.
+
+Both decide by the very function the gateway uses.`,
+  routes: `usage: portcullis routes [--json] [--config FILE]
+
+The compiled route table in match order: order, name, host, path, methods, access, mfa,
+upstream, rate limit. --json prints an array of objects.`,
   keys: `usage: portcullis keys generate
 
 Prints a new signing key set ({"keys":[…]}, one private Ed25519 key): a signing_keys_file as is.`,
@@ -139,6 +159,8 @@ async function dispatch(argv: string[], io: Io): Promise<number> {
       return (await import('./commands/user.js')).run(sub, rest, io);
     case 'policy':
       return (await import('./commands/policy.js')).run(sub, rest, io);
+    case 'routes':
+      return (await import('./commands/routes.js')).run(argv.slice(1), io);
     case 'keys':
       return (await import('./commands/keys.js')).run(sub, rest, io);
     default:

@@ -70,7 +70,8 @@ function splitUrl(url: string): { host: string | undefined; target: string } | s
     const rest = m[3];
     return { host, target: rest.startsWith('/') ? rest : `/${rest}` };
   }
-  if (url.startsWith('/')) return { host: undefined, target: url };
+  // `*` (asterisk-form, OPTIONS *) goes to the gateway's own check, which refuses it.
+  if (url.startsWith('/') || url === '*') return { host: undefined, target: url };
   return 'give an absolute http(s):// URL or a path starting with "/"';
 }
 

@@ -1,6 +1,6 @@
 /**
- * Request policy: path normalization, route compiling and matching, access decisions, and the
- * `policy explain` report. Pure code, no I/O: everything here is safe on the hot path.
+ * Request policy: path normalization, route compiling and matching, access decisions, the
+ * `policy explain` report and the `policy test` runner. Pure code, no I/O: everything here is safe on the hot path.
  * @packageDocumentation
  */
 export { matchKey, normalizePath, type MatchKey, type NormalizedTarget } from './normalize.js';
@@ -28,5 +28,18 @@ export {
 export { originAllowed } from './origin.js';
 export { validHost } from './host.js';
 export { explain, formatExplain, type ExplainAttempt, type ExplainRequest, type ExplainResult, type ExplainVerdict } from './explain.js';
+export {
+  EXPECT_WORDS,
+  formatFailure,
+  formatTestFileProblem,
+  parsePolicyTests,
+  runPolicyTests,
+  summaryLine,
+  type ExpectWord,
+  type PolicyTestCase,
+  type PolicyTestOutcome,
+  type PolicyTestResult,
+  type TestFileProblem,
+} from './test-cases.js';
 export { routePatternCheck } from './check.js';
 export { methodFallthroughWarnings, type PolicyWarning } from './warnings.js';
