@@ -166,6 +166,15 @@ describe("explain: the gateway's own decision (SPEC §3.1)", () => {
     }
   });
 
+  it('drops the spaces around a Host value, as Node does before the gateway reads it', () => {
+    const r = explain(ctx, { method: 'GET', url: '/reports/1', host: ' \treports.example.com ', roles: [], mfa: false });
+    expect(r.host).toBe('reports.example.com');
+    expect(r.route?.name).toBe('reports');
+    expect(explain(ctx, { method: 'GET', url: '/reports/1', host: 'reports .example.com', roles: [], mfa: false }).anonymous).toMatchObject({
+      code: 'bad_host',
+    });
+  });
+
   it('takes the Host header over the URL host', () => {
     const r = explain(ctx, { method: 'GET', url: '/reports/1', host: 'REPORTS.example.com.', roles: [], mfa: false });
     expect(r.host).toBe('REPORTS.example.com.');

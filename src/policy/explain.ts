@@ -116,7 +116,8 @@ export function explain(ctx: PolicyContext, req: ExplainRequest): ExplainResult 
   }
   // Every request the gateway decides carries a Host (one without is refused before matching):
   // without one given, the client is taken to have asked the gateway's own host.
-  const given = req.host ?? split.host;
+  // Node drops the spaces and tabs around a header value before the gateway reads it.
+  const given = (req.host ?? split.host)?.replace(/^[ \t]+|[ \t]+$/g, '');
   const host = given ?? ownHost(ctx.ownOrigin);
   const facts = { method, target: split.target, host };
   // The gateway's own stages: a request refused before matching tried no route at all.

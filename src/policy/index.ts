@@ -1,6 +1,7 @@
 /**
  * Request policy: path normalization, route compiling and matching, access decisions, the
- * `policy explain` report and the `policy test` runner. Pure code, no I/O: everything here is safe on the hot path.
+ * `policy explain` report and the `policy test` runner. Pure code, no I/O: everything here is
+ * safe on the hot path (the test runner parses text it is handed; the CLI reads the files).
  * @packageDocumentation
  */
 export { matchKey, normalizePath, type MatchKey, type NormalizedTarget } from './normalize.js';
