@@ -90,10 +90,13 @@ describe('NODE_ENV=production refuses to start on guesses', () => {
     expect(r.stderr).toMatch(/expected a JWKS object/);
   });
 
-  it('config check refuses workers: 2 without redis_url, as serve does', async () => {
-    const r = await runCliInProcess(['config', 'check', '--config', configFile('workers-memory.yaml', 'workers: 2\n')], { env: {} });
+  it('config check refuses workers: 2 without redis_url, as serve does, at the line of workers', async () => {
+    const file = configFile('workers-memory.yaml', 'workers: 2\n');
+    const r = await runCliInProcess(['config', 'check', '--config', file], { env: {} });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^portcullis: workers: 2 needs storage.redis_url/);
+    expect(r.stderr.split('\n')[0]).toBe(
+      `${file}:4: workers: 2 needs storage.redis_url: in-process state (rate limits, lockouts, revocations, TOTP steps) is not shared between processes`,
+    );
   });
 
   it('commands need none of it: migrate and user list run in production with only a database, and write no key file', async () => {

@@ -93,18 +93,41 @@ routes:
     expect(paths).toEqual(expect.arrayContaining(['listen', 'upstreams.app.url', 'upstreams.app.timeout', 'routes[0].match.path', 'routes[0].access']));
     expect(p.find((x) => x.path === 'listen')?.line).toBe(2);
     expect(p.find((x) => x.path === 'upstreams.app.timeout')?.line).toBe(4);
+    // The checks across keys run in the same pass, on what did parse.
+    expect(p).toContainEqual({ file: 'gw.yaml', line: 8, path: 'routes[0].upstream', message: 'no upstream named "missing" (upstreams: app)' });
+    expect(p).toContainEqual({ file: 'gw.yaml', line: 10, path: 'routes[1].name', message: 'duplicate route name "a" (also routes[0])' });
+    // In file order.
+    expect(p.map((x) => x.line)).toEqual([...p.map((x) => x.line)].sort((a, b) => (a ?? 0) - (b ?? 0)));
+  });
+
+  it('reports an unset variable once, at its indexed key path (not again as a bad value)', () => {
+    const p = problems(
+      `upstreams:\n  app: { url: "\${APP_URL}" }\nroutes:\n  - name: a\n    match: { path: /a }\n    upstream: app\n    access: public\n  - name: b\n    match: { path: /b }\n    upstream: "\${B}"\n    access: public\n`,
+    );
+    expect(p).toEqual([
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the config syntax, quoted
+      { file: 'gw.yaml', line: 2, path: 'upstreams.app.url', message: 'environment variable APP_URL is not set (use ${APP_URL:-default} for a default)' },
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the config syntax, quoted
+      { file: 'gw.yaml', line: 10, path: 'routes[1].upstream', message: 'environment variable B is not set (use ${B:-default} for a default)' },
+    ]);
+  });
+
+  it('gives a per-upstream identity_headers no defaults of its own: the top-level names fill the rest', () => {
+    const c = parseConfig(`identity_headers: { user: X-User }\nupstreams:\n  a: { url: "http://x", identity_headers: { email: X-Mail } }\n`, 'gw.yaml', {});
+    expect(c.upstreams.a.identity_headers).toEqual({ email: 'X-Mail' });
+    expect(c.identity_headers.user).toBe('X-User');
   });
 
   it('rejects duplicate route names', () => {
     const p = problems(
       `upstreams: { a: { url: http://x } }\nroutes:\n  - { name: r, match: { path: /x }, upstream: a, access: public }\n  - { name: r, match: { path: /y }, upstream: a, access: public }\n`,
     );
-    expect(p).toEqual([{ file: 'gw.yaml', line: 4, path: 'routes[1].name', message: 'duplicate route name "r"' }]);
+    expect(p).toEqual([{ file: 'gw.yaml', line: 4, path: 'routes[1].name', message: 'duplicate route name "r" (also routes[0])' }]);
   });
 
   it('catches a route pointing at an unknown upstream', () => {
     const p = problems(`upstreams: {}\nroutes:\n  - name: a\n    match: { path: /x }\n    upstream: ghost\n    access: public\n`);
-    expect(p).toEqual([{ file: 'gw.yaml', line: 5, path: 'routes[0].upstream', message: 'no upstream named "ghost"' }]);
+    expect(p).toEqual([{ file: 'gw.yaml', line: 5, path: 'routes[0].upstream', message: 'no upstream named "ghost" (no upstreams are configured)' }]);
   });
 
   it('reports YAML syntax errors with a line', () => {

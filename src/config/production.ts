@@ -10,11 +10,14 @@ export const isProduction = (env: NodeJS.ProcessEnv): boolean => env.NODE_ENV ==
  * into `data_dir`); behind a load balancer those guesses break sign-in or differ per replica,
  * so production refuses to guess.
  */
-export function productionGaps(config: Config, env: NodeJS.ProcessEnv): string[] {
+export function productionGaps(
+  config: { readonly public_url?: string; readonly keys?: { readonly signing_keys_file?: string } },
+  env: NodeJS.ProcessEnv,
+): string[] {
   if (!isProduction(env)) return [];
   const gaps: string[] = [];
   if (!config.public_url) gaps.push('public_url (the URL users reach the gateway at; PORTCULLIS_PUBLIC_URL in the shipped config)');
-  if (!config.keys.signing_keys_file && !env.PORTCULLIS_SIGNING_KEYS)
+  if (!config.keys?.signing_keys_file && !env.PORTCULLIS_SIGNING_KEYS)
     gaps.push('signing keys (keys.signing_keys_file or PORTCULLIS_SIGNING_KEYS; make them with `portcullis keys generate`)');
   if (!env.PORTCULLIS_ENCRYPTION_KEY) gaps.push('the encryption key (PORTCULLIS_ENCRYPTION_KEY: openssl rand -base64 32)');
   return gaps;

@@ -1,8 +1,7 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { loadConfig } from '../../config/index.js';
-import { routePatternCheck } from '../../policy/index.js';
-import { preflight } from '../../preflight.js';
+import { formatProblem } from '../../config/index.js';
+import { checkConfigFile } from '../../preflight.js';
 import { createApp, type App } from '../../app.js';
 import { UsageError, parseArgs } from '../args.js';
 import { configPath, type Io } from '../io.js';
@@ -18,10 +17,10 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const p = parseArgs(argv, { valued: ['config'] });
   if (p.positionals.length) throw new UsageError(`serve takes no arguments (got "${p.positionals[0]}")`);
   const file = configPath(p, io);
-  const config = loadConfig(file, io.env, [routePatternCheck]);
-  // Before any worker is forked (a worker refused at start would be replaced forever) and
-  // before anything is opened: production's requirements, the keys parsed, the workers rule.
-  await preflight(config, io.env);
+  // Every check, in one pass, by the very function `config check` runs; before any worker is
+  // forked (a worker refused at start would be replaced forever) and before anything is opened.
+  const { config, warnings } = await checkConfigFile(file, io.env);
+  if (cluster.isPrimary) for (const w of warnings) io.err(`${formatProblem({ ...w, message: `warning: ${w.message}` })}\n`);
   const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
   if (workers > 1 && cluster.isPrimary) return supervise(workers, config.shutdown_grace, io);
 
