@@ -980,21 +980,23 @@ routes:
     return file;
   }
 
-  it('`workers: 2` (or `auto` on a multi-core machine) with in-process state refuses to start: exit 2, one clear line naming storage.redis_url', {
+  it('`workers: 2` (or `auto` on a multi-core machine) with in-process state refuses to start: exit 2, one clear line at workers naming storage.redis_url', {
     timeout: 60_000,
   }, async () => {
     const dir = tempDir();
     const cases = ['2', ...(availableParallelism() > 1 ? ['auto'] : [])];
     for (const workers of cases) {
-      const p = spawnCli(['serve', '--config', workersYaml(dir, { workers })]);
+      const file = workersYaml(dir, { workers });
+      const p = spawnCli(['serve', '--config', file]);
       const code = await exitWithin(p, 30_000);
       expect(code, p.stderr).toBe(2);
       const lines = p.stderr.trimEnd().split('\n');
-      expect(lines, p.stderr).toHaveLength(1);
-      expect(lines[0]).toMatch(/^portcullis: /);
-      expect(lines[0]).toContain(`workers: ${workers}`);
-      expect(lines[0]).toContain('storage.redis_url');
+      // The problem at the line of `workers` (file:line: key.path: message), then the count.
+      expect(lines, p.stderr).toHaveLength(2);
+      expect(lines[0].startsWith(`${file}:4: workers: ${workers}`), lines[0]).toBe(true);
+      expect(lines[0]).toContain('needs storage.redis_url');
       expect(lines[0]).not.toMatch(/\bat .*:\d+:\d+/);
+      expect(lines[1]).toBe('portcullis: the config is invalid (1 problem)');
       // Nothing was started: no log lines, no database, no listener.
       expect(p.stdout).toBe('');
       expect(existsSync(join(dir, 'gw.db'))).toBe(false);
