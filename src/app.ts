@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { ConfigError, formatProblem, loadConfig, type Config } from './config/index.js';
 import { isProduction } from './config/production.js';
 import type { Metrics } from './metrics/index.js';
-import { routePatternCheck } from './policy/index.js';
+import { configChecks } from './preflight.js';
 import type { Database } from './store/ports.js';
 import type { KeySet, TokenService } from './tokens/index.js';
 import type { Lockout, MfaService, PasswordHasher } from './auth/index.js';
@@ -117,7 +117,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
 
   function reload(file = config.source): { ok: true } | { ok: false; error: string } {
     try {
-      const next = loadConfig(file, env, [routePatternCheck]);
+      const next = loadConfig(file, env, configChecks);
       servers.reload(next); // compiles the routes: throws before anything changes
       for (const key of RESTART_KEYS) {
         if (JSON.stringify(next[key]) !== JSON.stringify(config[key]))

@@ -8,7 +8,6 @@ import {
   formatTestFileProblem,
   parsePolicyTests,
   policyContext,
-  routePatternCheck,
   runPolicyTests,
   summaryLine,
   type PolicyContext,
@@ -17,6 +16,7 @@ import {
 } from '../../policy/index.js';
 import { UsageError, flag, opt, parseArgs } from '../args.js';
 import { configPath, type Io } from '../io.js';
+import { configChecks } from '../../preflight.js';
 
 const USAGE = 'usage: portcullis policy explain --method M --url URL [--host H] [--roles a,b] [--mfa] [--json] | policy test FILE... [--json]';
 
@@ -42,7 +42,7 @@ function explainCommand(rest: string[], io: Io): number {
   if (p.positionals.length) throw new UsageError(`policy explain takes no arguments besides its options (got "${p.positionals[0]}")`);
   const url = opt(p, 'url');
   if (!url) throw new UsageError('policy explain needs --url');
-  const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
+  const config = loadConfig(configPath(p, io), io.env, configChecks);
   const roles = (opt(p, 'roles') ?? '')
     .split(',')
     .map((r) => r.trim())
@@ -92,7 +92,7 @@ function testCommand(rest: string[], io: Io): number {
     io.err(`portcullis: ${bad} invalid test file${bad === 1 ? '' : 's'} (${problems.length} problem${problems.length === 1 ? '' : 's'}); no case was run\n`);
     return 2;
   }
-  const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
+  const config = loadConfig(configPath(p, io), io.env, configChecks);
   const results = runPolicyTests(contextOf(config), cases);
   const failed = results.filter((r) => !r.passed);
   if (flag(p, 'json')) {

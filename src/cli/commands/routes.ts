@@ -1,5 +1,6 @@
 import { formatDuration, loadConfig, type Access } from '../../config/index.js';
-import { compileRoutes, routePatternCheck, type CompiledRoute } from '../../policy/index.js';
+import { compileRoutes, type CompiledRoute } from '../../policy/index.js';
+import { configChecks } from '../../preflight.js';
 import { UsageError, flag, parseArgs } from '../args.js';
 import { configPath, type Io } from '../io.js';
 
@@ -63,7 +64,7 @@ function table(head: string[], rows: string[][]): string {
 export async function run(argv: string[], io: Io): Promise<number> {
   const p = parseArgs(argv, { valued: ['config'], boolean: ['json'] });
   if (p.positionals.length) throw new UsageError('usage: portcullis routes [--json] [--config FILE]');
-  const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
+  const config = loadConfig(configPath(p, io), io.env, configChecks);
   const rows = compileRoutes(config.routes).routes.map(row);
   if (flag(p, 'json')) {
     io.out(`${JSON.stringify(rows, null, 2)}\n`);

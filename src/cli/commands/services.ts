@@ -1,6 +1,6 @@
 import pino, { type Logger } from 'pino';
 import { loadConfig } from '../../config/index.js';
-import { routePatternCheck } from '../../policy/index.js';
+import { configChecks } from '../../preflight.js';
 import { openServices, type Services } from '../../services.js';
 import type { Parsed } from '../args.js';
 import { configPath, type Io } from '../io.js';
@@ -10,7 +10,7 @@ import { configPath, type Io } from '../io.js';
  * path as a running gateway), opened for one command and closed after it.
  */
 export async function withServices<T>(p: Parsed, io: Io, fn: (svc: Services) => Promise<T>): Promise<T> {
-  const config = loadConfig(configPath(p, io), io.env, [routePatternCheck]);
+  const config = loadConfig(configPath(p, io), io.env, configChecks);
   const svc = await openServices({ config, env: io.env, logger: commandLogger(io), role: 'command' });
   try {
     return await fn(svc);
