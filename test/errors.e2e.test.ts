@@ -143,9 +143,18 @@ describe('a named failure is the same one line, with its event', () => {
       expect(r.status).toBe(502);
       expect(await r.json()).toMatchObject({ status: 502, code: 'upstream_unavailable' });
     });
-    // Anything written about this request: by its path, its upstream or the event.
-    const about = lines.filter((l) => JSON.stringify(l).includes('refused-marker') || l.upstream === 'dead' || l.event === 'upstream_error');
+    // Anything written about this request (by its path, its upstream or the event) besides its
+    // access line (event "request", docs/observability.md), which carries the same request id.
+    const about = lines.filter(
+      (l) => l.event !== 'request' && (JSON.stringify(l).includes('refused-marker') || l.upstream === 'dead' || l.event === 'upstream_error'),
+    );
     expect(about, JSON.stringify(lines)).toHaveLength(1);
+    // Written when the response closes, which may be a moment after the client has read it.
+    const accessLines = () => h.logs.filter((l) => l.event === 'request' && l.path === '/dead/refused-marker');
+    for (let i = 0; i < 100 && accessLines().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const access = accessLines();
+    expect(access).toHaveLength(1);
+    expect(access[0]).toMatchObject({ status: 502, upstream: 'dead', route: 'dead', request_id: about[0].request_id });
     expect(about[0]).toMatchObject({
       level: 'error',
       status: 502,

@@ -152,6 +152,18 @@ function expectUnavailable(r: Reply, label: string): void {
 
 const readyz = (h: Harness) => request(`${h.adminUrl}/readyz`);
 
+/**
+ * A dependency failure is named in words (docs/observability.md): a sentence saying what is
+ * unreachable or failing and why, never a bare library message or a stack; the log line
+ * (`event: dependency_failure`) says the same.
+ */
+function expectPlainFailure(h: Harness, dependency: string, error: string): void {
+  expect(error).toMatch(/ (unreachable|failing)( at \S+)?: \S/);
+  expect(error).not.toMatch(/ECONNREFUSED|enableOfflineQueue|Stream isn't writeable|\n\s+at /);
+  const logged = h.logs.filter((l) => l.event === 'dependency_failure' && l.dependency === dependency);
+  expect(logged.map((l) => l.error)).toContain(error);
+}
+
 /** Polls `probe` until it returns a truthy value; fails naming `what` (and the last value) after `timeoutMs`. */
 async function eventually<T>(
   what: string,
@@ -343,7 +355,7 @@ withRedisServer('A. Redis outage (private redis-server, SIGKILL and restart)', (
 
     const ready = await readyz(h);
     expect(ready.status, ready.text).toBe(200);
-    expect(ready.json.dependencies).toEqual({ database: { up: true }, state_store: { up: true } });
+    expect(ready.json.checks).toEqual({ config: { ok: true }, database: { ok: true }, state_store: { ok: true } });
     expect(sample(await metricsText(h), 'portcullis_dependency_up', { dependency: 'state_store' })).toBe(1);
 
     // Baseline of the pub/sub path (h2 has its own database: no poll can tell it).
@@ -398,9 +410,11 @@ withRedisServer('A. Redis outage (private redis-server, SIGKILL and restart)', (
       measured['A /readyz (Redis killed)'] = r.ms;
       expect(r.status, r.text).toBe(503);
       expect(r.json.status).toBe('not_ready');
-      expect(r.json.dependencies.state_store.up).toBe(false);
-      expect(typeof r.json.dependencies.state_store.error).toBe('string');
-      expect(r.json.dependencies.database).toEqual({ up: true });
+      expect(r.json.checks.state_store.ok).toBe(false);
+      expect(typeof r.json.checks.state_store.error).toBe('string');
+      expectPlainFailure(h, 'state_store', r.json.checks.state_store.error);
+      expect(r.json.checks.state_store.error).toMatch(/^Redis \(state store\) unreachable/);
+      expect(r.json.checks.database).toEqual({ ok: true });
       expect(r.ms).toBeLessThan(FAIL_FAST_MS);
       const m = await metricsText(h);
       expect(sample(m, 'portcullis_dependency_up', { dependency: 'state_store' })).toBe(0);
@@ -452,7 +466,7 @@ withRedisServer('A. Redis outage (private redis-server, SIGKILL and restart)', (
         const x = await readyz(h);
         return x.status === 200 ? x : false;
       });
-      expect(ready.value.json.dependencies).toEqual({ database: { up: true }, state_store: { up: true } });
+      expect(ready.value.json.checks).toEqual({ config: { ok: true }, database: { ok: true }, state_store: { ok: true } });
       expect(sample(await metricsText(h), 'portcullis_dependency_up', { dependency: 'state_store' })).toBe(1);
     });
 
@@ -506,7 +520,7 @@ withRedisServer('A. Redis outage (private redis-server, SIGKILL and restart)', (
       const r = await readyz(h);
       measured['A /readyz (Redis frozen)'] = r.ms;
       expect(r.status, r.text).toBe(503);
-      expect(r.json.dependencies.state_store.up).toBe(false);
+      expect(r.json.checks.state_store.ok).toBe(false);
       expect(r.ms).toBeLessThan(FAIL_FAST_MS);
       expect(sample(await metricsText(h), 'portcullis_dependency_up', { dependency: 'state_store' })).toBe(0);
       const p = await proxiedStatus(h, '/app/x', user.access);
@@ -628,9 +642,10 @@ withPostgres('B. PostgreSQL outage (TCP relay in front of the real server)', () 
       const r = await readyz(h);
       measured['B /readyz (PG stopped)'] = r.ms;
       expect(r.status, r.text).toBe(503);
-      expect(r.json.dependencies.database.up).toBe(false);
-      expect(typeof r.json.dependencies.database.error).toBe('string');
-      expect(r.json.dependencies.state_store).toEqual({ up: true });
+      expect(r.json.checks.database.ok).toBe(false);
+      expect(typeof r.json.checks.database.error).toBe('string');
+      expectPlainFailure(h, 'database', r.json.checks.database.error);
+      expect(r.json.checks.state_store).toEqual({ ok: true });
       expect(r.ms).toBeLessThan(FAIL_FAST_MS);
       const m = await metricsText(h);
       expect(sample(m, 'portcullis_dependency_up', { dependency: 'database' })).toBe(0);
@@ -661,7 +676,7 @@ withPostgres('B. PostgreSQL outage (TCP relay in front of the real server)', () 
       measured['B login recovery after restart'] = ms;
       const ready = await readyz(h);
       expect(ready.status, ready.text).toBe(200);
-      expect(ready.json.dependencies).toEqual({ database: { up: true }, state_store: { up: true } });
+      expect(ready.json.checks).toEqual({ config: { ok: true }, database: { ok: true }, state_store: { ok: true } });
       expect(sample(await metricsText(h), 'portcullis_dependency_up', { dependency: 'database' })).toBe(1);
       const rf = await postJson(h, `${AUTH}/refresh`, { refresh_token: user.refresh });
       expect(rf.status, rf.text).toBe(200);
@@ -683,7 +698,7 @@ withPostgres('B. PostgreSQL outage (TCP relay in front of the real server)', () 
       const r = await readyz(h);
       measured['B /readyz (PG hangs, new connections)'] = r.ms;
       expect(r.status, r.text).toBe(503);
-      expect(r.json.dependencies.database.up).toBe(false);
+      expect(r.json.checks.database.ok).toBe(false);
       expect(r.ms).toBeLessThan(FAIL_FAST_MS);
     });
 
@@ -728,7 +743,7 @@ withPostgres('B. PostgreSQL outage (TCP relay in front of the real server)', () 
       const r = await readyz(h);
       measured['B /readyz (PG hangs, pooled connections)'] = r.ms;
       expect(r.status, r.text).toBe(503);
-      expect(r.json.dependencies.database.up).toBe(false);
+      expect(r.json.checks.database.ok).toBe(false);
       expect(r.ms).toBeLessThan(FAIL_FAST_MS);
     });
 
@@ -785,8 +800,8 @@ withRedisServer('C. gateway started while Redis is unreachable', () => {
     expect(h.logs.some((l) => l.msg === 'Redis is not reachable at start; sign-in will answer 503 until it is')).toBe(true);
     const r = await readyz(h);
     expect(r.status, r.text).toBe(503);
-    expect(r.json.dependencies.state_store.up).toBe(false);
-    expect(r.json.dependencies.database).toEqual({ up: true });
+    expect(r.json.checks.state_store.ok).toBe(false);
+    expect(r.json.checks.database).toEqual({ ok: true });
     expect(sample(await metricsText(h), 'portcullis_dependency_up', { dependency: 'state_store' })).toBe(0);
     expectUnavailable(await loginReq(h, 'carol'), 'C login (Redis never up)');
     expectUnavailable(await postJson(h, `${AUTH}/refresh`, { refresh_token: `prt_${'x'.repeat(43)}` }), 'C refresh (Redis never up)');
@@ -807,7 +822,7 @@ withRedisServer('C. gateway started while Redis is unreachable', () => {
     measured['C login recovery after Redis appears'] = ms;
     const ready = await readyz(h);
     expect(ready.status, ready.text).toBe(200);
-    expect(ready.json.dependencies).toEqual({ database: { up: true }, state_store: { up: true } });
+    expect(ready.json.checks).toEqual({ config: { ok: true }, database: { ok: true }, state_store: { ok: true } });
     expect(sample(await metricsText(h), 'portcullis_dependency_up', { dependency: 'state_store' })).toBe(1);
     await eventually('the revocation channel to be subscribed', async () =>
       h.logs.some((l) => l.msg === 'revocation channel re-subscribed; reloading revocations from the database'),

@@ -170,8 +170,9 @@ describe('POST /api/auth/login — failures look the same', () => {
     expect(disabled.text).toBe(wrong.text);
     expect(p.detail).not.toMatch(/bob|unknown|disabled|exist/i);
 
-    // Same headers too (apart from Date, and the per-IP rate-limit budget that each request spends).
-    const heads = (r: { res: Response }) => [...r.res.headers.entries()].filter(([k]) => k !== 'date' && k !== 'ratelimit').sort();
+    // Same headers too (apart from Date, the per-IP rate-limit budget that each request spends,
+    // and the request's own id).
+    const heads = (r: { res: Response }) => [...r.res.headers.entries()].filter(([k]) => k !== 'date' && k !== 'ratelimit' && k !== 'x-request-id').sort();
     expect(heads(unknown)).toEqual(heads(wrong));
     expect(heads(disabled)).toEqual(heads(wrong));
     expect(wrong.res.headers.get('www-authenticate')).toBeNull();

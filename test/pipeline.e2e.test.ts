@@ -468,9 +468,16 @@ describe('logs', () => {
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ event: 'access_denied', granted: false, route: 'closed', decision: 'deny', user: 'root', ip: '127.0.0.1' });
     // One line for the deny: the audit event is the responder's line (status and code on it).
-    const about = h.logs.slice(before).filter((l) => l.path === '/internal/logged');
+    // Besides it, the request's access line (event "request"), with the same request id.
+    const about = h.logs.slice(before).filter((l) => l.path === '/internal/logged' && l.event !== 'request');
     expect(about).toHaveLength(1);
-    expect(about[0]).toMatchObject({ status: 403, error_code: 'access_denied' });
+    expect(about[0]).toMatchObject({ status: 403, error_code: 'access_denied', request_id: r.headers['x-request-id'] });
+    // Written when the response closes, which may be a moment after the client has read it.
+    const accessLines = () => h.logs.slice(before).filter((l) => l.event === 'request');
+    for (let i = 0; i < 100 && accessLines().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const access = accessLines();
+    expect(access).toHaveLength(1);
+    expect(access[0]).toMatchObject({ path: '/internal/logged', status: 403, route: 'closed', request_id: r.headers['x-request-id'] });
   });
 
   it('a browser sent to sign-in (302) still leaves its access_denied line', async () => {

@@ -60,7 +60,7 @@ describe('admin listener', () => {
     expect(await health.json()).toEqual({ status: 'ok' });
     const ready = await fetch(`${h.adminUrl}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ status: 'ready', config_loaded: true, dependencies: { database: { up: true } } });
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { config: { ok: true }, database: { ok: true }, state_store: { ok: true } } });
   });
 
   it('exposes every SPEC metric with its type, plus process metrics', async () => {
@@ -81,7 +81,10 @@ describe('admin listener', () => {
       portcullis_dependency_up: 'gauge',
     };
     for (const [name, type] of Object.entries(types)) expect(text).toContain(`# TYPE ${name} ${type}`);
-    expect(text).toContain('portcullis_process_cpu_seconds_total');
+    // Process metrics under their standard names (SPEC §9), as the common dashboards expect.
+    expect(text).toContain('# TYPE process_cpu_seconds_total counter');
+    expect(text).toContain('# TYPE nodejs_heap_size_used_bytes gauge');
+    expect(text).not.toMatch(/^portcullis_(process|nodejs)_/m);
     expect(text).toContain('portcullis_dependency_up{dependency="database"} 1');
     expect(text).toContain('portcullis_http_requests_total{route="_none",method="GET",status="404"} 1');
   });

@@ -1,8 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { Errors, GatewayError, writeProblem, writeProblemToSocket } from '../errors/index.js';
-import { wantsHtml } from '../pipeline/index.js';
+import { type AccessLine, REQUEST_ID_HEADER, loggablePath, loggedPathOf, newRequestId, recordOf, wantsHtml } from '../pipeline/index.js';
+import { normalizeIp } from '../proxy/index.js';
+import { describeDependencyError } from './admin.js';
 import { errorPage, type PageContext } from './pages.js';
 
 /** What the responder needs; built once in app.ts. */
@@ -75,46 +78,25 @@ export function writeError(req: IncomingMessage, res: ServerResponse, e: unknown
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
-/** Longest path kept in a log line. */
-const MAX_LOGGED_PATH = 1024;
-
-/**
- * The path of the request target, and nothing that may carry a secret: no query string or
- * fragment (tokens), no `;` (or `%3B`) parameters (session ids), and for an absolute-form target
- * (`http://user:pass@host/path`) no scheme, userinfo or authority.
- */
-export function loggablePath(target: string): string {
-  let path = target;
-  if (!path.startsWith('/')) {
-    // Absolute form (or garbage): keep what follows the authority, if anything.
-    const scheme = path.indexOf('://');
-    const slash = scheme === -1 ? -1 : path.indexOf('/', scheme + 3);
-    path = slash === -1 ? '' : path.slice(slash);
-  }
-  const end = path.search(/[?#;]|%3b/i);
-  return (end === -1 ? path : path.slice(0, end)).slice(0, MAX_LOGGED_PATH);
-}
-
-/** The loggable path of `req` (see {@link loggablePath}). */
-function pathOf(req: IncomingMessage | undefined): string | undefined {
-  if (!req) return undefined;
-  // express keeps the path the gateway handed it in originalUrl while its routers rewrite url.
-  return loggablePath((req as { originalUrl?: string }).originalUrl ?? req.url ?? '');
-}
+export { loggablePath };
 
 /** Creates the responder. */
 export function createResponder(d: ResponderDeps): Responder {
-  function log(req: IncomingMessage | undefined, err: GatewayError): void {
-    const fields = {
+  function log(req: IncomingMessage | undefined, err: GatewayError, requestId: string, ip: string | undefined): void {
+    const fields: Record<string, unknown> = {
       // The error's own log fields first: the responder's below win over same-named ones.
       ...err.log,
+      request_id: requestId,
       status: err.status,
       // Not `code`: the logger redacts that key (it is also the name of a TOTP field).
       error_code: err.code,
       method: req?.method,
-      path: pathOf(req),
-      ip: req ? d.clientIp(req) : undefined,
+      // The normalized path once the pipeline has one, never a query string (loggedPathOf).
+      path: req ? loggedPathOf(req, recordOf(req)) : undefined,
+      ip,
     };
+    // A backing service that failed is named in words beside the raw cause (`err`, `stack`).
+    if (err.log?.event === 'dependency_failure' && err.cause !== undefined) fields.error = describeDependencyError(err.cause);
     // 4xx are the client's business (info); 5xx are ours (error), logged with the stack of what
     // actually failed. Severity is a class of statuses, not the identity of an error.
     if (err.status < 500) {
@@ -128,13 +110,41 @@ export function createResponder(d: ResponderDeps): Responder {
   return {
     send(req, res, e, opts = {}) {
       const err = toGatewayError(e);
-      log(req, err);
+      // The pipeline gave the request its id and put it on the response already; a request it
+      // never saw gets one here, so the answer and the line still share one.
+      let id = recordOf(req)?.id;
+      if (id === undefined) {
+        id = newRequestId();
+        if (!res.headersSent) res.setHeader(REQUEST_ID_HEADER, id);
+      }
+      log(req, err, id, d.clientIp(req));
       writeError(req, res, err, opts.html ?? (wantsHtml(req) ? (x) => errorPage(d.pages, x) : undefined));
     },
     sendToSocket(req, socket, e, opts = {}) {
-      const err = toGatewayError(e);
-      log(req, err);
+      let err = toGatewayError(e);
+      const rec = recordOf(req);
+      const id = rec?.id ?? newRequestId();
+      if (err.headers?.[REQUEST_ID_HEADER] === undefined) err = err.withHeaders({ [REQUEST_ID_HEADER]: id });
+      const ip = req ? d.clientIp(req) : normalizeIp(socket instanceof Socket ? (socket.remoteAddress ?? '') : '');
+      log(req, err, id, ip);
       writeProblemToSocket(socket, err, opts.setCookies, { body: opts.body });
+      // A request the pipeline never saw (CONNECT, or one Node could not parse) ends here: its
+      // access line is this answer's. The pipeline writes the line of every other request.
+      if (!rec && d.log.isLevelEnabled('info')) {
+        const line: AccessLine = {
+          event: 'request',
+          request_id: id,
+          method: req?.method ?? null,
+          path: (req && loggablePath(req.url ?? '')) || null,
+          route: null,
+          status: err.status,
+          duration_ms: null,
+          upstream: null,
+          user: null,
+          ip: ip || null,
+        };
+        d.log.info(line, 'request');
+      }
     },
   };
 }

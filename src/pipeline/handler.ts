@@ -17,6 +17,7 @@ import {
 } from '../policy/index.js';
 import type { ForwardTarget, GatewayProxy } from '../proxy/index.js';
 import type { AuthService, TokenIdentity } from '../auth/login-flow.js';
+import { type AccessLine, RequestRecord, attachRecord, elapsedMs, loggablePath, loggedPathOf, watchSocketStatus } from './access-log.js';
 import { checkFraming } from './framing.js';
 import { methodOverrideValues, type HeaderMutator, type HeaderPlan } from './mutate.js';
 
@@ -113,14 +114,48 @@ function verdictError(v: Verdict, a: RequestAuth | null): GatewayError {
  * framing → strip identity headers → normalize → match → (rate limit) → authenticate →
  * authorize (the one decision function) → mutate headers → forward. The hot path does no I/O of
  * its own: tokens are verified locally (cached) and revocation is a local lookup.
+ *
+ * Every request gets an id (`X-Request-Id`: a `trust_proxy` peer's, or a new one) that goes to
+ * the upstream, back to the client on every answer, and on every log line about the request; and
+ * one access line (`event: "request"`) when it ends. See docs/observability.md.
  */
 export function createGateway(d: GatewayDeps) {
   /** Client connections on which a request's framing was refused. */
   const poisoned = new WeakSet<object>();
-  function record(req: IncomingMessage, res: ServerResponse, started: bigint, route: () => string) {
-    res.once('close', () => {
-      d.metrics.requestDone(route(), methodLabel(req.method), res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
-    });
+  // The routes, upstreams and limiters of the config in use are exported at 0 from the first
+  // scrape (and a reload's new ones from the next): the state is read when /metrics renders.
+  d.metrics.primeFrom(() => (d.state() as GatewayState | undefined)?.config);
+  // The access line's own logger, made once: same destination, level and format, without the
+  // redaction pass. None of its fixed fields can hold a secret (see AccessLine), and redaction
+  // is most of the cost of a line written for every request (src/http/log.ts).
+  const accessLog = d.log.child({}, { redact: [] });
+
+  /** The access line of a request or upgrade that has ended. */
+  function logAccess(req: IncomingMessage, rec: RequestRecord, status: number | null, durationMs: number, aborted: boolean, websocket: boolean): void {
+    if (!accessLog.isLevelEnabled('info')) return;
+    const line: AccessLine = {
+      event: 'request',
+      request_id: rec.id,
+      method: req.method ?? null,
+      path: loggedPathOf(req, rec),
+      route: rec.route,
+      status,
+      duration_ms: durationMs,
+      upstream: rec.upstream,
+      user: rec.user,
+      // The peer itself unless it is a trusted proxy (known per connection, no parsing per request).
+      ip: d.state().mutator.untrustedPeerAddress(req) ?? d.clientIp(req),
+    };
+    if (aborted) line.aborted = true;
+    if (websocket) line.websocket = true;
+    accessLog.info(line, 'request');
+  }
+
+  /** A response closed (sent, or the connection went first): its metrics and its access line. */
+  function finish(req: IncomingMessage, res: ServerResponse, rec: RequestRecord): void {
+    const ns = Number(process.hrtime.bigint() - rec.started);
+    d.metrics.requestDone(rec.label, methodLabel(req.method), res.statusCode, ns / 1e9);
+    logAccess(req, rec, res.headersSent ? res.statusCode : null, Math.round(ns / 1000) / 1000, !res.writableFinished, false);
   }
 
   /**
@@ -129,18 +164,20 @@ export function createGateway(d: GatewayDeps) {
    * responder's one line for the refusal carries it (a redirect, which has no error answer,
    * writes it itself).
    */
-  function audit(v: Verdict, req: IncomingMessage, path: string, identity: TokenIdentity | null): Record<string, unknown> | undefined {
+  function audit(v: Verdict, req: IncomingMessage, rec: RequestRecord, identity: TokenIdentity | null): Record<string, unknown> | undefined {
     if (!v.route || !DECISION_LABELS.has(v.decision)) return undefined;
     d.metrics.authDecisions.inc({ route: v.route.name, decision: v.decision as AuthDecision });
     if (v.decision === 'allow') return undefined;
     return {
       event: 'access_denied',
       granted: false,
+      request_id: rec.id,
       route: v.route.name,
       decision: v.decision,
       reason: v.reason,
       method: req.method,
-      path,
+      // The normalized path (what the route matched), never its query or `;` parameters.
+      path: loggablePath(rec.path ?? ''),
       user: identity?.username ?? null,
       ip: d.clientIp(req),
     };
@@ -156,25 +193,26 @@ export function createGateway(d: GatewayDeps) {
     facts: RequestFacts,
     parsed: ReturnType<typeof parseRequest>,
     res: ServerResponse,
-    onRoute: (name: string) => void,
+    rec: RequestRecord,
   ): Promise<Outcome> {
     const st = d.state();
     if (isVerdict(parsed)) return { ok: false, error: verdictError(parsed, null), routeLabel: '_invalid' };
     const resolved = matchRequest(st.policy, parsed, facts);
     if (isVerdict(resolved)) {
-      if (resolved.route) onRoute(resolved.route.name);
+      if (resolved.route) rec.label = rec.route = resolved.route.name;
       return { ok: false, error: verdictError(resolved, null), routeLabel: resolved.route?.name ?? (resolved.decision === 'no_route' ? '_none' : '_invalid') };
     }
     const route = resolved.route;
-    onRoute(route.name);
+    rec.label = rec.route = route.name;
     const limiter = st.limiters.get(route.name);
     if (limiter && !(await limiter(req, res))) {
       return { ok: false, error: new GatewayError(Errors.rate_limited), routeLabel: route.name, answered: true };
     }
     // Authenticated even on deny routes, so the audit log says who knocked.
     const a = await d.authenticate(req);
+    if (a.identity) rec.user = a.identity.username;
     const v = decideRequest(st.policy, resolved, { identity: a.identity, via: a.via, invalidToken: a.bearerError !== null }, facts);
-    const denied = audit(v, req, resolved.normalized.path, a.identity);
+    const denied = audit(v, req, rec, a.identity);
     if (v.decision === 'allow') return { ok: true, resolved, auth: a };
     let redirect = v.redirect;
     if (v.decision === 'mfa_required' && redirect !== undefined && a.identity) {
@@ -184,7 +222,7 @@ export function createGateway(d: GatewayDeps) {
         // A failure here has no answer of its own (the redirect falls back to sign-in): its line.
         if (is(e, Errors.service_unavailable)) {
           d.log.warn(
-            { event: 'dependency_failure', err: (e.cause as Error | undefined)?.message },
+            { event: 'dependency_failure', request_id: rec.id, err: (e.cause as Error | undefined)?.message },
             'could not read the user for the 2FA redirect; sending to sign-in',
           );
         }
@@ -200,7 +238,7 @@ export function createGateway(d: GatewayDeps) {
   }
 
   /** Stage "mutate": the header plan of an allowed request. */
-  async function plan(o: Extract<Outcome, { ok: true }>, websocket: boolean): Promise<HeaderPlan> {
+  async function plan(o: Extract<Outcome, { ok: true }>, websocket: boolean, requestId: string): Promise<HeaderPlan> {
     const { config } = d.state();
     const upstream = o.resolved.route.config.upstream!;
     const id = o.auth.identity;
@@ -220,18 +258,25 @@ export function createGateway(d: GatewayDeps) {
       proto: config.tls ? 'https' : 'http',
       keepMethodOverride: o.resolved.overrideHonoured,
       websocket,
+      requestId,
     };
   }
 
-  /** What the transport gets for an allowed request or upgrade (tunnels are tracked by session). */
+  /**
+   * What the transport gets for an allowed request or upgrade (tunnels are tracked by session).
+   * `responseHeaders` carry the request id: they replace the upstream's own, so the client gets
+   * the id of the access line whatever the upstream answers.
+   */
   async function target(
     req: IncomingMessage,
     st: GatewayState,
     o: Extract<Outcome, { ok: true }>,
     websocket: boolean,
-    responseHeaders: Readonly<Record<string, string>> | undefined,
+    rec: RequestRecord,
+    responseHeaders: Readonly<Record<string, string>>,
   ): Promise<ForwardTarget> {
-    const p = await plan(o, websocket);
+    const p = await plan(o, websocket, rec.id);
+    rec.upstream = p.upstream;
     const n = o.resolved.normalized;
     return {
       upstream: p.upstream,
@@ -247,9 +292,13 @@ export function createGateway(d: GatewayDeps) {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
-    let routeLabel = '_invalid';
-    record(req, res, started, () => routeLabel);
     const st = d.state();
+    const rec = new RequestRecord(st.mutator.requestId(req), started);
+    attachRecord(req, rec);
+    // `on`, not `once`: 'close' fires once, and once() would wrap the listener in another closure.
+    res.on('close', () => finish(req, res, rec));
+    // On every answer, the gateway's own (errors, redirects, the auth app) and proxied ones alike.
+    res.setHeader('x-request-id', rec.id);
     const extra = d.responseHeaders();
     if (extra) for (const [k, v] of Object.entries(extra)) res.setHeader(k, v);
     // A connection whose framing was refused carries nothing trustworthy after it: requests the
@@ -270,15 +319,17 @@ export function createGateway(d: GatewayDeps) {
     st.mutator.strip(req);
     const facts = factsOf(req, false);
     const parsed = parseRequest(st.policy, facts);
-    if (isVerdict(parsed) && parsed.authApi) {
-      routeLabel = '_auth';
+    if (!isVerdict(parsed)) rec.path = parsed.normalized.path;
+    else if (parsed.authApi) {
+      rec.label = '_auth';
+      rec.path = parsed.authApi.path;
       req.url = parsed.authApi.path + (parsed.authApi.query ? `?${parsed.authApi.query}` : '');
       d.authApp(req, res);
       return;
     }
-    const o = await authorize(req, facts, parsed, res, (name) => (routeLabel = name));
+    const o = await authorize(req, facts, parsed, res, rec);
     if (!o.ok) {
-      routeLabel = o.routeLabel;
+      rec.label = o.routeLabel;
       if (o.answered) return;
       d.securityHeaders(req, res);
       if (o.setCookies?.length) res.setHeader('set-cookie', o.setCookies);
@@ -293,17 +344,24 @@ export function createGateway(d: GatewayDeps) {
     // Set now so an upstream failure (502/504) still hands the browser its rotated cookies;
     // on success the proxy appends them to the upstream's own.
     if (o.auth.setCookies.length) res.setHeader('set-cookie', o.auth.setCookies);
-    d.proxy.forward(req, res, await target(req, st, o, false, extra));
+    d.proxy.forward(req, res, await target(req, st, o, false, rec, extra ? { ...extra, 'x-request-id': rec.id } : { 'x-request-id': rec.id }));
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const st = d.state();
+    const rec = new RequestRecord(st.mutator.requestId(req), process.hrtime.bigint());
+    attachRecord(req, rec);
+    // A tunnel's access line is written when its connection closes: the status the client was
+    // answered (101 for a tunnel) and how long the connection lived.
+    watchSocketStatus(socket, rec);
+    socket.once('close', () => logAccess(req, rec, rec.socketStatus, elapsedMs(rec.started), rec.socketStatus === null, true));
     // The socket answer ends the socket and destroys it once flushed: a refused client that
-    // stays half-open must not keep a descriptor.
-    const extra = d.responseHeaders();
-    const withExtra = (err: GatewayError) => (extra ? err.withHeaders(extra) : err);
+    // stays half-open must not keep a descriptor. Every answer (and the 101) carries the id.
+    const base = d.responseHeaders();
+    const extra: Readonly<Record<string, string>> = base ? { ...base, 'x-request-id': rec.id } : { 'x-request-id': rec.id };
+    const withExtra = (err: GatewayError) => err.withHeaders(extra);
     const fail = (err: GatewayError, setCookies?: readonly string[]) => d.sendSocketError(req, socket, withExtra(err), { setCookies });
     socket.on('error', () => socket.destroy());
-    const st = d.state();
     const framing = checkFraming(req, st.config.limits.max_header_lines);
     if (framing) {
       fail(framing);
@@ -317,7 +375,9 @@ export function createGateway(d: GatewayDeps) {
     st.mutator.strip(req);
     const facts = factsOf(req, true);
     const parsed = parseRequest(st.policy, facts);
-    if (isVerdict(parsed) && parsed.authApi) {
+    if (!isVerdict(parsed)) rec.path = parsed.normalized.path;
+    else if (parsed.authApi) {
+      rec.path = parsed.authApi.path;
       fail(new GatewayError(Errors.no_route, 'WebSockets are not served on the auth endpoints.'));
       return;
     }
@@ -325,7 +385,7 @@ export function createGateway(d: GatewayDeps) {
     // rate_limited` and the limiter's name) into a detached response; the socket gets a copy of
     // that answer, not a second log line.
     const scratch = new ServerResponse(req);
-    const o = await authorize(req, facts, parsed, scratch, () => undefined);
+    const o = await authorize(req, facts, parsed, scratch, rec);
     if (!o.ok) {
       if (o.answered) {
         const retry = scratch.getHeader('retry-after');
@@ -340,7 +400,7 @@ export function createGateway(d: GatewayDeps) {
       fail(o.error, o.setCookies);
       return;
     }
-    d.proxy.upgrade(req, socket, head, await target(req, st, o, true, extra));
+    d.proxy.upgrade(req, socket, head, await target(req, st, o, true, rec, extra));
   }
 
   return {

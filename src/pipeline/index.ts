@@ -7,4 +7,14 @@
  */
 export { createGateway, wantsHtml, type GatewayDeps, type GatewayState, type RequestAuth, type RouteLimiter } from './handler.js';
 export { checkFraming } from './framing.js';
+export {
+  REQUEST_ID_HEADER,
+  RequestRecord,
+  loggablePath,
+  loggedPathOf,
+  newRequestId,
+  recordOf,
+  validRequestId,
+  type AccessLine,
+} from './access-log.js';
 export { createHeaderMutator, methodOverrideValues, METHOD_OVERRIDE_HEADERS, type ForwardIdentity, type HeaderMutator, type HeaderPlan } from './mutate.js';

@@ -2,6 +2,7 @@ import type http from 'node:http';
 import type { Config, IdentityHeaders } from '../config/schema.js';
 import { CONNECTION_PROTECTED, HOP_BY_HOP, deleteRequestHeaders, filterCookieHeader, headerSafe } from '../proxy/headers.js';
 import { createIpMatcher, normalizeIp } from '../proxy/ip.js';
+import { REQUEST_ID_HEADER, newRequestId, validRequestId } from './access-log.js';
 
 /** The authenticated user whose identity is forwarded to the upstream. */
 export interface ForwardIdentity {
@@ -33,6 +34,8 @@ export interface HeaderPlan {
   readonly keepMethodOverride?: boolean;
   /** A WebSocket upgrade: `Connection: Upgrade` and `Upgrade: websocket` are (re)set. */
   readonly websocket?: boolean;
+  /** The request id ({@link HeaderMutator.requestId}), sent as `X-Request-Id` instead of any client copy. */
+  readonly requestId?: string;
 }
 
 /** Options of {@link createHeaderMutator}. */
@@ -80,6 +83,14 @@ const FIRST_ONLY = new Set([
 const CLIENT_IP_HEADERS = new Set(['x-real-ip', 'true-client-ip', 'client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip', 'fastly-client-ip']);
 
 const lowerDashed = (name: string): string => name.toLowerCase().replace(/_/g, '-');
+
+/** A client connection's peer. */
+interface Peer {
+  /** Its address as headers show it (IPv4-mapped IPv6 as dotted IPv4). */
+  readonly text: string;
+  /** A `trust_proxy` peer. */
+  readonly trusted: boolean;
+}
 
 /** The values of every method-override header a request carries (all copies). */
 export function methodOverrideValues(req: http.IncomingMessage): string[] | undefined {
@@ -142,7 +153,21 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
     }
     return lines;
   };
-  const peerTexts = new WeakMap<object, string>();
+  /**
+   * The peer of each connection (its address as headers show it, and whether it is a
+   * `trust_proxy` peer), worked out once per connection: keep-alive clients send many requests.
+   */
+  const peers = new WeakMap<object, Peer>();
+  function peer(req: http.IncomingMessage): Peer {
+    const socket = req.socket;
+    let p = socket ? peers.get(socket) : undefined;
+    if (!p) {
+      const address = socket?.remoteAddress;
+      p = { text: normalizeIp(address ?? ''), trusted: isTrusted(address) };
+      if (socket) peers.set(socket, p);
+    }
+    return p;
+  }
   const isIdentity = (lower: string): boolean => {
     const d = lower.includes('_') ? lower.replace(/_/g, '-') : lower;
     return d.startsWith('x-auth-') || strippedNames.has(d);
@@ -168,6 +193,17 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
   }
 
   /**
+   * The request's id: the `X-Request-Id` a `trust_proxy` peer sent, when it is one valid value
+   * (see `validRequestId`), else a new one. An untrusted client's value is never taken: it could
+   * pin its requests to another request's id in the logs (the upstream gets ours instead).
+   */
+  function requestId(req: http.IncomingMessage): string {
+    const given = req.headers[REQUEST_ID_HEADER];
+    if (typeof given === 'string' && validRequestId(given) && peer(req).trusted) return given;
+    return newRequestId();
+  }
+
+  /**
    * The header list (flat `[name, value, …]`) the upstream receives for `req` under `plan`, built
    * in one pass over the client's raw headers:
    * - hop-by-hop headers, and any header the client lists in `Connection`, end at this hop (the
@@ -176,7 +212,8 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
    * - URL and method override headers go (method overrides stay when the plan keeps them);
    * - identity headers go, then the gateway's are added; `X-Forwarded-*` extend a trusted
    *   peer's chain or describe this hop only (other client-address claims of untrusted peers
-   *   go); the gateway's cookies and bearer token go.
+   *   go); the gateway's cookies and bearer token go;
+   * - `X-Request-Id` is the plan's (every client copy goes).
    */
   function headersFor(req: http.IncomingMessage, plan: HeaderPlan): string[] {
     const raw = req.rawHeaders;
@@ -193,8 +230,8 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
       }
     }
     const keepOverride = plan.keepMethodOverride === true;
-    const peer = req.socket?.remoteAddress;
-    const trusted = isTrusted(peer);
+    const from = peer(req);
+    const trusted = from.trusted;
     const cookieNames = plan.gatewayCookieNames.length ? plan.gatewayCookieNames : undefined;
     const out: string[] = [];
     let host: string | undefined;
@@ -240,25 +277,31 @@ export function createHeaderMutator(opts: HeaderMutatorOptions) {
         continue;
       }
       if (l === 'authorization' && plan.stripBearer) continue;
+      if (d === REQUEST_ID_HEADER && plan.requestId !== undefined) continue; // `_` spellings too (CGI reads both)
       out.push(name, value);
     }
     if (plan.websocket) out.push('Connection', 'Upgrade', 'Upgrade', 'websocket');
-    // Per connection, not per request: keep-alive clients send many requests from one address.
-    let peerText = req.socket ? peerTexts.get(req.socket) : undefined;
-    if (peerText === undefined) {
-      peerText = normalizeIp(peer ?? '');
-      if (req.socket) peerTexts.set(req.socket, peerText);
-    }
-    out.push('X-Forwarded-For', xff ? `${xff}, ${peerText}` : peerText);
+    out.push('X-Forwarded-For', xff ? `${xff}, ${from.text}` : from.text);
     if (!trusted || !hasProto) out.push('X-Forwarded-Proto', plan.proto);
     if ((!trusted || !hasXfHost) && host) out.push('X-Forwarded-Host', host);
     const id = plan.identity;
     if (id) for (const v of identityHeaders(id, plan.upstream)) out.push(v);
     if (plan.assertion) out.push(ASSERTION_HEADER, headerSafe(plan.assertion));
+    if (plan.requestId !== undefined) out.push('X-Request-Id', plan.requestId);
     return out;
   }
 
-  return { strip, headersFor };
+  /**
+   * The client address for logs when the peer is not a `trust_proxy` peer (then it is the peer
+   * itself, known per connection); undefined for a trusted peer, whose client is read from
+   * `X-Forwarded-For` per request (`clientIpFrom`).
+   */
+  function untrustedPeerAddress(req: http.IncomingMessage): string | undefined {
+    const p = peer(req);
+    return p.trusted ? undefined : p.text;
+  }
+
+  return { strip, headersFor, requestId, untrustedPeerAddress };
 }
 
 export type HeaderMutator = ReturnType<typeof createHeaderMutator>;
