@@ -124,11 +124,11 @@ export async function createApp(opts: AppOptions): Promise<App> {
           log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
       }
       config = next;
-      metrics.configReloads.inc({ result: 'success' });
+      metrics.configReloaded(true);
       log.info({ event: 'config_reloaded', result: 'success', routes: next.routes.length }, 'config reloaded');
       return { ok: true };
     } catch (e) {
-      metrics.configReloads.inc({ result: 'failure' });
+      metrics.configReloaded(false);
       // Each problem as file:line: key.path: message, as `config check` prints it.
       const problems = e instanceof ConfigError ? e.problems.map(formatProblem) : undefined;
       log.error({ event: 'config_reloaded', result: 'failure', error: (e as Error).message, problems }, 'config reload failed; keeping the old config');

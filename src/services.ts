@@ -18,6 +18,7 @@ import { Lockout, MfaService, SecretBox, loadSecretBox, passwordTools, type Pass
 import { AuthService } from './auth/login-flow.js';
 import { UserAdmin } from './auth/user-admin.js';
 import { createLogger } from './http/log.js';
+import { databaseLabel, type Dependency } from './http/admin.js';
 
 /** The short-lived state: one adapter per purpose, all on one backend and one clock. */
 export interface AppState {
@@ -28,11 +29,8 @@ export interface AppState {
   readonly mfaAttempts: AttemptCounter;
 }
 
-/** A dependency `/readyz` checks. */
-export interface Dependency {
-  name: 'database' | 'state_store';
-  ping: () => Promise<void>;
-}
+/** A dependency `/readyz` checks (declared beside the admin listener that reports on it). */
+export type { Dependency } from './http/admin.js';
 
 export interface ServicesOptions {
   config: Config;
@@ -286,8 +284,9 @@ export async function openServices(opts: ServicesOptions): Promise<Services> {
     mfa,
     users,
     dependencies: [
-      { name: 'database', ping: () => db.ping() },
-      { name: 'state_store', ping: async () => void (await redis?.ping()) },
+      // Named plainly in /readyz and the log: the kind and where it is (never a password).
+      { name: 'database', what: databaseLabel(config.storage.database_url), ping: () => db.ping() },
+      { name: 'state_store', ping: async () => void (await redis?.ping()), describe: () => (redis ? redisModule!.redisFailure(redis) : undefined) },
     ],
     rateLimitStore: () => redisRateLimits ?? new MemoryRateLimitStore(stateClock),
     async connectState(timeoutMs = 3000) {
