@@ -272,7 +272,8 @@ pid ${nd}/nginx.pid;
 error_log ${nd}/error.log warn;
 events { worker_connections 8192; }
 http {
-  access_log off;    # the gateway writes no access log either (metrics instead)
+  # Like the gateway (one JSON access line per request, SPEC §9), buffered as the gateway batches its lines.
+  access_log ${nd}/access.log combined buffer=64k flush=100ms;
   client_body_temp_path ${nd}/tmp/body;
   proxy_temp_path ${nd}/tmp/proxy;
   fastcgi_temp_path ${nd}/tmp/fastcgi;
