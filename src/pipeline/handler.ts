@@ -187,15 +187,19 @@ export function createGateway(d: GatewayDeps) {
     | { ok: true; resolved: Resolved; auth: RequestAuth }
     | { ok: false; error: GatewayError; routeLabel: string; redirect?: string; setCookies?: string[]; answered?: boolean };
 
-  /** Stages match → rate limit → authenticate → authorize, shared by requests and upgrades. */
+  /**
+   * Stages match → rate limit → authenticate → authorize, shared by requests and upgrades. Every
+   * stage of one request reads the one state it started with (`st`), so a reload while it
+   * awaits cannot mix two configs in one decision.
+   */
   async function authorize(
+    st: GatewayState,
     req: IncomingMessage,
     facts: RequestFacts,
     parsed: ReturnType<typeof parseRequest>,
     res: ServerResponse,
     rec: RequestRecord,
   ): Promise<Outcome> {
-    const st = d.state();
     if (isVerdict(parsed)) return { ok: false, error: verdictError(parsed, null), routeLabel: '_invalid' };
     const resolved = matchRequest(st.policy, parsed, facts);
     if (isVerdict(resolved)) {
@@ -238,8 +242,7 @@ export function createGateway(d: GatewayDeps) {
   }
 
   /** Stage "mutate": the header plan of an allowed request. */
-  async function plan(o: Extract<Outcome, { ok: true }>, websocket: boolean, requestId: string): Promise<HeaderPlan> {
-    const { config } = d.state();
+  async function plan(config: GatewayState['config'], o: Extract<Outcome, { ok: true }>, websocket: boolean, requestId: string): Promise<HeaderPlan> {
     const upstream = o.resolved.route.config.upstream!;
     const id = o.auth.identity;
     // A signed assertion is minted per request (60 s, aud = upstream) for upstreams that ask.
@@ -275,7 +278,7 @@ export function createGateway(d: GatewayDeps) {
     rec: RequestRecord,
     responseHeaders: Readonly<Record<string, string>>,
   ): Promise<ForwardTarget> {
-    const p = await plan(o, websocket, rec.id);
+    const p = await plan(st.config, o, websocket, rec.id);
     rec.upstream = p.upstream;
     const n = o.resolved.normalized;
     return {
@@ -327,7 +330,7 @@ export function createGateway(d: GatewayDeps) {
       d.authApp(req, res);
       return;
     }
-    const o = await authorize(req, facts, parsed, res, rec);
+    const o = await authorize(st, req, facts, parsed, res, rec);
     if (!o.ok) {
       rec.label = o.routeLabel;
       if (o.answered) return;
@@ -385,7 +388,7 @@ export function createGateway(d: GatewayDeps) {
     // rate_limited` and the limiter's name) into a detached response; the socket gets a copy of
     // that answer, not a second log line.
     const scratch = new ServerResponse(req);
-    const o = await authorize(req, facts, parsed, scratch, rec);
+    const o = await authorize(st, req, facts, parsed, scratch, rec);
     if (!o.ok) {
       if (o.answered) {
         const retry = scratch.getHeader('retry-after');
