@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRecorder, type Recorder } from './support/recorder.js';
 import { PrivateRedis, freePort, postgresReachable } from './support/services.js';
+import { runProcess } from './support/helpers.js';
 
 /**
  * docs/operations.md "Production quick-start", followed literally: its three shell blocks
@@ -37,17 +38,7 @@ async function adminQuery(sql: string): Promise<void> {
   }
 }
 
-function bash(script: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-c', script], { cwd: ROOT, env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const bash = (script: string, env: NodeJS.ProcessEnv) => runProcess('bash', ['-c', script], { cwd: ROOT, env });
 
 describe('docs/operations.md production quick-start, followed literally (PostgreSQL, Redis)', async () => {
   const reachable = await postgresReachable(PG_URL);

@@ -280,8 +280,17 @@ export interface CliRun {
  */
 export async function runCli(args: string[], opts: { stdin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
   const root = fileURLToPath(new URL('../..', import.meta.url));
+  return runProcess(process.execPath, [join(root, 'bin/portcullis.js'), ...args], {
+    cwd: root,
+    env: { PATH: process.env.PATH, ...opts.env },
+    stdin: opts.stdin,
+  });
+}
+
+/** Runs a command to its end and returns its exit code and everything it printed. */
+export function runProcess(command: string, args: readonly string[], opts: { cwd: string; env: NodeJS.ProcessEnv; stdin?: string }): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(root, 'bin/portcullis.js'), ...args], { cwd: root, env: { PATH: process.env.PATH, ...opts.env } });
+    const child = spawn(command, args, { cwd: opts.cwd, env: opts.env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));
