@@ -15,7 +15,7 @@ import type { AuthService } from './auth/login-flow.js';
 import { startEchoServer } from './demo/echo.js';
 import { openServices, type AppState } from './services.js';
 import { createServers } from './servers.js';
-import { watchConfigFile } from './watch.js';
+import { fileDigest, watchConfigFile } from './watch.js';
 
 export type { AppState } from './services.js';
 export { applyListenerLimits } from './servers.js';
@@ -73,6 +73,9 @@ const TEARDOWN_STEP_MS = 2000;
  */
 export async function createApp(opts: AppOptions): Promise<App> {
   const env = opts.env ?? process.env;
+  // What the config was loaded from, as near to its loading as this gets: an edit made while the
+  // gateway starts (migrations, the first admin) is still seen by the watch.
+  const loadedDigest = fileDigest(opts.config.source);
   const svc = await openServices({ config: opts.config, env, logger: opts.logger, now: opts.now, revocationPollMs: opts.revocationPollMs });
   const { log, metrics } = svc;
   let config = svc.config;
@@ -103,7 +106,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
   const { server, admin } = servers;
   let demo: Awaited<ReturnType<typeof startEchoServer>> | undefined;
   let stopping: Promise<void> | undefined;
-  let watcher: { close(): void } | undefined;
+  let watcher: ReturnType<typeof watchConfigFile> | undefined;
 
   const listen = (s: Server, host: string, port: number) =>
     new Promise<AddressInfo>((resolve, reject) => {
@@ -124,6 +127,8 @@ export async function createApp(opts: AppOptions): Promise<App> {
           log.warn({ event: 'config_reloaded', key }, `config key "${key}" changed: it takes effect after a restart`);
       }
       config = next;
+      // The bytes now in force, however the reload came (SIGHUP or the watch): not applied twice.
+      watcher?.sync();
       metrics.configReloaded(true);
       log.info({ event: 'config_reloaded', result: 'success', routes: next.routes.length }, 'config reloaded');
       return { ok: true };
@@ -185,6 +190,7 @@ export async function createApp(opts: AppOptions): Promise<App> {
       if (adminToken) writeAdminToken(join(config.data_dir, 'admin.token'), out.adminUrl, adminToken);
       // Reload when the file changes on disk, as on SIGHUP (debounced; an invalid file keeps the old config).
       watcher = watchConfigFile(config.source, {
+        since: loadedDigest,
         onChange: () => {
           log.info({ event: 'config_changed', file: config.source }, 'config file changed on disk; reloading');
           reload();

@@ -1061,7 +1061,11 @@ routes:
           expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(895);
         }
         expect(new Set(locked.map((r) => r.worker))).toEqual(new Set(pids));
-        expect(jsonLines(p.stdout).filter((l) => l.event === 'account_locked')).toHaveLength(1);
+        // Log lines are written in batches (within 100 ms): wait for the one line, then make sure it stays one.
+        const lockedLines = () => jsonLines(p.stdout).filter((l) => l.event === 'account_locked');
+        for (const until = Date.now() + 3000; lockedLines().length === 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 25));
+        await new Promise((r) => setTimeout(r, 200));
+        expect(lockedLines()).toHaveLength(1);
 
         // `portcullis user unlock` (Redis directly) clears it for every worker.
         const unlock = await runCli(['user', 'unlock', 'admin', '--config', file]);

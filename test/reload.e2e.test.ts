@@ -72,6 +72,30 @@ describe('the gateway reloads when its config file changes on disk', () => {
     expect((await reloads(h, 'success')) - before).toBe(1);
   });
 
+  it('a busy neighbour file does not hold a change back for long; a SIGHUP-style reload and the watch apply one change once', async () => {
+    h = await startHarness({ routes: ROUTES_A });
+    const file = join(h.dir, 'gateway.yaml');
+    const text = readFileSync(file, 'utf8');
+    const before = await reloads(h, 'success');
+    // A file beside the config written every 100 ms keeps restarting the debounce.
+    let n = 0;
+    const busy = setInterval(() => writeFileSync(join(h!.dir, 'busy.log'), `${n++}\n`, { flag: 'a' }), 100);
+    try {
+      editorSave(file, text.replace(ROUTES_A, ROUTES_B));
+      const t0 = Date.now();
+      await eventually(async () => (await status(`${h!.url}/added/x`)) === 200, 4000);
+      expect(Date.now() - t0).toBeLessThan(3500);
+    } finally {
+      clearInterval(busy);
+    }
+    // The next change arrives by the file and by an explicit reload (SIGHUP) at once: one reload.
+    editorSave(file, text);
+    expect(h.app.reload().ok).toBe(true);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await reloads(h, 'success')) - before).toBe(2);
+    expect(await status(`${h.url}/added/x`)).toBe(404);
+  });
+
   it('an invalid file keeps the old config serving, logs each problem with file:line and counts a failure; fixing it reloads', async () => {
     h = await startHarness({ routes: ROUTES_A });
     const file = join(h.dir, 'gateway.yaml');

@@ -43,6 +43,20 @@ describe('config', () => {
     expect(c.issuer).toBe('http://127.0.0.1:8080');
   });
 
+  it('refuses a timeout a Node timer cannot hold (over 2^31-1 ms it would fire after 1 ms), but not a long session lifetime', () => {
+    const long = `${minimal.replace('app: { url: http://127.0.0.1:9000 }', 'app: { url: http://127.0.0.1:9000, timeout: 25d }')}shutdown_grace: 30d\nlimits: { request_timeout: 3000h }\n`;
+    const found = problems(long).map((p) => `${p.path}: ${p.message}`);
+    expect(found).toEqual(
+      expect.arrayContaining([
+        'upstreams.app.timeout: too long: a timeout can be at most 24d (2147483647 ms)',
+        'shutdown_grace: too long: a timeout can be at most 24d (2147483647 ms)',
+        'limits.request_timeout: too long: a timeout can be at most 24d (2147483647 ms)',
+      ]),
+    );
+    expect(found).toHaveLength(3);
+    expect(parseConfig(`${minimal}shutdown_grace: 24d\nauth: { session_max_age: 90d }\n`, 'gw.yaml', {}).auth.session_max_age).toBe(90 * 86_400_000);
+  });
+
   it('is deep-frozen', () => {
     const c = parseConfig(minimal, 'gw.yaml', {});
     expect(Object.isFrozen(c)).toBe(true);

@@ -39,6 +39,12 @@ const duration = z
     return ms;
   });
 
+/** Node's timers hold at most 2^31-1 ms (~24.8 days); a longer one fires after 1 ms instead. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A duration the gateway arms a timer with (timeouts, the shutdown grace): at most ~24 days. */
+const timerDuration = duration.refine((ms) => ms <= MAX_TIMER_MS, { message: 'too long: a timeout can be at most 24d (2147483647 ms)' });
+
 const LISTEN = /^\s*(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})\s*$/;
 
 /** `host:port`, `:port` or `[v6]:port`, parsed. */
@@ -153,7 +159,7 @@ const route = z
 const upstream = z
   .strictObject({
     url: httpUrl('an http:// or https:// URL').describe('Base URL of the application: http:// or https://.'),
-    timeout: duration.prefault('30s').describe('Time the upstream has to answer; longer is 504.'),
+    timeout: timerDuration.prefault('30s').describe('Time the upstream has to answer; longer is 504.'),
     assertion: z.boolean().default(false).describe('Add X-Auth-Assertion: a JWT signed by the gateway (aud = upstream name, 60 s), verifiable with the JWKS.'),
     max_sockets: z.number().int().positive().default(128).describe('Keep-alive pool size towards this upstream.'),
     method_override: z
@@ -211,13 +217,13 @@ export const configSchema = z
       .describe('Admin listener: /metrics, /healthz, /readyz. Keep it private.'),
     data_dir: z.string().min(1).default('./data').describe('Where embedded mode keeps its SQLite file and generated keys.'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level (JSON lines on stdout).'),
-    shutdown_grace: duration.prefault('25s').describe('On SIGTERM, how long in-flight requests get to finish.'),
+    shutdown_grace: timerDuration.prefault('25s').describe('On SIGTERM, how long in-flight requests get to finish.'),
     limits: z
       .strictObject({
         max_header_lines: z.number().int().min(16).max(1000).default(100).describe('Header lines a request may carry; more is 431 (never silently truncated).'),
-        headers_timeout: duration.prefault('20s').describe('Time to receive a whole request head.'),
-        request_timeout: duration.prefault('5m').describe('Time to receive a whole request (head and body); long uploads need more.'),
-        keep_alive_timeout: duration.prefault('5s').describe('How long an idle client keep-alive connection is kept open.'),
+        headers_timeout: timerDuration.prefault('20s').describe('Time to receive a whole request head.'),
+        request_timeout: timerDuration.prefault('5m').describe('Time to receive a whole request (head and body); long uploads need more.'),
+        keep_alive_timeout: timerDuration.prefault('5s').describe('How long an idle client keep-alive connection is kept open.'),
       })
       .prefault({})
       .describe('Limits of the HTTP listeners (gateway and admin), set explicitly rather than left to Node.'),
