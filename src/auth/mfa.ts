@@ -36,6 +36,27 @@ function hashRecoveryCode(userId: string, code: string): string {
   return createHash('sha256').update(`${userId}:${canonical}`).digest('base64url');
 }
 
+/**
+ * Exactly one of `fields`, as a string: neither, both, or a wrong type is 422 `invalid_input`
+ * listing the fields (the shape {@link requireStrings} answers with).
+ */
+function oneOfStrings<K extends string>(body: unknown, fields: readonly K[]): { field: K; value: string } {
+  const bad = (message: string, only?: K) =>
+    new GatewayError(Errors.invalid_input, `Send exactly one of: ${fields.join(', ')}.`, {
+      extra: { errors: (only ? [only] : fields).map((f) => ({ field: f, message })) },
+    });
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('required (exactly one)');
+  const present = fields.filter((f) => {
+    const v = (body as Record<string, unknown>)[f];
+    return v !== undefined && v !== null;
+  });
+  if (present.length !== 1) throw bad(present.length ? 'only one of these may be sent' : 'required (exactly one)');
+  const field = present[0];
+  const value = (body as Record<string, unknown>)[field];
+  if (typeof value !== 'string') throw bad('must be a string', field);
+  return { field, value };
+}
+
 export interface MfaDeps {
   db: Database;
   /** Accepts each TOTP time step once per user. */
@@ -144,6 +165,53 @@ export class MfaService {
     }
     await this.reset(user.id);
     this.d.log.info({ event: 'mfa_disabled', user_id: user.id }, 'two-factor authentication disabled');
+  }
+
+  /**
+   * `POST /2fa/recovery-codes`: ten new recovery codes, confirmed with either a current TOTP
+   * code (`{code}`, replay-guarded) or the password (`{password}`), exactly one of them. The
+   * confirmation is a guess like a sign-in (SPEC §4), as in {@link disable}: 423 while the
+   * username is locked (even when right), a wrong answer counts toward the lockout, a right
+   * code resets the count (a right password does not: with 2FA on only a code does). The new
+   * set replaces the old one in one step (the store's transaction).
+   */
+  async regenerateRecoveryCodes(user: UserRecord, body: unknown, ip: string | null = null): Promise<{ recovery_codes: string[] }> {
+    const proof = oneOfStrings(body, ['code', 'password'] as const);
+    const release = await dependency(() => this.d.lockout.acquire(user.username));
+    try {
+      if (!user.mfaEnabled) throw new GatewayError(Errors.mfa_not_set_up, 'It is not enabled.');
+      let ok: boolean;
+      if (proof.field === 'password') {
+        ok = await this.d.hasher.verify(user.passwordHash, proof.value);
+      } else {
+        const kind = await this.check(user, proof.value, { allowRecovery: false });
+        ok = kind === 'totp';
+        if (!kind) this.d.metrics.mfaAttempts.inc({ result: 'invalid' });
+      }
+      if (!ok) {
+        const reason = proof.field === 'password' ? 'wrong_password' : 'wrong_code';
+        this.d.log.info({ event: 'recovery_codes_regenerate_failure', user_id: user.id, username: user.username, ip, reason }, 'new recovery codes refused');
+        await dependency(() => this.d.lockout.fail(user.username, ip));
+        if (proof.field === 'password') throw new GatewayError(Errors.wrong_password, 'The password is wrong.');
+        throw mfaError('The code is not valid.');
+      }
+      // With 2FA on only a success that included a code resets the count (SPEC §4, as at
+      // sign-in): a right password must not buy more guesses at the second factor.
+      if (proof.field === 'code') await dependency(() => this.d.lockout.succeed(user.username));
+    } finally {
+      await release();
+    }
+    const codes = Array.from({ length: RECOVERY_CODES }, newRecoveryCode);
+    // One transaction: the old codes are deleted as the new ones are stored.
+    await dependency(() =>
+      this.d.db.recoveryCodes.replace(
+        user.id,
+        codes.map((c) => hashRecoveryCode(user.id, c)),
+        this.d.now(),
+      ),
+    );
+    this.d.log.info({ event: 'recovery_codes_regenerated', user_id: user.id }, 'recovery codes regenerated');
+    return { recovery_codes: codes };
   }
 
   /** Clears the secret and the recovery codes (also `portcullis user reset-2fa`); returns how many codes went. */

@@ -17,7 +17,7 @@ const oneOf = (e: unknown, defs: readonly ErrorDef[]) => defs.some((def) => is(e
  * Sign-in and two-factor authentication: `POST /login` (JSON or the sign-in form, behind
  * `loginLimit`),
  * `POST /2fa/verify` (JSON or the code form), and enrollment: the `GET /2fa/setup` page,
- * `POST /2fa/setup`, `/2fa/enable` and `/2fa/disable`.
+ * `POST /2fa/setup`, `/2fa/enable` and `/2fa/disable`; `POST /2fa/recovery-codes` (a new set).
  */
 export function signInRoutes(d: RouterDeps, loginLimit: RequestHandler): express.Router {
   const { ctx } = d;
@@ -147,6 +147,17 @@ export function signInRoutes(d: RouterDeps, loginLimit: RequestHandler): express
       const { user } = await requireAuth(d, req, res);
       await d.mfa.disable(user, req.body, d.clientIp(req));
       res.status(204).end();
+    }),
+  );
+
+  r.post(
+    '/2fa/recovery-codes',
+    body,
+    wrap(async (req, res) => {
+      const { user } = await requireAuth(d, req, res);
+      const out = await d.mfa.regenerateRecoveryCodes(user, req.body, d.clientIp(req));
+      res.setHeader('cache-control', 'no-store');
+      res.json(out);
     }),
   );
 
