@@ -15,7 +15,7 @@ const TURN_POLL_MS = 20;
 
 /**
  * Username lockout (SPEC §4): `maxFailures` failed passwords (at sign-in, or as a confirmation
- * on `/password` or `/2fa/disable`) or second-factor codes within `windowMs` lock the username
+ * on `/password`, `/2fa/disable` or `/2fa/recovery-codes`) or second-factor codes within `windowMs` lock the username
  * for `durationMs` — for existing and unknown usernames alike, so the answer says nothing
  * about which exist. Counts, locks and turns live in the {@link LockoutStore}, so with
  * Redis they are shared by every replica.
