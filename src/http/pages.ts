@@ -1,4 +1,4 @@
-import type { GatewayError } from '../errors/index.js';
+import { GatewayError } from '../errors/index.js';
 
 /**
  * Every HTML page the gateway serves — sign-in, 2FA, sign-out, recovery codes and every error
@@ -19,18 +19,81 @@ export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ESC[c]);
 }
 
-/** The one stylesheet (served from `{prefix}/static/portcullis.css`; CSP allows 'self' styles only). */
-export const STYLESHEET = `:root{color-scheme:light dark;font-family:system-ui,-apple-system,"Segoe UI",sans-serif}
-body{margin:0;min-height:100vh;display:grid;place-items:center;background:Canvas;color:CanvasText}
-main{width:min(22rem,90vw);padding:2rem;border:1px solid color-mix(in srgb,CanvasText 20%,transparent);border-radius:12px}
+/**
+ * The colours of the two schemes, as CSS custom properties. `--focus` is the focus ring: it
+ * must keep at least 3:1 contrast against `--bg` in both schemes (WCAG 2.2 SC 1.4.11), which
+ * pages.test.ts computes from these very values.
+ */
+export const COLOURS = {
+  light: { bg: '#ffffff', fg: '#1b1f24', focus: '#1a56db', border: '#6b7280', errorBg: '#fde8e8', errorFg: '#8a1111' },
+  dark: { bg: '#15171c', fg: '#e8eaed', focus: '#ffb020', border: '#8b93a1', errorBg: '#3d1414', errorFg: '#ffc4c4' },
+} as const;
+
+function colourVars(c: (typeof COLOURS)[keyof typeof COLOURS]): string {
+  return `--bg:${c.bg};--fg:${c.fg};--focus:${c.focus};--border:${c.border};--error-bg:${c.errorBg};--error-fg:${c.errorFg}`;
+}
+
+/**
+ * The one stylesheet (served from `{prefix}/static/portcullis.css`; CSP allows 'self' styles
+ * only). Readable at 390 px: no fixed width, `max-width` with `width: 100%`, border-box
+ * sizing, long words wrap; a visible focus ring; light and dark schemes.
+ */
+export const STYLESHEET = `:root{color-scheme:light dark;${colourVars(COLOURS.light)};font-family:system-ui,-apple-system,"Segoe UI",sans-serif;line-height:1.45}
+@media (prefers-color-scheme:dark){:root{${colourVars(COLOURS.dark)}}}
+*,*::before,*::after{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;padding:1rem;background:var(--bg);color:var(--fg);overflow-wrap:anywhere}
+main{width:100%;max-width:24rem;padding:1.5rem;border:1px solid var(--border);border-radius:12px}
 h1{font-size:1.4rem;margin:0 0 1.2rem}
 label{display:block;font-weight:600;margin:.9rem 0 .3rem}
-input{box-sizing:border-box;width:100%;padding:.55rem .6rem;font:inherit;border:1px solid color-mix(in srgb,CanvasText 35%,transparent);border-radius:6px}
+input{width:100%;max-width:100%;padding:.55rem .6rem;font:inherit;color:var(--fg);background:var(--bg);border:1px solid var(--border);border-radius:6px}
 button{margin-top:1.4rem;width:100%;padding:.6rem;font:inherit;font-weight:600;border:0;border-radius:6px;background:#1f5fbf;color:#fff;cursor:pointer}
-button:focus-visible,input:focus-visible{outline:3px solid #f0a000;outline-offset:2px}
-.error{padding:.6rem .8rem;border-radius:6px;background:#fde8e8;color:#8a1111}
-.muted{opacity:.75;font-size:.9rem}
+:focus-visible{outline:3px solid var(--focus);outline-offset:2px}
+.error{padding:.6rem .8rem;border-radius:6px;background:var(--error-bg);color:var(--error-fg)}
+.muted{opacity:.8;font-size:.9rem}
+.back{display:flex;flex-wrap:wrap;gap:.5rem 1.2rem;margin-top:1.4rem}
+code{overflow-wrap:anywhere;word-break:break-all}
+ul{padding-left:1.2rem}
+.qr svg{display:block;width:100%;max-width:16rem;height:auto}
+img,svg{max-width:100%}
 a{color:inherit}`;
+
+/**
+ * A wait in words, rounded to what a person needs: "less than a minute" (under 60 s), "about
+ * 1 minute", "about 14 minutes" (to the nearest minute), "about 2 hours" (from 59½ minutes on,
+ * to the nearest hour).
+ */
+export function humanDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 60) return 'less than a minute';
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return minutes === 1 ? 'about 1 minute' : `about ${minutes} minutes`;
+  const hours = Math.round(seconds / 3600);
+  return hours === 1 ? 'about 1 hour' : `about ${hours} hours`;
+}
+
+/** What a person is told on a 423 or 429 page, with the wait in words. */
+const WAIT_WORDING: Record<number, string> = {
+  423: 'Too many failed attempts for this account.',
+  429: 'Too many requests from your connection.',
+};
+
+/**
+ * The error as a page says it: a 423 or 429 with a `Retry-After` in seconds gets human wording
+ * ("Try again in about 14 minutes."); anything else is returned as is. Only the HTML wording
+ * changes: the problem+json body and the headers keep the error's own.
+ */
+export function forPeople(err: GatewayError, retryAfter: string | number | undefined): GatewayError {
+  const lead = WAIT_WORDING[err.status];
+  if (lead === undefined || retryAfter === undefined) return err;
+  const text = String(retryAfter).trim();
+  if (!/^\d+$/.test(text)) return err;
+  return new GatewayError(err.def, `${lead} Try again in ${humanDuration(Number(text))}.`, {
+    extra: err.extra,
+    headers: err.headers,
+    log: err.log,
+    cause: err.cause,
+  });
+}
 
 function layout(ctx: PageContext, title: string, body: string): string {
   return `<!doctype html>
@@ -93,15 +156,20 @@ export interface PageLink {
 
 /**
  * The error page: title, detail, status and code (the same facts as the problem+json body,
- * never a stack), and optionally a way back.
+ * never a stack), and always a way back as plain links: `link` first when given (e.g. back to
+ * the sign-in form), then "Home" (`/`) and "Sign out" (`{prefix}/logout`, the sign-out
+ * confirmation, which also says when nobody is signed in). The sign-out link is shown whether
+ * or not the visitor is signed in: the responder does not look at sessions.
  */
 export function errorPage(ctx: PageContext, err: Pick<GatewayError, 'status' | 'title' | 'message' | 'code'>, link?: PageLink): string {
+  const links = [...(link ? [link] : []), { href: '/', text: 'Home' }, { href: `${ctx.prefix}/logout`, text: 'Sign out' }];
   return layout(
     ctx,
     err.title,
     `<h1>${escapeHtml(err.title)}</h1>
 <p>${escapeHtml(err.message)}</p>
-<p class="muted"><small>${err.status} · ${escapeHtml(err.code)}</small></p>${link ? `\n<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.text)}</a></p>` : ''}`,
+<p class="muted"><small>${err.status} · ${escapeHtml(err.code)}</small></p>
+<nav class="back" aria-label="Ways back">${links.map((l) => `<a href="${escapeHtml(l.href)}">${escapeHtml(l.text)}</a>`).join(' ')}</nav>`,
   );
 }
 

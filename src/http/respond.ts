@@ -6,7 +6,7 @@ import { Errors, GatewayError, writeProblem, writeProblemToSocket } from '../err
 import { type AccessLine, REQUEST_ID_HEADER, loggablePath, loggedPathOf, newRequestId, recordOf, wantsHtml } from '../pipeline/index.js';
 import { normalizeIp } from '../proxy/index.js';
 import { describeDependencyError } from './admin.js';
-import { errorPage, type PageContext } from './pages.js';
+import { errorPage, forPeople, type PageContext } from './pages.js';
 
 /** What the responder needs; built once in app.ts. */
 export interface ResponderDeps {
@@ -80,6 +80,12 @@ export function writeError(req: IncomingMessage, res: ServerResponse, e: unknown
 
 export { loggablePath };
 
+/** The `Retry-After` already set on `res` (the rate limiter sets it before answering), if any. */
+function retryAfterOf(res: ServerResponse): string | undefined {
+  const v = res.headersSent ? undefined : res.getHeader('retry-after');
+  return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
+}
+
 /** Creates the responder. */
 export function createResponder(d: ResponderDeps): Responder {
   function log(req: IncomingMessage | undefined, err: GatewayError, requestId: string, ip: string | undefined): void {
@@ -118,7 +124,10 @@ export function createResponder(d: ResponderDeps): Responder {
         if (!res.headersSent) res.setHeader(REQUEST_ID_HEADER, id);
       }
       log(req, err, id, d.clientIp(req));
-      writeError(req, res, err, opts.html ?? (wantsHtml(req) ? (x) => errorPage(d.pages, x) : undefined));
+      const html = opts.html ?? (wantsHtml(req) ? (x: GatewayError) => errorPage(d.pages, x) : undefined);
+      // A page (the error page, or a form shown again) says a 423's or 429's wait in words, from
+      // the Retry-After the error carries or the rate limiter has already set on the response.
+      writeError(req, res, err, html && ((x) => html(forPeople(x, x.headers?.['retry-after'] ?? retryAfterOf(res)))));
     },
     sendToSocket(req, socket, e, opts = {}) {
       let err = toGatewayError(e);
