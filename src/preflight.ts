@@ -1,3 +1,4 @@
+import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
@@ -52,6 +53,34 @@ function trustProxyCheck(draft: ConfigDraft): ConfigFinding[] {
   return out;
 }
 
+/**
+ * An upstream URL's parts the proxy does not send: credentials (`user:pass@`), a query and a
+ * fragment. Accepting them silently would let a team believe the upstream gets them.
+ */
+function upstreamUrlCheck(draft: ConfigDraft): ConfigFinding[] {
+  const out: ConfigFinding[] = [];
+  for (const [name, u] of Object.entries(draft.upstreams ?? {})) {
+    if (typeof u?.url !== 'string') continue;
+    let url: URL;
+    try {
+      url = new URL(u.url);
+    } catch {
+      continue; // the schema reports an invalid URL
+    }
+    const dropped = [
+      url.username || url.password ? 'credentials (user:password@)' : '',
+      url.search ? 'a query string' : '',
+      url.hash ? 'a fragment' : '',
+    ].filter(Boolean);
+    if (dropped.length)
+      out.push({
+        path: ['upstreams', name, 'url'],
+        message: `${dropped.join(', ')} in an upstream URL would not be sent: remove ${dropped.length > 1 ? 'them' : 'it'} (the base path is kept)`,
+      });
+  }
+  return out;
+}
+
 /** A listen host that is written as an IP address must be one (a host name is looked up at start). */
 function listenHostCheck(draft: ConfigDraft): ConfigFinding[] {
   const out: ConfigFinding[] = [];
@@ -84,7 +113,7 @@ function databaseUrlCheck(draft: ConfigDraft): ConfigFinding[] {
  * itself uses: route patterns, `trust_proxy` ranges, listen addresses, the database URL. No I/O:
  * a reload can run them too.
  */
-export const configChecks: readonly ConfigCheck[] = [routePatternCheck, trustProxyCheck, listenHostCheck, databaseUrlCheck];
+export const configChecks: readonly ConfigCheck[] = [routePatternCheck, trustProxyCheck, listenHostCheck, databaseUrlCheck, upstreamUrlCheck];
 
 /** Reads a file a key names; a finding at that key when it cannot be read. */
 async function readNamed(path: readonly PropertyKey[], file: string, out: ConfigFinding[]): Promise<Buffer | undefined> {
@@ -141,10 +170,32 @@ async function tlsFindings(tls: ConfigDraft['tls']): Promise<ConfigFinding[]> {
 }
 
 /** Two listeners on one port where one address covers the other: the second bind fails at start. */
-function collide(a: { host?: string; port?: number } | undefined, b: { host?: string; port?: number } | undefined): boolean {
+type Listen = { host?: string; port?: number } | undefined;
+
+/**
+ * The addresses a listen host stands for, as `listen()` will look them up: an IP as is, a name
+ * through the resolver (`localhost` is 127.0.0.1 and ::1); undefined when the name does not
+ * resolve (serve could not listen on it).
+ */
+async function addressesOf(host: string): Promise<string[] | undefined> {
+  if (host === '' || parseIp(host)) return [host];
+  // Written as an IP but not one: listenHostCheck reports it; no lookup.
+  if (/^[\d.]+$/.test(host) || host.includes(':')) return [];
+  try {
+    return (await lookup(host, { all: true })).map((a) => a.address);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether two listeners would bind the same port on a shared address (a wildcard shares with all). */
+function collide(a: Listen, b: Listen, addrs: Map<string, string[] | undefined>): boolean {
   if (a?.port === undefined || a.port === 0 || a.port !== b?.port || a.host === undefined || b.host === undefined) return false;
   const any = (h: string) => h === '0.0.0.0' || h === '::' || h === '';
-  return a.host === b.host || any(a.host) || any(b.host);
+  if (a.host === b.host || any(a.host) || any(b.host)) return true;
+  const x = addrs.get(a.host) ?? [];
+  const y = new Set(addrs.get(b.host) ?? []);
+  return x.some((ip) => y.has(ip) || any(ip));
 }
 
 /** Problems that only this environment makes: one line each, without a place in the file. */
@@ -224,13 +275,28 @@ export async function checkConfigFile(file: string, env: NodeJS.ProcessEnv): Pro
     });
   }
 
-  if (collide(draft.admin?.listen, draft.listen))
+  // Host names resolved as listen() will: a name that does not resolve cannot be listened on,
+  // and two names (or a name and an IP) may be one address.
+  const addrs = new Map<string, string[] | undefined>();
+  const listeners: [readonly PropertyKey[], Listen][] = [
+    [['listen'], draft.listen],
+    [['admin', 'listen'], draft.admin?.listen],
+    ...(production ? [] : ([[['demo_upstream', 'listen'], draft.demo_upstream?.listen]] as [readonly PropertyKey[], Listen][])),
+  ];
+  for (const [path, l] of listeners) {
+    if (l?.host === undefined || addrs.has(l.host)) continue;
+    const found = await addressesOf(l.host);
+    addrs.set(l.host, found);
+    if (!found) findings.push({ path, message: `cannot resolve the host name "${l.host}": serve could not listen on it` });
+  }
+  if (collide(draft.admin?.listen, draft.listen, addrs))
     findings.push({ path: ['admin', 'listen'], message: 'the same port as listen: both listeners cannot bind it' });
   // Production ignores demo_upstream (it never runs there).
   if (!production) {
     const demo = draft.demo_upstream?.listen;
-    if (collide(demo, draft.listen)) findings.push({ path: ['demo_upstream', 'listen'], message: 'the same port as listen: both listeners cannot bind it' });
-    else if (collide(demo, draft.admin?.listen))
+    if (collide(demo, draft.listen, addrs))
+      findings.push({ path: ['demo_upstream', 'listen'], message: 'the same port as listen: both listeners cannot bind it' });
+    else if (collide(demo, draft.admin?.listen, addrs))
       findings.push({ path: ['demo_upstream', 'listen'], message: 'the same port as admin.listen: both listeners cannot bind it' });
   }
 

@@ -173,6 +173,21 @@ const CASES: { what: string; lines: () => string[]; expect: () => string[]; env?
     ],
   },
   {
+    what: 'listeners that collide through a host name (localhost is 127.0.0.1), and a listen name that does not resolve',
+    lines: () => ['listen: 127.0.0.1:18081', 'admin: { listen: "localhost:18081" }', 'demo_upstream: { listen: "nohost.invalid:18082" }'],
+    expect: () => [
+      '2: admin.listen: the same port as listen: both listeners cannot bind it',
+      '3: demo_upstream.listen: cannot resolve the host name "nohost.invalid": serve could not listen on it',
+    ],
+  },
+  {
+    what: 'upstream URL parts the proxy would drop silently: credentials, a query, a fragment',
+    lines: () => ['upstreams:', '  app: { url: "http://bob:secret@127.0.0.1:9000/base/?q=1#frag" }', '  ok: { url: "http://127.0.0.1:9001/base/" }'],
+    expect: () => [
+      '2: upstreams.app.url: credentials (user:password@), a query string, a fragment in an upstream URL would not be sent: remove them (the base path is kept)',
+    ],
+  },
+  {
     what: 'an unset variable (once, not again as a bad value), a bad duration, an unknown key',
     // biome-ignore lint/suspicious/noTemplateCurlyInString: the config syntax, quoted
     lines: () => ['upstreams:', '  app:', '    url: ${CHECK_TEST_UNSET_URL}', '    timeout: soon', '    colour: red'],
