@@ -6,7 +6,7 @@ export { PasswordHasher, DEFAULT_ARGON2_MAX_QUEUE, defaultArgon2Concurrency, typ
 export { WorkQueue, busyError, type WorkQueueOptions } from './work-queue.js';
 export { PasswordPolicy, type PasswordContext, type PasswordPolicyOptions } from './policy.js';
 export { USERNAME_PATTERN, validateUsername } from './username.js';
-export { AuthService, dependency, requireStrings, type LoginResult, type TokenIdentity, type TokenResponse } from './login-flow.js';
+export { AuthService, dependency, requireStrings, type LoginResult, type SessionView, type TokenIdentity, type TokenResponse } from './login-flow.js';
 export { Lockout, lockedError } from './lockout.js';
 export { MfaService, MFA_MAX_ATTEMPTS } from './mfa.js';
 export { SecretBox, loadSecretBox } from './secret-box.js';

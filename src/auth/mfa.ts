@@ -109,6 +109,20 @@ export class MfaService {
     const secret = generateSecret();
     const totpSecret = this.d.box.encrypt(secret, SECRET_PURPOSE, user.id);
     await dependency(() => this.d.db.users.update(user.id, { totpSecret, mfaEnabled: false }));
+    return this.enrollment(user, secret);
+  }
+
+  /**
+   * The enrollment in progress (the pending secret from {@link setup}), shown again: the
+   * account page's confirm step after a wrong code. 409 when 2FA is already on, 409
+   * `mfa_not_set_up` when no enrollment was started.
+   */
+  async pendingSetup(user: UserRecord): Promise<{ secret: string; otpauth_uri: string; qr_svg: string }> {
+    if (user.mfaEnabled) throw new GatewayError(Errors.mfa_already_enabled, 'It is already enabled.');
+    return this.enrollment(user, this.secretOf(user).secret);
+  }
+
+  private async enrollment(user: UserRecord, secret: string): Promise<{ secret: string; otpauth_uri: string; qr_svg: string }> {
     const otpauth_uri = generateURI({ issuer: this.d.issuer, label: user.username, secret });
     // Loaded here, on 2FA setup only: nothing else needs a QR encoder in memory.
     const { default: QRCode } = await import('qrcode');

@@ -128,8 +128,11 @@ function renderHtml(r: EchoReply): string {
     ? `<p>Signed in as <strong>${esc(r.identity.user)}</strong>${r.identity.email ? ` &lt;${esc(r.identity.email)}&gt;` : ''}` +
       ` — user id <code>${esc(r.identity.user_id ?? '?')}</code>, roles: ${r.identity.roles.length ? esc(r.identity.roles.join(', ')) : '<em>none</em>'}</p>`
     : '<p>Signed in as <strong>nobody</strong> (no identity headers received).</p>';
-  // The gateway's sign-out page (default auth prefix); a link, since the page itself posts the form.
-  const signOut = r.identity.user ? '<p><a href="/api/auth/logout" id="sign-out">Sign out</a></p>' : '<p><a href="/api/auth/login">Sign in</a></p>';
+  // The gateway's account and sign-out pages (default auth prefix); links, since the sign-out
+  // page itself posts the form.
+  const signOut = r.identity.user
+    ? '<p><a href="/api/auth/account" id="account">Your account</a> · <a href="/api/auth/logout" id="sign-out">Sign out</a></p>'
+    : '<p><a href="/api/auth/login">Sign in</a></p>';
   const rows = r.raw_headers.map(([k, v]) => `<tr><th scope="row">${esc(k)}</th><td>${esc(v)}</td></tr>`).join('\n');
   return `<!doctype html>
 <html lang="en">

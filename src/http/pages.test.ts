@@ -119,7 +119,9 @@ describe('error pages', () => {
     const html = errorPage(ctx, new GatewayError(Errors.no_route), { href: '/api/auth/login', text: 'Back to sign in' });
     expect(html).toContain('<meta name="viewport" content="width=device-width, initial-scale=1">');
     expect(html).toContain('<link rel="stylesheet" href="/api/auth/static/portcullis.css">');
-    expect(html).toContain('<a href="/api/auth/login">Back to sign in</a> <a href="/">Home</a> <a href="/api/auth/logout">Sign out</a>');
+    expect(html).toContain(
+      '<a href="/api/auth/login">Back to sign in</a> <a href="/">Home</a> <a href="/api/auth/account">Your account</a> <a href="/api/auth/logout">Sign out</a>',
+    );
   });
 
   it('forPeople words the wait of a 423 or 429 from Retry-After, and leaves the rest alone', () => {

@@ -56,7 +56,21 @@ code{overflow-wrap:anywhere;word-break:break-all}
 ul{padding-left:1.2rem}
 .qr svg{display:block;width:100%;max-width:16rem;height:auto}
 img,svg{max-width:100%}
-a{color:inherit}`;
+a{color:inherit}
+main.wide{max-width:40rem}
+h2{font-size:1.1rem;margin:1.8rem 0 .4rem}
+section{border-top:1px solid var(--border);margin-top:1.6rem}
+.notice{padding:.6rem .8rem;border-radius:6px;border:1px solid var(--border)}
+.sessions{list-style:none;padding:0;margin:0}
+.sessions li{padding:.7rem 0;border-bottom:1px solid var(--border)}
+.sessions li:last-child{border-bottom:0}
+.sessions form{display:inline}
+.inline{margin-top:.5rem;width:auto;padding:.35rem .9rem}
+.badge{display:inline-block;padding:0 .4rem;border:1px solid var(--border);border-radius:4px;font-size:.85rem}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem;margin:0}
+dt{font-weight:600}
+dd{margin:0}
+@media print{nav,form,.no-print{display:none}main{border:0;max-width:none}body{display:block}}`;
 
 /**
  * A wait in words, rounded to what a person needs: "less than a minute" (under 60 s), "about
@@ -95,7 +109,41 @@ export function forPeople(err: GatewayError, retryAfter: string | number | undef
   });
 }
 
-function layout(ctx: PageContext, title: string, body: string): string {
+/** A link on a page (e.g. back to the sign-in form). */
+export interface PageLink {
+  readonly href: string;
+  readonly text: string;
+}
+
+/** The links every page can end with, by name. */
+export type SiteLink = 'home' | 'account' | 'signOut';
+
+/** `{prefix}/account`: the self-service page, linked from every page. */
+export const accountPath = (ctx: PageContext): string => `${ctx.prefix}/account`;
+
+function siteLink(ctx: PageContext, l: SiteLink): PageLink {
+  if (l === 'home') return { href: '/', text: 'Home' };
+  if (l === 'account') return { href: accountPath(ctx), text: 'Your account' };
+  return { href: `${ctx.prefix}/logout`, text: 'Sign out' };
+}
+
+/** How a page ends: its own links first, then the named site links, under one `nav`. */
+export interface PageNav {
+  readonly links?: readonly PageLink[];
+  readonly site: readonly SiteLink[];
+  /** The nav's accessible name. @default "More" */
+  readonly label?: string;
+}
+
+/**
+ * The one layout: viewport, the one stylesheet, no script and no inline style; `nav` ends the
+ * page with plain links (home, your account, sign out) so no page is a dead end.
+ */
+export function layout(ctx: PageContext, title: string, body: string, nav: PageNav, opts: { wide?: boolean } = {}): string {
+  const links = [...(nav.links ?? []), ...nav.site.map((l) => siteLink(ctx, l))];
+  const navHtml = links.length
+    ? `\n<nav class="back" aria-label="${escapeHtml(nav.label ?? 'More')}">${links.map((l) => `<a href="${escapeHtml(l.href)}">${escapeHtml(l.text)}</a>`).join(' ')}</nav>`
+    : '';
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -106,8 +154,8 @@ function layout(ctx: PageContext, title: string, body: string): string {
 <link rel="stylesheet" href="${escapeHtml(ctx.prefix)}/static/portcullis.css">
 </head>
 <body>
-<main>
-${body}
+<main${opts.wide ? ' class="wide"' : ''}>
+${body}${navHtml}
 </main>
 </body>
 </html>
@@ -130,6 +178,7 @@ ${error}
 <input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024"${opts.username ? ' autofocus' : ''}>
 <button type="submit">Sign in</button>
 </form>`,
+    { site: ['home', 'account'] },
   );
 }
 
@@ -143,33 +192,26 @@ export function logoutPage(ctx: PageContext, opts: { signedInAs: string | null }
 ${who}
 <form method="post" action="${escapeHtml(ctx.prefix)}/logout">
 <button type="submit">Sign out</button>
-</form>
-<p class="muted"><a href="/">Back</a></p>`,
+</form>`,
+    { site: ['home', 'account'] },
   );
-}
-
-/** A link on an error page (e.g. back to the sign-in form). */
-export interface PageLink {
-  readonly href: string;
-  readonly text: string;
 }
 
 /**
  * The error page: title, detail, status and code (the same facts as the problem+json body,
  * never a stack), and always a way back as plain links: `link` first when given (e.g. back to
- * the sign-in form), then "Home" (`/`) and "Sign out" (`{prefix}/logout`, the sign-out
+ * the sign-in form), then "Home" (`/`), "Your account" and "Sign out" (`{prefix}/logout`, the sign-out
  * confirmation, which also says when nobody is signed in). The sign-out link is shown whether
  * or not the visitor is signed in: the responder does not look at sessions.
  */
 export function errorPage(ctx: PageContext, err: Pick<GatewayError, 'status' | 'title' | 'message' | 'code'>, link?: PageLink): string {
-  const links = [...(link ? [link] : []), { href: '/', text: 'Home' }, { href: `${ctx.prefix}/logout`, text: 'Sign out' }];
   return layout(
     ctx,
     err.title,
     `<h1>${escapeHtml(err.title)}</h1>
 <p>${escapeHtml(err.message)}</p>
-<p class="muted"><small>${err.status} · ${escapeHtml(err.code)}</small></p>
-<nav class="back" aria-label="Ways back">${links.map((l) => `<a href="${escapeHtml(l.href)}">${escapeHtml(l.text)}</a>`).join(' ')}</nav>`,
+<p class="muted"><small>${err.status} · ${escapeHtml(err.code)}</small></p>`,
+    { links: link ? [link] : [], site: ['home', 'account', 'signOut'], label: 'Ways back' },
   );
 }
 
@@ -188,15 +230,30 @@ ${error}
 <input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" autocapitalize="none" spellcheck="false" required maxlength="32" autofocus>
 <button type="submit">Verify</button>
 </form>`,
+    { site: ['home', 'account'] },
   );
 }
 
-/** Enrollment, step 1 (a button: creating a secret changes state) or step 2 (QR + confirm). */
-export function mfaSetupPage(ctx: PageContext, opts: { rd: string; setup?: { qrSvg: string; secret: string }; error?: string; enabled?: boolean }): string {
+/** Where the enrollment forms post: the sign-in flow's API routes, or the account page's. */
+export interface EnrollActions {
+  readonly setup: string;
+  readonly enable: string;
+}
+
+/**
+ * Enrollment, step 1 (a button: creating a secret changes state) or step 2 (QR + the key as
+ * text + confirm with a code). `actions` defaults to `{prefix}/2fa/setup` and `/2fa/enable`.
+ */
+export function mfaSetupPage(
+  ctx: PageContext,
+  opts: { rd: string; setup?: { qrSvg: string; secret: string }; error?: string; enabled?: boolean; actions?: EnrollActions },
+): string {
+  const nav: PageNav = { site: ['home', 'account', 'signOut'] };
   if (opts.enabled) {
-    return layout(ctx, 'Two-factor authentication', `<h1>Two-factor authentication is on</h1>\n<p><a href="${escapeHtml(opts.rd)}">Continue</a></p>`);
+    return layout(ctx, 'Two-factor authentication', `<h1>Two-factor authentication is on</h1>\n<p><a href="${escapeHtml(opts.rd)}">Continue</a></p>`, nav);
   }
-  const error = opts.error ? `<p class="error" role="alert">${escapeHtml(opts.error)}</p>` : '';
+  const actions = opts.actions ?? { setup: `${ctx.prefix}/2fa/setup`, enable: `${ctx.prefix}/2fa/enable` };
+  const error = opts.error ? `<p class="error" role="alert" id="setup-error">${escapeHtml(opts.error)}</p>` : '';
   if (!opts.setup) {
     return layout(
       ctx,
@@ -204,10 +261,11 @@ export function mfaSetupPage(ctx: PageContext, opts: { rd: string; setup?: { qrS
       `<h1>Set up two-factor authentication</h1>
 ${error}
 <p>This page needs a second factor. Set up an authenticator app (TOTP) to continue.</p>
-<form method="post" action="${escapeHtml(ctx.prefix)}/2fa/setup">
+<form method="post" action="${escapeHtml(actions.setup)}">
 <input type="hidden" name="rd" value="${escapeHtml(opts.rd)}">
 <button type="submit">Set up an authenticator</button>
 </form>`,
+      nav,
     );
   }
   // The QR code is server-made SVG markup (qrcode library output: paths only, no script).
@@ -218,23 +276,38 @@ ${error}
 ${error}
 <div class="qr" role="img" aria-label="QR code for your authenticator app">${opts.setup.qrSvg}</div>
 <p class="muted">Or enter this key by hand: <code id="totp-secret">${escapeHtml(opts.setup.secret)}</code></p>
-<form method="post" action="${escapeHtml(ctx.prefix)}/2fa/enable">
+<form method="post" action="${escapeHtml(actions.enable)}">
 <input type="hidden" name="rd" value="${escapeHtml(opts.rd)}">
 <label for="code">Code from the app</label>
-<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" required maxlength="6" autofocus>
+<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" required maxlength="6" autofocus${opts.error ? ' aria-describedby="setup-error"' : ''}>
 <button type="submit">Turn on</button>
 </form>`,
+    nav,
   );
 }
 
-/** Recovery codes, shown once. */
-export function recoveryCodesPage(ctx: PageContext, opts: { rd: string; codes: string[] }): string {
+/**
+ * The recovery codes as a text file, for the page's download link: a `data:` URL needs no
+ * script and no server copy of the codes (they are stored hashed only).
+ */
+export function recoveryCodesDownload(ctx: PageContext, codes: readonly string[], username?: string): string {
+  const text = `Recovery codes for ${ctx.name}${username ? ` (${username})` : ''}\nEach code signs you in once. Keep them somewhere safe.\n\n${codes.join('\n')}\n`;
+  return `data:text/plain;charset=utf-8,${encodeURIComponent(text)}`;
+}
+
+/**
+ * Recovery codes, shown once: a list, a download link (a text file) and a page that prints
+ * cleanly (the print styles hide forms and links).
+ */
+export function recoveryCodesPage(ctx: PageContext, opts: { rd: string; codes: string[]; username?: string }): string {
   return layout(
     ctx,
     'Recovery codes',
     `<h1>Save your recovery codes</h1>
-<p>Each code signs you in once if you lose your authenticator. They are shown only now.</p>
+<p>Each code signs you in once if you lose your authenticator. They are shown only now: download them, print this page or write them down.</p>
 <ul id="recovery-codes">${opts.codes.map((c) => `<li><code>${escapeHtml(c)}</code></li>`).join('')}</ul>
-<p><a href="${escapeHtml(opts.rd)}">Continue</a></p>`,
+<p class="no-print"><a id="download-codes" href="${escapeHtml(recoveryCodesDownload(ctx, opts.codes, opts.username))}" download="recovery-codes.txt">Download as a text file</a></p>
+<p class="no-print"><a href="${escapeHtml(opts.rd)}">Continue</a></p>`,
+    { site: ['home', 'account', 'signOut'] },
   );
 }

@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { Errors, GatewayError } from '../../errors/index.js';
 import { asMiddleware, type Limiter } from '../rate-limit.js';
+import { accountRoutes } from './account-routes.js';
 import { formErrorResponder, type RouterDeps } from './kit.js';
 import { pageRoutes } from './page-routes.js';
 import { passwordRoutes } from './password-routes.js';
@@ -70,6 +71,7 @@ export function createAuthApi(d: AuthApiDeps): express.Express {
   r.use(signInRoutes(d, loginLimit));
   r.use(sessionRoutes(d));
   r.use(passwordRoutes(d));
+  r.use(accountRoutes(d));
 
   app.get('/.well-known/jwks.json', (_req, res) => {
     res.setHeader('cache-control', 'public, max-age=300');

@@ -136,7 +136,7 @@ export function signInRoutes(d: RouterDeps, loginLimit: RequestHandler): express
       const out = await d.mfa.enable(user, { code: req.body?.code });
       // The current session was signed in without a code; continuing through the sign-in page
       // gets a session whose token carries amr "otp".
-      res.type('html').send(recoveryCodesPage(ctx.pages, { rd: ctx.link(ctx.signIn(rd)), codes: out.recovery_codes }));
+      res.type('html').send(recoveryCodesPage(ctx.pages, { rd: ctx.link(ctx.signIn(rd)), codes: out.recovery_codes, username: user.username }));
     }),
   );
 
