@@ -83,7 +83,7 @@ function sessionsSection(ctx: PageContext, view: AccountView): string {
   const items = sessions.map((s, i) => {
     const facts = [
       s.ip ? `IP ${escapeHtml(s.ip)}` : null,
-      `signed in ${timeTag(s.created_at)}`,
+      `signed in on ${timeTag(s.created_at)}`,
       `last active ${ago(view.now, s.last_seen_at)}`,
       s.amr.includes('otp') ? 'with a second factor' : null,
     ].filter(Boolean);

@@ -70,7 +70,7 @@ section{border-top:1px solid var(--border);margin-top:1.6rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem;margin:0}
 dt{font-weight:600}
 dd{margin:0}
-@media print{nav,form,.no-print{display:none}main{border:0;max-width:none}body{display:block}}`;
+@media print{nav,form,.no-print{display:none!important}main{border:0;max-width:none}body{display:block}}`;
 
 /**
  * A wait in words, rounded to what a person needs: "less than a minute" (under 60 s), "about
