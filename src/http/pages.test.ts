@@ -1,6 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { Errors, GatewayError } from '../errors/index.js';
-import { COLOURS, STYLESHEET, errorPage, forPeople, humanDuration, loginPage, mfaPage, mfaSetupPage } from './pages.js';
+import { accountPage, type AccountView } from './account-page.js';
+import {
+  COLOURS,
+  STYLESHEET,
+  errorPage,
+  forPeople,
+  humanDuration,
+  loginPage,
+  mfaPage,
+  mfaSetupPage,
+  recoveryCodesDownload,
+  recoveryCodesPage,
+} from './pages.js';
 
 const ctx = { name: 'Portcullis', prefix: '/api/auth' };
 
@@ -136,5 +148,93 @@ describe('error pages', () => {
     expect(forPeople(new GatewayError(Errors.rate_limited, 'slow down'), 'Wed, 21 Oct 2015 07:28:00 GMT').message).toBe('slow down');
     const other = new GatewayError(Errors.service_unavailable, 'try again shortly', { headers: { 'retry-after': '2' } });
     expect(forPeople(other, '2')).toBe(other);
+  });
+});
+
+describe('the account page', () => {
+  const now = new Date('2026-11-28T12:00:00Z');
+  const session = (id: string, current: boolean, userAgent: string | null, minutesAgo: number) => ({
+    id,
+    current,
+    amr: current ? ['pwd', 'otp'] : ['pwd'],
+    created_at: new Date(now.getTime() - 3 * 3600_000).toISOString(),
+    last_seen_at: new Date(now.getTime() - minutesAgo * 60_000).toISOString(),
+    expires_at: new Date(now.getTime() + 3600_000).toISOString(),
+    user_agent: userAgent,
+    ip: '203.0.113.7',
+  });
+  const view = (mfaEnabled: boolean, extra: Partial<AccountView> = {}): AccountView => ({
+    user: { username: 'dana', email: 'dana@example.com', roles: ['staff'], mfaEnabled },
+    sessions: [session('s-other', false, 'curl/8.0', 14), session('s-this', true, 'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0', 0)],
+    now,
+    ...extra,
+  });
+
+  it('labels every input, with 2FA off and on, with and without errors; so do the recovery codes page', () => {
+    const pages = [
+      accountPage(ctx, view(false)),
+      accountPage(ctx, view(true)),
+      accountPage(ctx, view(true, { error: { section: 'recovery', message: 'x' } })),
+      accountPage(ctx, view(false, { error: { section: 'password', message: 'x', reasons: ['a', 'b'] } })),
+      recoveryCodesPage(ctx, { rd: '/api/auth/account', codes: ['AAAA-BBBB-CCCC-DDDD'] }),
+    ];
+    for (const html of pages) {
+      expect(unlabelledInputs(html)).toEqual([]);
+      expect(html.toLowerCase()).not.toContain('<script');
+      expect(html).not.toMatch(/\sstyle=|\son[a-z]+=/i);
+    }
+    // Ids are unique on the page (labels point at exactly one input).
+    const ids = [...accountPage(ctx, view(true)).matchAll(/\sid="([^"]+)"/g)].map((m) => m[1]);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it('lists this device first, with no revoke button of its own; the others each have one', () => {
+    const html = accountPage(ctx, view(false));
+    expect(html.indexOf('data-session-id="s-this"')).toBeLessThan(html.indexOf('data-session-id="s-other"'));
+    expect(html).toContain('<strong>Firefox on Linux</strong> <span class="badge">This device</span>');
+    expect(html).not.toContain('name="session_id" value="s-this"');
+    expect(html).toContain('name="session_id" value="s-other"');
+    expect(html).toContain('last active about 14 minutes ago');
+    expect(html).toContain('<time datetime="2026-11-28T09:00:00.000Z">28 Nov 2026, 09:00 UTC</time>');
+    expect(html).toContain('Sign out everywhere else');
+    const alone = accountPage(ctx, view(false, { sessions: [session('s-this', true, null, 0)] }));
+    expect(alone).not.toContain('Sign out everywhere else');
+    expect(alone).toContain('Unknown device');
+  });
+
+  it('shows the 2FA forms that fit the state: turn on when off; turn off and new codes when on', () => {
+    const off = accountPage(ctx, view(false));
+    expect(off).toContain('action="/api/auth/account/2fa/setup"');
+    expect(off).not.toContain('action="/api/auth/account/2fa/disable"');
+    expect(off).not.toContain('action="/api/auth/account/recovery-codes"');
+    const on = accountPage(ctx, view(true));
+    expect(on).not.toContain('action="/api/auth/account/2fa/setup"');
+    expect(on).toContain('action="/api/auth/account/2fa/disable"');
+    expect(on).toContain('action="/api/auth/account/recovery-codes"');
+  });
+
+  it('escapes every value it shows, and lists policy reasons in place of the joined message', () => {
+    const evil = '<img src=x onerror=alert(1)>';
+    const html = accountPage(ctx, {
+      ...view(false),
+      user: { username: evil, email: `"${evil}`, roles: [evil], mfaEnabled: false },
+      sessions: [{ ...session(`"><b>`, false, evil, 1), ip: evil }],
+      notice: evil,
+      error: { section: 'password', message: evil, reasons: [evil] },
+    });
+    expect(html).not.toContain('<img');
+    expect(html).not.toContain('"><b>');
+    expect(html).toContain('&lt;img src=x onerror=alert(1)&gt;');
+    expect(html).toContain('<p>Choose another new password:</p><ul><li>&lt;img');
+  });
+
+  it('the download link is a data: URL holding every code', () => {
+    const codes = ['AAAA-BBBB-CCCC-DDDD', 'EEEE-FFFF-GGGG-HHHH'];
+    const href = recoveryCodesDownload(ctx, codes, 'dana');
+    expect(href.startsWith('data:text/plain;charset=utf-8,')).toBe(true);
+    const text = decodeURIComponent(href.slice(href.indexOf(',') + 1));
+    expect(text).toContain('Recovery codes for Portcullis (dana)');
+    for (const c of codes) expect(text).toContain(c);
+    expect(recoveryCodesPage(ctx, { rd: '/', codes })).toContain('download="recovery-codes.txt"');
   });
 });
