@@ -174,6 +174,7 @@ export function createServers(svc: Services, opts: ServersOptions): Servers {
     publicJwks: () => keySet.publicJwks(),
     helmet: helmetMw,
     clientIp,
+    now: svc.now,
   });
   const gateway = createGateway({
     state: () => state,

@@ -172,7 +172,10 @@ ${err.html}<p>New codes replace all your old ones. Confirm with a code from your
 }
 
 /** The account page. */
-export function accountPage(ctx: PageContext, view: AccountView): string {
+export function accountPage(ctx: PageContext, given: AccountView): string {
+  // With 2FA off the recovery section is not drawn: its form's error (sent from a page drawn
+  // while 2FA was on) is shown in the 2FA section instead, never dropped.
+  const view = given.error?.section === 'recovery' && !given.user.mfaEnabled ? { ...given, error: { ...given.error, section: 'mfa' as const } } : given;
   const { user } = view;
   const notice = view.notice ? `<p class="notice" role="status">${escapeHtml(view.notice)}</p>\n` : '';
   const roles = user.roles.length ? user.roles.map(escapeHtml).join(', ') : '<span class="muted">none</span>';

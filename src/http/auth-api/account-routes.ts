@@ -16,6 +16,19 @@ const SHOWN_INLINE: readonly ErrorDef[] = [
   Errors.mfa_already_enabled,
 ];
 
+/**
+ * What the page says for errors whose API wording names endpoints or assumes an API client
+ * ("Call /2fa/setup first."); the problem+json keeps the API's words.
+ */
+const PAGE_WORDING: readonly [ErrorDef, string][] = [
+  [
+    Errors.mfa_not_set_up,
+    'Two-factor authentication is off (perhaps changed in another window). To turn it on, start with “Turn on two-factor authentication”.',
+  ],
+  [Errors.mfa_already_enabled, 'Two-factor authentication is already on (perhaps turned on in another window).'],
+  [Errors.session_not_found, 'That session is already signed out, or is not one of yours.'],
+];
+
 /** A form field as a string ('' when absent or not a string: url-encoded forms send strings). */
 const field = (body: unknown, name: string): string => {
   const v = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[name] : undefined;
@@ -45,7 +58,7 @@ export function accountRoutes(d: RouterDeps): express.Router {
   const view = async (a: Authed, extra: Partial<AccountView> = {}): Promise<AccountView> => ({
     user: a.user,
     sessions: await d.auth.listSessions(a.user.id, a.identity.sid),
-    now: new Date(),
+    now: d.now(),
     ...extra,
   });
 
@@ -73,10 +86,8 @@ export function accountRoutes(d: RouterDeps): express.Router {
     d.respond.send(req, res, e, {
       html: (err) => {
         const reasons = (err.extra as { reasons?: unknown } | undefined)?.reasons;
-        return accountPage(ctx.pages, {
-          ...v,
-          error: { section, message: err.message, reasons: Array.isArray(reasons) ? reasons.map(String) : undefined },
-        });
+        const message = PAGE_WORDING.find(([def]) => is(err, def))?.[1] ?? err.message;
+        return accountPage(ctx.pages, { ...v, error: { section, message, reasons: Array.isArray(reasons) ? reasons.map(String) : undefined } });
       },
     });
   };

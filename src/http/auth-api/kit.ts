@@ -16,6 +16,8 @@ export interface RouterDeps {
   authenticate: Authenticate;
   respond: Responder;
   clientIp: (req: IncomingMessage) => string;
+  /** The gateway's clock (injected; tests move it). */
+  now: () => Date;
 }
 
 /** A signed-in caller of the auth API. */
