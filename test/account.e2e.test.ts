@@ -493,7 +493,7 @@ describe('CSRF and content types on every form route', () => {
         // The pending key is the same one: a new setup would have replaced it.
         const enc = (await h.app.db.users.findById(cy.id))?.totpSecret;
         expect(enc).toBeTruthy();
-        const again = await cy.b.post(FORMS.enable, { code: await wrongTotp(cy.secret, gatewayNow()) });
+        const again = await cy.b.post(FORMS.enable, { code: await wrongTotp(cy.secret, gatewayNow()), secret: cy.secret });
         expect(again.status).toBe(422);
         expect(secretOf(again.text)).toBe(cy.secret);
         expect((await me(h, bearer(cy.other.token))).json().mfa_enabled).toBe(false);
@@ -502,7 +502,7 @@ describe('CSRF and content types on every form route', () => {
     '2fa/enable': {
       path: FORMS.enable,
       who: () => cy.b,
-      fields: async () => ({ code: await totpAt(cy.secret, gatewayNow()) }),
+      fields: async () => ({ code: await totpAt(cy.secret, gatewayNow()), secret: cy.secret }),
       unchanged: async () => {
         expect((await me(h, bearer(cy.other.token))).json().mfa_enabled).toBe(false);
         expect((await me(h, { cookie: cy.b.cookie })).json().mfa_enabled).toBe(false);
@@ -554,16 +554,17 @@ describe('CSRF and content types on every form route', () => {
       expect(api.status).toBe(403);
       expect(api.text).toContain('csrf');
     }
-    // A type that reads as both a form and JSON (`…urlencoded+json`) is parsed as JSON: the
-    // cookie's own CSRF check still refuses it.
+    // A type that reads as both a form and JSON (`…urlencoded+json`) is not a form: 415 before
+    // anything else (the review found it parsed as JSON past the form-only gate; the cookie's
+    // own CSRF check still refused it).
     const hybrid = await b.request(
       'POST',
       c.path,
       { origin: EVIL, 'content-type': 'application/x-www-form-urlencoded+json', accept: 'text/html' },
       JSON.stringify(fields),
     );
-    expect(hybrid.status, hybrid.text).toBe(403);
-    expect(hybrid.text).toContain('403 · csrf');
+    expect(hybrid.status, hybrid.text).toBe(415);
+    expect(hybrid.text).toContain('unsupported_media_type');
     await c.unchanged();
   });
 
@@ -807,8 +808,33 @@ describe('two-factor authentication', () => {
     expect((await me(h, { cookie: b.cookie })).json().mfa_enabled).toBe(false);
   });
 
+  it('the confirm form sends the key back (a hidden field): the proof that it was shown it', async () => {
+    const r = await b.post(FORMS.setup);
+    expectPage(r);
+    secret = secretOf(r.text);
+    expect(r.text).toContain(`<input type="hidden" name="secret" value="${secret}">`);
+  });
+
+  it('pending-secret theft: another session of the account (or this one without the key) posting a wrong code is shown no key', async () => {
+    const thief = await browserFor(h, 'tia');
+    for (const [who, body] of [
+      [thief, { code: '000000' }],
+      [thief, { code: '000000', secret: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }],
+      [thief, { code: '000000', secret: secret.toLowerCase() }],
+      [b, { code: '000000' }],
+    ] as const) {
+      const r = await who.post(FORMS.enable, body);
+      expectPage(r, 409);
+      expect(r.text).not.toContain(secret);
+      expect(r.text).not.toContain('<svg');
+      expect(inlineError(r.text, 'mfa')).toContain('Two-factor authentication is off');
+    }
+    // The enrollment itself is untouched: the page that was shown the key still completes it below.
+    expect((await me(h, { cookie: b.cookie })).json().mfa_enabled).toBe(false);
+  });
+
   it('a wrong code: 422 and the same key shown again with the reason', async () => {
-    const r = await b.post(FORMS.enable, { code: await wrongTotp(secret, gatewayNow()) });
+    const r = await b.post(FORMS.enable, { code: await wrongTotp(secret, gatewayNow()), secret });
     expectPage(r, 422);
     expect(secretOf(r.text)).toBe(secret);
     expect(r.text).toContain('<svg');
@@ -839,7 +865,7 @@ describe('two-factor authentication', () => {
     expect(m.json().mfa_enabled).toBe(true);
     const page = await b.get(`${ACCOUNT}?done=mfa_enabled`);
     expectPage(page);
-    expect(page.text).toContain('<p class="notice" role="status">Two-factor authentication is on.</p>');
+    expect(page.text).toContain('<p class="notice" role="status">Two-factor authentication is on. Sessions signed in before keep working');
     expect(page.text).toContain('<dt>Two-factor</dt><dd>On</dd>');
     expect(sectionOf(page.text, 'mfa')).toContain(`action="${FORMS.disable}"`);
     expect(sectionOf(page.text, 'recovery')).toContain(`action="${FORMS.recovery}"`);

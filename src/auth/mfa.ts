@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
 import { Errors, GatewayError, unauthenticated } from '../errors/index.js';
@@ -113,13 +113,22 @@ export class MfaService {
   }
 
   /**
-   * The enrollment in progress (the pending secret from {@link setup}), shown again: the
-   * account page's confirm step after a wrong code. 409 when 2FA is already on, 409
-   * `mfa_not_set_up` when no enrollment was started.
+   * The enrollment in progress, shown again (the account page's confirm step after a wrong
+   * code) to a caller that proves it was shown it: `claimedSecret` (sent back by the confirm
+   * form) must be the pending secret. Another session of the same account, which never saw
+   * it, gets nothing: the secret is never handed out twice. The user is read afresh, so an
+   * enrollment completed meanwhile is 409 `mfa_already_enabled`; a restarted or missing one
+   * is 409 `mfa_not_set_up`.
    */
-  async pendingSetup(user: UserRecord): Promise<{ secret: string; otpauth_uri: string; qr_svg: string }> {
+  async pendingSetup(userId: string, claimedSecret: string): Promise<{ secret: string; otpauth_uri: string; qr_svg: string }> {
+    const user = await dependency(() => this.d.db.users.findById(userId));
+    if (!user) throw new GatewayError(Errors.invalid_token, 'The account is no longer active.');
     if (user.mfaEnabled) throw new GatewayError(Errors.mfa_already_enabled, 'It is already enabled.');
-    return this.enrollment(user, this.secretOf(user).secret);
+    const { secret } = this.secretOf(user);
+    const a = createHash('sha256').update(secret).digest();
+    const b = createHash('sha256').update(claimedSecret).digest();
+    if (!timingSafeEqual(a, b)) throw new GatewayError(Errors.mfa_not_set_up, 'The enrollment was restarted; call /2fa/setup again.');
+    return this.enrollment(user, secret);
   }
 
   private async enrollment(user: UserRecord, secret: string): Promise<{ secret: string; otpauth_uri: string; qr_svg: string }> {

@@ -46,7 +46,7 @@ export const ACCOUNT_NOTICES: Readonly<Record<string, string>> = {
   session_revoked: 'That session is signed out.',
   others_signed_out: 'Every other session is signed out.',
   password_changed: 'Your password is changed. Every other session is signed out.',
-  mfa_enabled: 'Two-factor authentication is on.',
+  mfa_enabled: 'Two-factor authentication is on. Sessions signed in before keep working: “Sign out everywhere else” ends them.',
   mfa_disabled: 'Two-factor authentication is off.',
 };
 

@@ -246,7 +246,15 @@ export interface EnrollActions {
  */
 export function mfaSetupPage(
   ctx: PageContext,
-  opts: { rd: string; setup?: { qrSvg: string; secret: string }; error?: string; enabled?: boolean; actions?: EnrollActions },
+  opts: {
+    rd: string;
+    setup?: { qrSvg: string; secret: string };
+    error?: string;
+    enabled?: boolean;
+    actions?: EnrollActions;
+    /** The confirm form sends the key back: proof that the sender was shown it (see MfaService.pendingSetup). */
+    echoSecret?: boolean;
+  },
 ): string {
   const nav: PageNav = { site: ['home', 'account', 'signOut'] };
   if (opts.enabled) {
@@ -277,7 +285,7 @@ ${error}
 <div class="qr" role="img" aria-label="QR code for your authenticator app">${opts.setup.qrSvg}</div>
 <p class="muted">Or enter this key by hand: <code id="totp-secret">${escapeHtml(opts.setup.secret)}</code></p>
 <form method="post" action="${escapeHtml(actions.enable)}">
-<input type="hidden" name="rd" value="${escapeHtml(opts.rd)}">
+<input type="hidden" name="rd" value="${escapeHtml(opts.rd)}">${opts.echoSecret ? `\n<input type="hidden" name="secret" value="${escapeHtml(opts.setup.secret)}">` : ''}
 <label for="code">Code from the app</label>
 <input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" required maxlength="6" autofocus${opts.error ? ' aria-describedby="setup-error"' : ''}>
 <button type="submit">Turn on</button>

@@ -162,7 +162,7 @@ export function accountRoutes(d: RouterDeps): express.Router {
   const enrollActions = { setup: ctx.prefix + ACCOUNT_FORMS.mfaSetup, enable: ctx.prefix + ACCOUNT_FORMS.mfaEnable };
   form(ACCOUNT_FORMS.mfaSetup, 'mfa', async (a, _req, res) => {
     const out = await d.mfa.setup(a.user);
-    res.type('html').send(mfaSetupPage(ctx.pages, { rd: page, setup: { qrSvg: out.qr_svg, secret: out.secret }, actions: enrollActions }));
+    res.type('html').send(mfaSetupPage(ctx.pages, { rd: page, setup: { qrSvg: out.qr_svg, secret: out.secret }, actions: enrollActions, echoSecret: true }));
   });
 
   form(ACCOUNT_FORMS.mfaEnable, 'mfa', async (a, req, res) => {
@@ -171,14 +171,16 @@ export function accountRoutes(d: RouterDeps): express.Router {
       out = await d.mfa.enable(a.user, { code: field(req.body, 'code') });
     } catch (e) {
       if (!is(e, Errors.invalid_input)) throw e;
-      // A wrong code: the same QR code and key again (the pending secret), with the reason.
-      const pending = await d.mfa.pendingSetup(a.user);
+      // A wrong code: the same QR code and key again, with the reason; but only to the form
+      // that sends the key back (the page that was shown it), never to another session.
+      const pending = await d.mfa.pendingSetup(a.user.id, field(req.body, 'secret'));
       d.respond.send(req, res, e, {
         html: () =>
           mfaSetupPage(ctx.pages, {
             rd: page,
             setup: { qrSvg: pending.qr_svg, secret: pending.secret },
             actions: enrollActions,
+            echoSecret: true,
             error: 'That code is not valid. Check that the time on your phone is right, and enter the newest code.',
           }),
       });

@@ -29,8 +29,8 @@ export interface Authed {
 
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
-/** A url-encoded form post (from the gateway's own pages). */
-export const isForm = (req: IncomingMessage): boolean => /^application\/x-www-form-urlencoded\b/i.test(req.headers['content-type'] ?? '');
+/** A url-encoded form post (from the gateway's own pages): exactly that type (`…urlencoded+json` is not one). */
+export const isForm = (req: IncomingMessage): boolean => /^application\/x-www-form-urlencoded\s*(?:;|$)/i.test(req.headers['content-type'] ?? '');
 const isJson = (req: IncomingMessage): boolean => /^application\/(?:[\w.+-]+\+)?json\b/i.test(req.headers['content-type'] ?? '');
 
 /** The client facts a sign-in records. */
