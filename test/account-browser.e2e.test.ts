@@ -7,19 +7,17 @@
  * sideways, that every input has a label and that axe-core finds no violation (of any impact;
  * the issue asks for no serious one) in the light and dark schemes. Screenshots land in test/artifacts/ (git-ignored).
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import jsQRModule from 'jsqr';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromiumAvailable, launchChromium } from './support/chromium.js';
 import { GOOD_PASSWORD, addUser, login, startHarness, totpAt, wrongTotp, type Harness } from './support/helpers.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available && process.env.CI === 'true') throw new Error(`Chromium is not installed at ${CHROMIUM}, and CI=true requires the browser test`);
-if (!available) console.warn(`[account-browser.e2e] skipped: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+const available = chromiumAvailable('account-browser.e2e');
 
 const ARTIFACTS = join(import.meta.dirname, 'artifacts');
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -134,18 +132,7 @@ describe.runIf(available)('the account page in Chromium at 390×844', () => {
       now: () => new Date(gatewayNow()),
     });
     await addUser(h, 'dana', ['staff', 'reports'], { email: 'dana@example.com' });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();

@@ -12,7 +12,7 @@
  * moving it a minute on, and a lockout is waited out by moving it 16 minutes on.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, startHarness, totpAt, wrongTotp, type Harness } from './support/helpers.js';
+import { GOOD_PASSWORD, addUser, startHarness, totpAt, wrongTotp, type Harness, unescapeHtml } from './support/helpers.js';
 
 const PREFIX = '/api/auth';
 const ACCOUNT = `${PREFIX}/account`;
@@ -239,14 +239,6 @@ function sessionsOf(html: string): SessionItem[] {
     html: m[3],
   }));
 }
-
-const unescapeHtml = (s: string) =>
-  s
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;/g, "'")
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&amp;/g, '&');
 
 /** The recovery codes on a codes page (`#recovery-codes li`). */
 function codesOf(html: string): string[] {

@@ -1,12 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { chromiumAvailable, launchChromium } from './support/chromium.js';
 import { addUser, GOOD_PASSWORD, startHarness, totpAt, type Harness } from './support/helpers.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available && process.env.CI === 'true') throw new Error(`Chromium is not installed at ${CHROMIUM}, and CI=true requires the browser test`);
-if (!available) console.warn(`[browser.e2e] skipped: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+const available = chromiumAvailable('browser.e2e');
 
 const ROUTES = `
 routes:
@@ -31,19 +28,7 @@ describe.runIf(available)('a real browser signs in, stays signed in past the acc
     // A 2 s access token: the browser drops the access cookie and must be refreshed silently.
     h = await startHarness({ routes: ROUTES, extraYaml: 'auth:\n  access_ttl: 2s\n', now: () => new Date(Date.now() + skew) });
     await addUser(h, 'bea', ['staff'], { email: 'bea@example.com' });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-        '--disable-quic',
-      ],
-    });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();

@@ -13,7 +13,7 @@
  * The harness runs on an injected clock (TOTP steps are taken by moving it, never by sleeping).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, fakeClock, login, totpAt, wrongTotp, type FakeClock, type Harness } from './support/helpers.js';
+import { GOOD_PASSWORD, addUser, fakeClock, login, totpAt, wrongTotp, type FakeClock, type Harness, unescapeHtml } from './support/helpers.js';
 import { startHarness } from './support/helpers.js';
 
 const SEC = 1000;
@@ -100,14 +100,6 @@ async function send(
   const text = await res.text();
   return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text), setCookies: res.headers.getSetCookie() };
 }
-
-const unescapeHtml = (s: string) =>
-  s
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;/g, "'")
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&amp;/g, '&');
 
 function hiddenRd(html: string): string {
   const m = /<input type="hidden" name="rd" value="([^"]*)">/.exec(html);

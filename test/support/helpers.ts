@@ -117,6 +117,15 @@ ${opts.routes ?? ROUTES}
   };
 }
 
+/** Undoes the gateway pages' HTML escaping (`escapeHtml`) of a value read out of a page. */
+export const unescapeHtml = (s: string): string =>
+  s
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
+
 /** A password that satisfies the default policy. */
 export const GOOD_PASSWORD = 'correct horse battery staple 42';
 
