@@ -28,18 +28,6 @@ type JsQR = (typeof jsQRModule)['default'];
 const jsQR: JsQR = (jsQRModule as unknown as { default?: JsQR }).default ?? (jsQRModule as unknown as JsQR);
 const NEW_PASSWORD = 'tangerine lighthouse orbit 1987';
 
-const ROUTES = `
-routes:
-  - name: admin
-    match: { path: /admin/** }
-    upstream: echo
-    access: { roles: [admin] }
-  - name: app
-    match: { path: /app/** }
-    upstream: echo
-    access: authenticated
-`;
-
 /** What one page looked like to the checks. */
 interface PageReport {
   name: string;
@@ -127,7 +115,6 @@ describe.runIf(available)('the account page in Chromium at 390×844', () => {
   beforeAll(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     h = await startHarness({
-      routes: ROUTES,
       extraYaml: 'auth:\n  login_rate_limit: { requests: 1000, per: 1m }\n  api_rate_limit: { requests: 10000, per: 1m }\n',
       now: () => new Date(gatewayNow()),
     });
