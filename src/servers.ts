@@ -179,12 +179,6 @@ export function createServers(svc: Services, opts: ServersOptions): Servers {
   const gateway = createGateway({
     state: () => state,
     auth,
-    proxy: {
-      forward: (req, res, t) => proxy.forward(req, res, t),
-      upgrade: (req, socket, head, t) => proxy.upgrade(req, socket, head, t),
-      close: () => proxy.close(),
-      closeSession: (sid) => proxy.closeSession(sid),
-    } as GatewayProxy,
     metrics,
     log,
     authApp: authApp as unknown as (req: IncomingMessage, res: ServerResponse) => void,
@@ -201,7 +195,7 @@ export function createServers(svc: Services, opts: ServersOptions): Servers {
   });
 
   /** Everything the pipeline needs from one config, built once per load. */
-  const buildState = (c: Config): GatewayState => {
+  const buildState = (c: Config, p: GatewayProxy): GatewayState => {
     const routes = compileRoutes(c.routes);
     return {
       config: c,
@@ -209,9 +203,10 @@ export function createServers(svc: Services, opts: ServersOptions): Servers {
       policy: policyContext(routes, c, origin),
       mutator: createHeaderMutator({ identityHeaders: c.identity_headers, upstreams: c.upstreams, trustProxy: c.trust_proxy }),
       limiters: routeLimiters(c),
+      proxy: p,
     };
   };
-  state = buildState(config);
+  state = buildState(config, proxy);
 
   const server: Server = config.tls
     ? createHttpsServer(
@@ -283,10 +278,11 @@ export function createServers(svc: Services, opts: ServersOptions): Servers {
         JSON.stringify(next.upstreams) !== JSON.stringify(config.upstreams) ||
         JSON.stringify(next.identity_headers) !== JSON.stringify(config.identity_headers) ||
         JSON.stringify(next.trust_proxy) !== JSON.stringify(config.trust_proxy);
-      const nextState = buildState(next); // compiles the routes: throws before anything changes
+      const nextState = buildState(next, proxy); // compiles the routes: throws before anything changes
       if (upstreamsChanged) {
         const old = proxy;
         proxy = makeProxy(next);
+        nextState.proxy = proxy;
         // In-flight requests keep their sockets; idle ones go when the old agents close.
         retired.add(old);
         setTimeout(() => {

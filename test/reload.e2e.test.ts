@@ -6,7 +6,7 @@ import { parseConfig } from '../src/config/index.js';
 import { createApp } from '../src/app.js';
 import { createLogger } from '../src/http/log.js';
 import { Writable } from 'node:stream';
-import { metricsText, sample, startHarness, type Harness } from './support/helpers.js';
+import { addUser, login, metricsText, sample, startHarness, type Harness } from './support/helpers.js';
 
 /**
  * Reload on file change (SPEC §2, issue 12 part 4): an editor-style write (temp file renamed
@@ -169,6 +169,53 @@ describe('the gateway reloads when its config file changes on disk', () => {
     } finally {
       slow.closeAllConnections();
       await new Promise((r) => slow.close(r));
+    }
+  });
+
+  it('a request authorized before a reload that removes its upstream is forwarded there (not 502 upstream_unknown)', async () => {
+    // Held between authentication and forwarding while the reload lands: the request must use
+    // the forwarding engine of the config it was authorized under, not the new one.
+    const held: Server = createServer((req, res) => res.end(`held:${req.url}`));
+    await new Promise<void>((r) => held.listen(0, '127.0.0.1', r));
+    const heldUrl = `http://127.0.0.1:${(held.address() as { port: number }).port}`;
+    try {
+      h = await startHarness({
+        routes: `${ROUTES_A}  - name: held\n    match: { path: /held/** }\n    upstream: held\n    access: authenticated\n`,
+        upstreamExtra: `  held:\n    url: ${heldUrl}\n`,
+      });
+      await addUser(h, 'rita');
+      const token = await login(h, 'rita');
+      const auth = h.app.auth;
+      const verify = auth.verify.bind(auth);
+      let entered!: () => void;
+      const inVerify = new Promise<void>((r) => {
+        entered = r;
+      });
+      let release!: () => void;
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      auth.verify = async (t: string) => {
+        if (t === token) {
+          entered();
+          await gate;
+        }
+        return verify(t);
+      };
+      const inFlight = fetch(`${h.url}/held/one`, { headers: { authorization: `Bearer ${token}` } });
+      await inVerify;
+      const file = join(h.dir, 'gateway.yaml');
+      const text = readFileSync(file, 'utf8');
+      editorSave(file, text.replace(/ {2}- name: held\n[\s\S]*$/, '').replace(`  held:\n    url: ${heldUrl}\n`, ''));
+      // Unauthenticated: 401 while the route exists, 404 once the reload has removed it.
+      await eventually(async () => (await status(`${h!.url}/held/two`)) === 404, 3000);
+      release();
+      const r = await inFlight;
+      expect(r.status).toBe(200);
+      expect(await r.text()).toBe('held:/held/one');
+    } finally {
+      held.closeAllConnections();
+      await new Promise((r) => held.close(r));
     }
   });
 });

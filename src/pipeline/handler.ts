@@ -47,12 +47,17 @@ export interface GatewayState {
   mutator: HeaderMutator;
   /** Rate limiters of routes with `rate_limit`, by route name. */
   limiters: Map<string, RouteLimiter>;
+  /**
+   * The forwarding engine of this config's upstreams: a request forwards through the state it
+   * started with, so a reload that removes or changes an upstream never sends a request that
+   * was already authorized against the old config to the new engine (502 `upstream_unknown`).
+   */
+  proxy: Pick<GatewayProxy, 'forward' | 'upgrade'>;
 }
 
 export interface GatewayDeps {
   state: () => GatewayState;
   auth: AuthService;
-  proxy: GatewayProxy;
   metrics: Metrics;
   log: Logger;
   /** The express app serving the auth API, pages and JWKS. */
@@ -347,7 +352,7 @@ export function createGateway(d: GatewayDeps) {
     // Set now so an upstream failure (502/504) still hands the browser its rotated cookies;
     // on success the proxy appends them to the upstream's own.
     if (o.auth.setCookies.length) res.setHeader('set-cookie', o.auth.setCookies);
-    d.proxy.forward(req, res, await target(req, st, o, false, rec, extra ? { ...extra, 'x-request-id': rec.id } : { 'x-request-id': rec.id }));
+    st.proxy.forward(req, res, await target(req, st, o, false, rec, extra ? { ...extra, 'x-request-id': rec.id } : { 'x-request-id': rec.id }));
   }
 
   async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -403,7 +408,7 @@ export function createGateway(d: GatewayDeps) {
       fail(o.error, o.setCookies);
       return;
     }
-    d.proxy.upgrade(req, socket, head, await target(req, st, o, true, rec, extra));
+    st.proxy.upgrade(req, socket, head, await target(req, st, o, true, rec, extra));
   }
 
   return {
