@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EchoReply } from '../src/demo/echo.js';
 import { connectWebSocket, WsHandshakeError } from '../src/demo/ws.js';
-import { GOOD_PASSWORD, ROUTES, addUser, login, metricsText, rawRequest, startHarness, type Harness, type RawResponse } from './support/helpers.js';
+import { GOOD_PASSWORD, ROUTES, addUser, login, metricsText, rawRequest, sample, startHarness, type Harness, type RawResponse } from './support/helpers.js';
 import { closedPort } from './support/proxy.js';
 
 type Line = Record<string, unknown>;
@@ -347,7 +347,13 @@ describe('access log: one line per request, tied to everything else by X-Request
     expect(await accessLine(h, e.headers['x-request-id'] as string)).toMatchObject({ websocket: true, status: 401, route: 'app', upstream: null });
   });
 
-  it('a client that leaves before the answer: the line says no status was sent (aborted)', async () => {
+  it('a client that leaves before the answer: the line says no status was sent (aborted); the metric counts a 499, not a 200', async () => {
+    const labels = { route: 'echo-helpers', method: 'GET' };
+    const text0 = await metricsText(h);
+    const [ok0, gone0] = [
+      sample(text0, 'portcullis_http_requests_total', { ...labels, status: '200' }),
+      sample(text0, 'portcullis_http_requests_total', { ...labels, status: '499' }),
+    ];
     const sock = connect(Number(new URL(h.url).port), '127.0.0.1');
     await new Promise((r) => sock.once('connect', r));
     const before = h.logs.length;
@@ -360,6 +366,9 @@ describe('access log: one line per request, tied to everything else by X-Request
     );
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ status: null, aborted: true, route: 'echo-helpers', upstream: 'echo' });
+    const text1 = await metricsText(h);
+    expect(sample(text1, 'portcullis_http_requests_total', { ...labels, status: '499' })).toBe(gone0 + 1);
+    expect(sample(text1, 'portcullis_http_requests_total', { ...labels, status: '200' })).toBe(ok0);
   });
 });
 

@@ -38,6 +38,9 @@ export interface RequestAuth {
 export type RouteLimiter = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 
 /** Everything the request pipeline needs; rebuilt when the config is reloaded. */
+/** The `status` label of a request that closed before any response head was sent. */
+export const NO_RESPONSE_STATUS = 499;
+
 export interface GatewayState {
   config: Config;
   routes: RouteTable;
@@ -159,7 +162,9 @@ export function createGateway(d: GatewayDeps) {
   /** A response closed (sent, or the connection went first): its metrics and its access line. */
   function finish(req: IncomingMessage, res: ServerResponse, rec: RequestRecord): void {
     const ns = Number(process.hrtime.bigint() - rec.started);
-    d.metrics.requestDone(rec.label, methodLabel(req.method), res.statusCode, ns / 1e9);
+    // No head went out (the client left first, or the connection was dropped): not the 200 that
+    // res.statusCode still holds, but 499, nginx's "client closed request" (never a 5xx alert).
+    d.metrics.requestDone(rec.label, methodLabel(req.method), res.headersSent ? res.statusCode : NO_RESPONSE_STATUS, ns / 1e9);
     logAccess(req, rec, res.headersSent ? res.statusCode : null, Math.round(ns / 1000) / 1000, !res.writableFinished, false);
   }
 
