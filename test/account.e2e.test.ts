@@ -12,7 +12,7 @@
  * moving it a minute on, and a lockout is waited out by moving it 16 minutes on.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, startHarness, totpAt, wrongTotp, type Harness, unescapeHtml } from './support/helpers.js';
+import { GOOD_PASSWORD, addUser, startHarness, totpAt, wrongTotp, type Harness, unescapeHtml, toReply, type Reply } from './support/helpers.js';
 
 const PREFIX = '/api/auth';
 const ACCOUNT = `${PREFIX}/account`;
@@ -48,19 +48,6 @@ auth:
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-interface Reply {
-  status: number;
-  headers: Headers;
-  text: string;
-  setCookies: string[];
-  json: () => any;
-}
-
-async function toReply(res: Response): Promise<Reply> {
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, text, setCookies: res.headers.getSetCookie(), json: () => JSON.parse(text) };
-}
 
 /** One request, never following redirects. */
 async function send(h: Harness, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Reply> {

@@ -7,7 +7,7 @@
  * toward the username lockout like a sign-in; a success replaces all ten codes at once.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, fakeClock, login, totpAt, wrongTotp, startHarness, type Harness } from './support/helpers.js';
+import { GOOD_PASSWORD, addUser, fakeClock, login, totpAt, wrongTotp, startHarness, type Harness, toReply, type Reply } from './support/helpers.js';
 
 const STEP = 30_000;
 /** 10 s into a 30 s TOTP step. */
@@ -15,14 +15,6 @@ const T0 = Date.UTC(2026, 0, 5, 9, 0, 10);
 const PREFIX = '/api/auth';
 const WRONG_PASSWORD = 'definitely not the password 11';
 const EVIL = 'https://evil.example';
-
-interface Reply {
-  status: number;
-  headers: Headers;
-  text: string;
-  json: () => any;
-  setCookies: string[];
-}
 
 async function send(
   h: Harness,
@@ -38,9 +30,7 @@ async function send(
     body = o.raw ?? JSON.stringify(o.body);
     headers['content-type'] ??= 'application/json';
   }
-  const res = await fetch(`${h.url}${path}`, { method, headers, body, redirect: 'manual' });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text), setCookies: res.headers.getSetCookie() };
+  return toReply(await fetch(`${h.url}${path}`, { method, headers, body, redirect: 'manual' }));
 }
 
 function expectProblem(r: Reply, status: number, code: string) {

@@ -13,7 +13,19 @@
  * The harness runs on an injected clock (TOTP steps are taken by moving it, never by sleeping).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GOOD_PASSWORD, addUser, fakeClock, login, totpAt, wrongTotp, type FakeClock, type Harness, unescapeHtml } from './support/helpers.js';
+import {
+  GOOD_PASSWORD,
+  addUser,
+  fakeClock,
+  login,
+  totpAt,
+  wrongTotp,
+  type FakeClock,
+  type Harness,
+  unescapeHtml,
+  toReply,
+  type Reply,
+} from './support/helpers.js';
 import { startHarness } from './support/helpers.js';
 
 const SEC = 1000;
@@ -53,14 +65,6 @@ const ESCAPES = [
   'https:/\\evil.example/x',
 ];
 
-interface Reply {
-  status: number;
-  headers: Headers;
-  text: string;
-  json: () => any;
-  setCookies: string[];
-}
-
 type Jar = Record<string, string>;
 function jarWith(jar: Jar, setCookies: string[]): Jar {
   const out = { ...jar };
@@ -96,9 +100,7 @@ async function send(
     body = JSON.stringify(o.body);
     headers['content-type'] = 'application/json';
   }
-  const res = await fetch(`${h.url}${path}`, { method, headers, body, redirect: 'manual' });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text), setCookies: res.headers.getSetCookie() };
+  return toReply(await fetch(`${h.url}${path}`, { method, headers, body, redirect: 'manual' }));
 }
 
 function hiddenRd(html: string): string {

@@ -117,6 +117,21 @@ ${opts.routes ?? ROUTES}
   };
 }
 
+/** A whole HTTP answer, read once: status, headers, body text, the body as JSON, every `Set-Cookie`. */
+export interface Reply {
+  status: number;
+  headers: Headers;
+  text: string;
+  json: () => any;
+  setCookies: string[];
+}
+
+/** Reads a fetch `Response` into a {@link Reply}. */
+export async function toReply(res: Response): Promise<Reply> {
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text), setCookies: res.headers.getSetCookie() };
+}
+
 /** Undoes the gateway pages' HTML escaping (`escapeHtml`) of a value read out of a page. */
 export const unescapeHtml = (s: string): string =>
   s
