@@ -37,10 +37,10 @@ export interface RequestAuth {
 /** A per-route rate limiter: false when it answered the request (429) itself. */
 export type RouteLimiter = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 
-/** Everything the request pipeline needs; rebuilt when the config is reloaded. */
 /** The `status` label of a request that closed before any response head was sent. */
 export const NO_RESPONSE_STATUS = 499;
 
+/** Everything the request pipeline needs; rebuilt when the config is reloaded. */
 export interface GatewayState {
   config: Config;
   routes: RouteTable;

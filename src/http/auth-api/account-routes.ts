@@ -112,23 +112,10 @@ export function accountRoutes(d: RouterDeps): express.Router {
   r.get(
     '/account',
     wrap(async (req, res) => {
-      const a = await d.authenticate(req);
-      appendCookies(res, a.setCookies);
-      if (!a.identity) {
-        seeOther(ctx, res, ctx.signIn(page));
-        return;
-      }
-      let user: Authed['user'];
-      try {
-        user = await d.auth.currentUser(a.identity);
-      } catch (e) {
-        if (!is(e, Errors.invalid_token)) throw e;
-        seeOther(ctx, res, ctx.signIn(page));
-        return;
-      }
+      const a = await signedIn(req, res);
+      if (!a) return;
       const done = typeof req.query.done === 'string' && Object.hasOwn(ACCOUNT_NOTICES, req.query.done) ? ACCOUNT_NOTICES[req.query.done] : undefined;
-      const v = await view({ identity: a.identity, user, via: a.via ?? 'cookie' }, { notice: done });
-      res.type('html').send(accountPage(ctx.pages, v));
+      res.type('html').send(accountPage(ctx.pages, await view(a, { notice: done })));
     }),
   );
 
